@@ -1,0 +1,5 @@
+"""``python -m inspector`` is the same as the ``inspector`` console script."""
+
+from inspector.cli import main
+
+raise SystemExit(main())

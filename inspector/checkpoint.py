@@ -1,0 +1,187 @@
+"""One-file checkpoints: safetensors tensors plus JSON metadata, verified on load.
+
+The file holds every tensor of the model (the frozen encoder too, so inference never needs
+ImageNet weights) and, in the safetensors header's metadata, the model config, calibration,
+preprocessing, a training summary, the package version and the creation time. Loading never
+unpickles anything. A SHA-256 digest over tensors and metadata is stored alongside, so a
+truncated or edited file is refused instead of producing silently wrong scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from inspector import __version__
+from inspector.config import ModelConfig
+from inspector.errors import CheckpointError
+from inspector.model import ReverseDistillation
+from inspector.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from inspector.records import Calibration
+
+FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
+_META_KEY = "inspector"
+_DIGEST_KEY = "inspector_sha256"
+
+
+class Preprocessing(BaseModel):
+    """How images are turned into model input; the worker applies exactly this."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    color: Literal["rgb"] = "rgb"
+    resize: Literal["bilinear_antialias"] = "bilinear_antialias"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class CheckpointMeta(BaseModel):
+    """Everything in a checkpoint besides tensors.
+
+    Attributes:
+        format: File format tag, ``inspector.checkpoint/v1``.
+        name: Human-readable model name (shown in results and metrics).
+        model: Architecture.
+        calibration: Thresholds and normalisation; ``None`` for an uncalibrated model.
+        preprocessing: Input transform.
+        training: Free-form summary of the training run (data, epochs, losses, seed...).
+        package_version: inspector version that wrote the file.
+        created_at: UTC creation time, ISO 8601.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["inspector.checkpoint/v1"] = FORMAT
+    name: str
+    model: ModelConfig
+    calibration: Calibration | None = None
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    training: dict[str, Any] = Field(default_factory=dict)
+    package_version: str = __version__
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A verified checkpoint.
+
+    Attributes:
+        model: The model in eval mode on the CPU.
+        meta: Its metadata.
+        sha256: SHA-256 of the file's bytes (identifies the exact model in results).
+        path: Where it was read from.
+    """
+
+    model: ReverseDistillation
+    meta: CheckpointMeta
+    sha256: str
+    path: Path
+
+
+def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, model: ReverseDistillation, meta: CheckpointMeta) -> str:
+    """Write ``model`` and ``meta`` to ``path`` atomically.
+
+    Args:
+        path: Destination file (parent folders are created).
+        model: The model; its config must equal ``meta.model``.
+        meta: Metadata to store.
+
+    Returns:
+        The SHA-256 of the written file.
+
+    Raises:
+        CheckpointError: The model and metadata disagree, or the file cannot be written.
+    """
+    if model.config != meta.model:
+        raise CheckpointError("model config and checkpoint metadata disagree; refusing to save")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta_json = meta.model_dump_json()
+    data = st_save(
+        tensors, metadata={_META_KEY: meta_json, _DIGEST_KEY: _digest(tensors, meta_json)}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary file and rename, so a crash never leaves a half-written checkpoint
+    # where the daemon would pick it up.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Read and verify a checkpoint; never unpickles.
+
+    Args:
+        path: A file written by :func:`save_checkpoint`.
+
+    Returns:
+        The model (eval mode, CPU), its metadata and the file's SHA-256.
+
+    Raises:
+        CheckpointError: Missing, truncated, tampered with, or not matching its own config.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or not a safetensors file: {exc}); "
+            "re-copy it or re-create it with `inspector train` / `inspector import-anomalib`"
+        ) from exc
+    stored = header.get("__metadata__") or {}
+    meta_json, digest = stored.get(_META_KEY), stored.get(_DIGEST_KEY)
+    if meta_json is None or digest is None:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an inspector checkpoint (no metadata); "
+            "convert anomalib checkpoints with `inspector import-anomalib`"
+        )
+    if _digest(tensors, meta_json) != digest:
+        raise CheckpointError(
+            f"{path} failed its integrity check: tensors or metadata were modified after it was "
+            "written; do not use it, re-create it from the training run"
+        )
+    try:
+        meta = CheckpointMeta.model_validate_json(meta_json)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path} has invalid metadata: {exc}") from exc
+    model = ReverseDistillation(meta.model)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: tensors do not match its model config ({meta.model.backbone}): {exc}"
+        ) from exc
+    model.eval()
+    return LoadedCheckpoint(model, meta, hashlib.sha256(data).hexdigest(), path)

@@ -1,0 +1,263 @@
+"""The command line: the only entry point. ``inspector --help`` lists the commands.
+
+Exit codes: 0 ok, 2 bad usage or configuration (the message names the key and why), 1 runtime
+failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from inspector import __version__
+from inspector.errors import ConfigError, InspectorError
+
+log = logging.getLogger("inspector")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"{key}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from inspector.synth import generate_dataset
+
+    summary = generate_dataset(
+        args.out,
+        category=args.category,
+        seed=args.seed,
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_per_defect=args.n_test_per_defect,
+    )
+    n_defect = sum(summary.n_test_defect.values())
+    print(
+        f"wrote {summary.n_train} train, {summary.n_test_good} good and {n_defect} defective "
+        f"test images ({summary.category}, {summary.image_size} px) to {summary.root}"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from inspector.config import ModelConfig, TrainConfig
+    from inspector.training.trainer import train
+
+    model_cfg = ModelConfig(
+        backbone=args.backbone,
+        image_size=args.image_size,
+        ocbe_width=args.ocbe_width,
+        anomaly_map_mode=args.anomaly_map_mode,
+    )
+    overrides = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "device": args.device,
+            "seed": args.seed,
+            "weights": args.weights,
+            "patience": args.patience,
+            "val_fraction": args.val_fraction,
+            "calibration": args.calibration,
+            "target_false_alarm_rate": args.false_alarm_rate,
+        }.items()
+        if v is not None
+    }
+    if args.offline:
+        overrides["download"] = False
+    train_cfg = TrainConfig(**overrides)
+    result = train(
+        args.data,
+        args.out,
+        model_config=model_cfg,
+        train_config=train_cfg,
+        name=args.name,
+        progress=not args.no_progress,
+    )
+    last = result.history[-1]
+    cal = result.calibration
+    print(
+        f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}): {len(result.history)} "
+        f"epochs, best {result.best_epoch}, train loss {last.train_loss:.4f}, "
+        f"val loss {last.val_loss:.4f}, {last.seconds:.1f} s/epoch; calibration {cal.mode}, "
+        f"image threshold {cal.image_threshold:.4f}; skipped {len(result.skipped)} unreadable"
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from inspector.checkpoint import load_checkpoint
+    from inspector.training.evaluate import evaluate
+    from inspector.training.trainer import resolve_device
+
+    ckpt = load_checkpoint(args.checkpoint)
+    report = evaluate(
+        ckpt,
+        args.data,
+        json_path=args.json,
+        plots_dir=args.plots,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from inspector.checkpoint import load_checkpoint
+    from inspector.config import PostprocessConfig
+    from inspector.predict import predict
+    from inspector.training.trainer import resolve_device
+
+    post = PostprocessConfig(
+        image_threshold=args.image_threshold, pixel_threshold=args.pixel_threshold
+    )
+    summary = predict(
+        load_checkpoint(args.checkpoint),
+        args.inputs,
+        args.out,
+        postprocess=post,
+        save_maps=args.save_maps,
+        overlays=not args.no_overlays,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    print(
+        f"{summary.n_images} image(s) scored, {summary.n_anomalous} anomalous, "
+        f"{summary.n_failed} unreadable; results in {summary.results}"
+    )
+    return 1 if summary.n_failed and not summary.n_images else 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from inspector.interop import import_anomalib
+
+    loaded = import_anomalib(args.src, args.out, image_size=args.image_size, name=args.name)
+    print(f"wrote {args.out} ({loaded.meta.model.backbone}, sha256 {loaded.sha256[:12]})")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from inspector.messages import result_json_schema_text
+
+    sys.stdout.write(result_json_schema_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``inspector`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="inspector", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic MVTec-layout dataset")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--category", default="metal")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--n-train", type=int, default=60)
+    p.add_argument("--n-test-good", type=int, default=20)
+    p.add_argument("--n-test-per-defect", type=int, default=6)
+    p.set_defaults(handler=_cmd_synth)
+
+    p = sub.add_parser("train", help="train, calibrate and write one checkpoint")
+    p.add_argument(
+        "--data", type=Path, required=True, help="MVTec-style folder or folder of good images"
+    )
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    p.add_argument(
+        "--backbone",
+        default="wide_resnet50_2",
+        choices=["resnet18", "resnet34", "resnet50", "wide_resnet50_2"],
+    )
+    p.add_argument("--weights", help="imagenet (default), none, or a torchvision .pth file")
+    p.add_argument("--offline", action="store_true", help="never download ImageNet weights")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--ocbe-width", default="anomalib", type=_width)
+    p.add_argument("--anomaly-map-mode", default="add", choices=["add", "multiply"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--calibration", choices=["auto", "f1", "good_only"])
+    p.add_argument("--false-alarm-rate", type=float, help="good_only target, e.g. 0.005")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name", help="model name stored in the checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("eval", help="AUROC, AU-PRO and F1 on the test split")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--json", type=Path, help="also write the metrics here")
+    p.add_argument("--plots", type=Path, help="write ROC, histogram and overlay PNGs here")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(handler=_cmd_eval)
+
+    p = sub.add_parser("predict", help="score image files or folders")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--save-maps", action="store_true", help="write raw maps as maps/<stem>.npy")
+    p.add_argument("--no-overlays", action="store_true")
+    p.add_argument("--image-threshold", type=float, help="override, normalised 0..1")
+    p.add_argument("--pixel-threshold", type=float, help="override, normalised 0..1")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("import-anomalib", help="convert an anomalib ReverseDistillation checkpoint")
+    p.add_argument("src", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--image-size", type=int, help="input size (default: from the checkpoint, else 256)"
+    )
+    p.add_argument("--name")
+    p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser("schema", help="print the result message JSON Schema")
+    p.set_defaults(handler=_cmd_schema)
+    return parser
+
+
+def _width(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ValidationError as exc:
+        print(f"error: invalid configuration: {_format_validation(exc)}", file=sys.stderr)
+        return ConfigError.exit_code
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,447 @@
+"""Import Reverse Distillation models trained with anomalib 2.x.
+
+anomalib checkpoints are pickles; this module reads them with ``torch.load(weights_only=True)``
+only, so importing a file never runs code from it, and it never imports anomalib itself. The
+weights are renamed to inspector's layout (``encoder.feature_extractor.X`` -> ``encoder.X``),
+the OCBE's dead ``conv4``/``bn4`` are dropped, the backbone and OCBE width are inferred from
+tensor shapes, and anomalib's post-processor thresholds become an imported calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint, Preprocessing, save_checkpoint
+from inspector.config import AnomalyMapMode, Backbone, ModelConfig
+from inspector.errors import CheckpointError, InputSizeError
+from inspector.model import BACKBONES, ReverseDistillation
+from inspector.model.encoder import UNUSED_PREFIXES
+from inspector.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from inspector.records import Calibration
+
+_LIGHTNING_PREFIX = "model."
+_POST_PREFIX = "post_processor."
+_ANOMALIB_ENCODER = "encoder.feature_extractor."
+# Defined by anomalib (and RD4AD) but never called in forward: 8.4 M dead parameters.
+_DEAD_PREFIXES = ("bottleneck.conv4.", "bottleneck.bn4.")
+_MODEL_PREFIXES = ("encoder.", "bottleneck.", "decoder.")
+_LAYERS = ("layer1", "layer2", "layer3")
+_DEFAULT_SIZE = 256
+_THRESHOLDS = ("_image_threshold", "_pixel_threshold")
+_RANGES = ("image_min", "image_max", "pixel_min", "pixel_max")
+
+
+class _ForeignEnumValue(str):
+    """Plain-``str`` stand-in that anomalib enums in ``hyper_parameters`` unpickle into."""
+
+    __slots__ = ()
+
+
+def convert_anomalib_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    image_size: int | tuple[int, int] = _DEFAULT_SIZE,
+    anomaly_map_mode: AnomalyMapMode = AnomalyMapMode.ADD,
+) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Convert anomalib Reverse Distillation weights to inspector's layout.
+
+    Args:
+        state_dict: The ``state_dict`` of an anomalib Lightning checkpoint (keys
+            ``model.encoder.feature_extractor.*``, ``model.bottleneck.*``, ``model.decoder.*``,
+            ``post_processor.*``...) or of a bare ``ReverseDistillationModel`` (same keys
+            without ``model.``). Keys of other components are ignored.
+        image_size: Model input size; weights do not record it.
+        anomaly_map_mode: How layer maps are combined; weights do not record it either.
+
+    Returns:
+        The inferred model config, the model tensors renamed for
+        :class:`~inspector.model.ReverseDistillation` (``load_state_dict(strict=True)`` fits),
+        and the post-processor buffers (``_image_threshold``, ``image_min``... as 0-d tensors;
+        empty for a bare model).
+
+    Raises:
+        CheckpointError: The tensors are not a Reverse Distillation model of a supported
+            backbone (the message lists missing, unexpected or mis-shaped keys).
+        InputSizeError: ``image_size`` is not a multiple of 32.
+    """
+    tensors, post = _split(state_dict)
+    backbone = _infer_backbone(tensors)
+    fields = {"backbone": backbone, "ocbe_width": _infer_ocbe_width(tensors, backbone)}
+    try:
+        config = ModelConfig.model_validate(
+            {**fields, "image_size": image_size, "anomaly_map_mode": anomaly_map_mode}
+        )
+    except ValidationError as exc:
+        raise InputSizeError(str(exc.errors()[0]["msg"])) from exc
+    _check_layout(tensors, config)
+    return config, tensors, post
+
+
+def anomalib_calibration(
+    post: Mapping[str, torch.Tensor], post_config: Mapping[str, Any] | None = None
+) -> Calibration | None:
+    """Turn anomalib's post-processor state into an ``imported`` calibration.
+
+    anomalib labels a score anomalous when ``(x - thr) / (max - min) + 0.5 > 1 - sensitivity``;
+    the imported threshold is the raw value where that flips, ``thr + (0.5 - s) * (max - min)``,
+    so labels agree for any sensitivity (the default 0.5 leaves the threshold unchanged).
+
+    Args:
+        post: Post-processor buffers as returned by :func:`convert_anomalib_state_dict`.
+        post_config: The checkpoint's ``anomalib_post_processor_config`` (sensitivities,
+            threshold matching, normalisation switch), if any.
+
+    Returns:
+        The calibration, or ``None`` when the checkpoint holds no usable thresholds (never
+        validated, normalisation disabled, or values missing).
+    """
+    cfg = dict(post_config or {})
+    if not cfg.get("enable_normalization", True):
+        # Without normalisation anomalib compares raw scores with 1 - sensitivity, which is
+        # no calibration at all.
+        return None
+    raw: dict[str, float] = {}
+    for key in _THRESHOLDS + _RANGES:
+        value = post.get(key)
+        if value is None or value.numel() != 1:
+            return None
+        raw[key] = float(value)
+    image_thr, pixel_thr = raw["_image_threshold"], raw["_pixel_threshold"]
+    if cfg.get("enable_threshold_matching", True):
+        # anomalib falls back to the other level's threshold when one was never fitted.
+        image_thr, pixel_thr = (
+            pixel_thr if math.isnan(image_thr) else image_thr,
+            image_thr if math.isnan(pixel_thr) else pixel_thr,
+        )
+    values = [image_thr, pixel_thr, *(raw[k] for k in _RANGES)]
+    if not all(math.isfinite(v) for v in values):
+        return None
+
+    fitted = {"image": image_thr, "pixel": pixel_thr}
+    for level, threshold in fitted.items():
+        s = cfg.get(f"{level}_sensitivity")
+        s = float(s) if isinstance(s, int | float) else 0.5
+        fitted[level] = threshold + (0.5 - s) * (raw[f"{level}_max"] - raw[f"{level}_min"])
+    return Calibration.model_validate(
+        {
+            "mode": "imported",
+            "image_threshold": fitted["image"],
+            "pixel_threshold": fitted["pixel"],
+            **{k: raw[k] for k in _RANGES},
+        }
+    )
+
+
+def import_anomalib(
+    src: Path,
+    out: Path,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    anomaly_map_mode: AnomalyMapMode | None = None,
+    name: str | None = None,
+    strict_preprocessing: bool = True,
+) -> LoadedCheckpoint:
+    """Convert an anomalib checkpoint (Lightning ``.ckpt`` or bare state dict) to ours.
+
+    Args:
+        src: anomalib file, read with ``torch.load(weights_only=True)``.
+        out: inspector checkpoint to write (atomically).
+        image_size: Input size; default: the checkpoint pre-processor's resize, else its
+            ``input_size`` hyper-parameter, else 256.
+        anomaly_map_mode: Default: the checkpoint's ``anomaly_map_mode``, else ADD.
+        name: Model name stored in the checkpoint; default: ``src``'s stem.
+        strict_preprocessing: Refuse checkpoints whose pre-processing inspector cannot
+            reproduce exactly (crops, other interpolation, non-ImageNet normalisation); when
+            ``False`` they are imported and the differences recorded in ``meta.training``.
+
+    Returns:
+        The imported model (eval mode, CPU) with its metadata and the new file's SHA-256.
+
+    Raises:
+        CheckpointError: ``src`` is missing, unreadable, needs code to unpickle, or is not a
+            supported Reverse Distillation model; or ``out`` cannot be written.
+        InputSizeError: The image size is not a multiple of 32.
+    """
+    obj = _torch_load(src)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{src} holds a {type(obj).__name__}, not a state dict or Lightning checkpoint"
+        )
+    lightning = isinstance(obj.get("state_dict"), Mapping)
+    ckpt: Mapping[str, Any] = obj if lightning else {"state_dict": obj}
+    hparams = ckpt.get("hyper_parameters")
+    hparams = hparams if isinstance(hparams, Mapping) else {}
+    _check_hparams(src, hparams)
+    pre = _read_pre_processing(ckpt.get("anomalib_pre_processor_config"))
+    if pre.problems and strict_preprocessing:
+        raise CheckpointError(
+            f"{src}: inspector cannot reproduce this checkpoint's pre-processing "
+            f"({'; '.join(pre.problems)}), so its scores would drift; retrain with a plain "
+            "Resize + ImageNet Normalize, or import with strict_preprocessing=False"
+        )
+    size, size_source = _resolve_size(image_size, pre, ckpt)
+    mode = anomaly_map_mode or AnomalyMapMode(str(hparams.get("anomaly_map_mode", "add")))
+    config, tensors, post = convert_anomalib_state_dict(
+        ckpt["state_dict"], image_size=size, anomaly_map_mode=mode
+    )
+    if "backbone" in hparams and str(hparams["backbone"]) != config.backbone:
+        raise CheckpointError(
+            f"{src}: hyper_parameters say backbone {hparams['backbone']!r} but the tensors are "
+            f"a {config.backbone}; the file is inconsistent"
+        )
+    model = ReverseDistillation(config)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+
+    calibration = anomalib_calibration(post, ckpt.get("anomalib_post_processor_config"))
+    training: dict[str, Any] = {
+        "imported_from": "anomalib",
+        "source_file": src.name,
+        "source_sha256": _file_sha256(src),
+        "source_format": "lightning" if lightning else "state_dict",
+        "image_size_from": size_source,
+        "calibration_imported": calibration is not None,
+    }
+    for key in ("epoch", "global_step", "pytorch-lightning_version"):
+        if isinstance(ckpt.get(key), int | str):
+            training[key.replace("-", "_")] = ckpt[key]
+    if pre.problems:
+        training["preprocessing_mismatches"] = pre.problems
+    meta = CheckpointMeta(
+        name=name or src.stem,
+        model=config,
+        calibration=calibration,
+        preprocessing=Preprocessing.model_validate({"mean": pre.mean, "std": pre.std}),
+        training=training,
+    )
+    sha = save_checkpoint(out, model, meta)
+    return LoadedCheckpoint(model, meta, sha, out)
+
+
+def _torch_load(src: Path) -> object:
+    # Corrupt files make torch.load raise almost anything (RuntimeError from the zip reader,
+    # UnpicklingError, EOFError, ValueError...), so every failure is reported as unreadable.
+    if not src.is_file():
+        raise CheckpointError(f"anomalib checkpoint {src} does not exist or is not a file")
+    try:
+        return torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first: Exception = exc
+    except Exception as exc:
+        raise CheckpointError(f"{src} is not a readable torch checkpoint: {exc}") from exc
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(src)
+    except Exception:
+        unsafe = []
+    foreign = [n for n in unsafe if n.startswith("anomalib.")]
+    others = [n for n in unsafe if not n.startswith("anomalib.")]
+    if others or not foreign:
+        raise CheckpointError(
+            f"{src} needs code to unpickle ({', '.join(others) or first}); inspector only loads "
+            "tensors and plain data (weights_only=True). Re-save it without objects, e.g. "
+            "torch.save(lightning_module.state_dict(), 'rd.pt'), and import that"
+        ) from first
+    # Only anomalib's own names are mapped, and to a plain str: its 2.7 checkpoints store the
+    # anomaly-map mode enum in hyper_parameters, nothing else that needs a class.
+    with torch.serialization.safe_globals([(_ForeignEnumValue, n) for n in foreign]):
+        try:
+            return torch.load(src, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{src} holds objects other than anomalib's enums ({', '.join(foreign)}); "
+                "re-save its state_dict with torch.save and import that"
+            ) from exc
+
+
+def _split(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    lightning = any(k.startswith(_LIGHTNING_PREFIX) for k in state_dict)
+    tensors: dict[str, torch.Tensor] = {}
+    post: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(_POST_PREFIX):
+            post[key.removeprefix(_POST_PREFIX)] = value
+            continue
+        if lightning:
+            if not key.startswith(_LIGHTNING_PREFIX):
+                continue  # pre-processor, evaluator... state
+            key = key.removeprefix(_LIGHTNING_PREFIX)
+        if not key.startswith(_MODEL_PREFIXES) or key.startswith(_DEAD_PREFIXES):
+            continue
+        if key.startswith(_ANOMALIB_ENCODER):
+            key = "encoder." + key.removeprefix(_ANOMALIB_ENCODER)
+            if key.removeprefix("encoder.").startswith(UNUSED_PREFIXES):
+                continue  # a timm extractor that kept layer4: never used by RD
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"state dict entry {key!r} is a {type(value).__name__}")
+        tensors[key] = value
+    return tensors, post
+
+
+def _block_count(tensors: Mapping[str, torch.Tensor], stage: str) -> int:
+    pattern = re.compile(rf"{re.escape(stage)}\.(\d+)\.")
+    return len({m.group(1) for k in tensors if (m := pattern.match(k))})
+
+
+def _infer_backbone(tensors: Mapping[str, torch.Tensor]) -> Backbone:
+    if "encoder.conv1.weight" not in tensors:
+        raise CheckpointError(
+            "no encoder weights (encoder.feature_extractor.conv1.weight): not an anomalib "
+            "Reverse Distillation checkpoint"
+        )
+    blocks = tuple(_block_count(tensors, f"encoder.layer{i}") for i in (1, 2, 3))
+    bottleneck = "encoder.layer1.0.conv3.weight" in tensors
+    if not bottleneck:
+        basic: dict[tuple[int, ...], Backbone] = {(2, 2, 2): "resnet18", (3, 4, 6): "resnet34"}
+        if blocks in basic:
+            return basic[blocks]
+    elif blocks == (3, 4, 6) and "encoder.layer1.0.conv1.weight" in tensors:
+        # ResNet-50 and its wide twin differ only in inner width (64 vs 128 channels).
+        wide: dict[int, Backbone] = {64: "resnet50", 128: "wide_resnet50_2"}
+        width = tensors["encoder.layer1.0.conv1.weight"].shape[0]
+        if width in wide:
+            return wide[width]
+    kind = "Bottleneck" if bottleneck else "BasicBlock"
+    raise CheckpointError(
+        f"unsupported encoder: {kind} ResNet with {blocks} blocks in layers 1-3; inspector "
+        f"supports {', '.join(BACKBONES)}"
+    )
+
+
+def _infer_ocbe_width(tensors: Mapping[str, torch.Tensor], backbone: Backbone) -> str | int:
+    spec = BACKBONES[backbone]
+    first = tensors.get("bottleneck.bn_layer.0.conv1.weight")
+    if first is None or not spec.bottleneck_block:
+        return "anomalib"  # BasicBlock OCBEs have a fixed width; missing keys reported later
+    # Bottleneck blocks of 512 planes have 512 * width_per_group / 64 inner channels.
+    channels = first.shape[0]
+    if channels % 8:
+        raise CheckpointError(f"OCBE inner width {channels} is not a multiple of 8")
+    per_group = channels // 8
+    if per_group == 64:
+        return "anomalib"
+    return "official" if per_group == spec.decoder_width_per_group else per_group
+
+
+def _check_layout(tensors: Mapping[str, torch.Tensor], config: ModelConfig) -> None:
+    # A meta-device model costs no memory or init time and gives every expected key and shape.
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in ReverseDistillation(config).state_dict().items()}
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    shapes = [
+        f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k])}"
+        for k in sorted(expected.keys() & tensors.keys())
+        if tensors[k].shape != expected[k]
+    ]
+    found = {"missing": missing, "unexpected": unexpected, "mis-shaped": shapes}
+    parts = [f"{label} {len(v)} (e.g. {', '.join(v[:3])})" for label, v in found.items() if v]
+    if parts:
+        raise CheckpointError(
+            f"weights do not fit a {config.backbone} Reverse Distillation model "
+            f"(OCBE width {config.ocbe_width}): {'; '.join(parts)}"
+        )
+
+
+def _check_hparams(src: Path, hparams: Mapping[str, Any]) -> None:
+    layers = hparams.get("layers")
+    if layers is not None and tuple(str(x) for x in layers) != _LAYERS:
+        raise CheckpointError(
+            f"{src} was trained on encoder layers {list(layers)}; only layer1-3 are supported"
+        )
+    mode = hparams.get("anomaly_map_mode")
+    if mode is not None and str(mode) not in {m.value for m in AnomalyMapMode}:
+        raise CheckpointError(f"{src}: unknown anomaly_map_mode {mode!r}")
+
+
+@dataclass
+class _PreProcessing:
+    """What an anomalib pre-processor spec amounts to, in inspector's terms."""
+
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    problems: list[str] = field(default_factory=list)
+
+
+def _read_pre_processing(config: object) -> _PreProcessing:
+    # anomalib 2.7 stores the transform as {"class_path", "init_args"} plain data, typically
+    # Compose([Resize(size, bilinear, antialias=True), Normalize(ImageNet)]).
+    result = _PreProcessing()
+    spec = config.get("transform") if isinstance(config, Mapping) else None
+    if spec is None:
+        return result  # bare weights, or a pre-processor anomalib could not persist
+    stack, normalised = [spec], False
+    while stack:
+        item = stack.pop(0)
+        item = item if isinstance(item, Mapping) else {"class_path": repr(item)}
+        path, args = str(item.get("class_path")), item.get("init_args") or {}
+        kind = path.rsplit(".", 1)[-1]
+        if kind == "Compose":
+            stack = [*args.get("transforms", []), *stack]
+        elif kind == "Resize" and result.size is None:
+            size = args.get("size")
+            size = [size, size] if isinstance(size, int) else size
+            if isinstance(size, list | tuple) and len(size) == 2:
+                result.size = (int(size[0]), int(size[1]))
+            else:
+                result.problems.append(f"Resize to {size!r}")
+            interpolation = str(args.get("interpolation", "bilinear")).lower()
+            if "bilinear" not in interpolation or args.get("antialias") is False:
+                result.problems.append(f"{interpolation} resize, antialias={args.get('antialias')}")
+        elif kind == "Normalize" and not normalised:
+            normalised = True
+            mean = tuple(float(v) for v in args.get("mean", ()))
+            std = tuple(float(v) for v in args.get("std", ()))
+            if len(mean) == len(std) == 3:
+                result.mean, result.std = mean, std
+            ref = (*IMAGENET_MEAN, *IMAGENET_STD)
+            if len(mean + std) != 6 or any(
+                abs(a - b) > 1e-6 for a, b in zip(mean + std, ref, strict=False)
+            ):
+                result.problems.append(f"Normalize(mean={list(mean)}, std={list(std)})")
+        else:
+            result.problems.append(f"transform {path}")
+    if not normalised:
+        result.mean, result.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        result.problems.append("no Normalize")
+    return result
+
+
+def _resolve_size(
+    given: int | tuple[int, int] | None, pre: _PreProcessing, ckpt: Mapping[str, Any]
+) -> tuple[int | tuple[int, int], str]:
+    if given is not None:
+        return given, "argument"
+    if pre.size is not None:
+        return pre.size, "pre_processor"
+    # anomalib 1.x stored input_size among the model's hyper-parameters; datamodules may
+    # record image_size.
+    for label in ("hyper_parameters", "datamodule_hyper_parameters"):
+        params = ckpt.get(label)
+        for key in ("input_size", "image_size"):
+            value = params.get(key) if isinstance(params, Mapping) else None
+            if isinstance(value, int):
+                return value, label
+            if isinstance(value, list | tuple) and len(value) == 2:
+                return (int(value[0]), int(value[1])), label
+    return _DEFAULT_SIZE, "default"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,43 @@
+"""Preprocessing shared by training, evaluation, prediction and the daemon.
+
+One function for all of them, so a deployed model sees exactly what it was trained on
+(anomalib's exported graphs lose antialiasing and drift from training inputs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tensor_rgb(image_bgr: np.ndarray) -> torch.Tensor:
+    """Convert an OpenCV BGR uint8 image ``(H, W, 3)`` to an RGB uint8 tensor ``(3, H, W)``."""
+    rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+    return torch.from_numpy(rgb).permute(2, 0, 1)
+
+
+def preprocess(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize with antialiasing and normalise with ImageNet statistics.
+
+    Args:
+        images: RGB images, uint8 ``(N, 3, h, w)`` (0..255) or float ``(N, 3, h, w)`` (0..1).
+        size: Target ``(H, W)``.
+
+    Returns:
+        Float32 tensor ``(N, 3, H, W)`` ready for the model.
+    """
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return normalise(x)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of float RGB in 0..1, ``(N, 3, H, W)`` -> same shape."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std

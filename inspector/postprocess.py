@@ -1,0 +1,156 @@
+"""Postprocess stage: calibrated scores, thresholds, defect masks, regions, result messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+import torch
+
+from inspector.config import PostprocessConfig
+from inspector.errors import CheckpointError
+from inspector.imaging import encode_png_base64
+from inspector.messages import (
+    Defect,
+    Latency,
+    MaskPayload,
+    ModelRef,
+    ResultMessage,
+    SourceRef,
+    ThresholdInfo,
+)
+from inspector.records import Calibration, FrameMeta
+
+
+@dataclass(frozen=True)
+class FrameDecision:
+    """Postprocessed outcome of one frame before it becomes a message.
+
+    Attributes:
+        score: Normalised image score (0..1, threshold of the checkpoint at 0.5).
+        raw_score: Raw image score.
+        is_anomalous: Score above the applied image threshold.
+        defects: Regions in original-frame pixels.
+        mask: Defect mask ``(h, w)`` bool in original-frame pixels, ``None`` when not anomalous.
+        heatmap: Normalised map ``(H, W)`` float32 at the model size (for overlays).
+    """
+
+    score: float
+    raw_score: float
+    is_anomalous: bool
+    defects: list[Defect]
+    mask: np.ndarray | None
+    heatmap: np.ndarray
+
+
+class Postprocessor:
+    """Applies a checkpoint's calibration (or configured overrides) to raw model output.
+
+    Args:
+        calibration: The checkpoint's calibration; required.
+        model: Identifies the model in every result.
+        config: Threshold overrides and region settings.
+
+    Raises:
+        CheckpointError: The checkpoint carries no calibration.
+    """
+
+    def __init__(
+        self, calibration: Calibration | None, model: ModelRef, config: PostprocessConfig
+    ) -> None:
+        if calibration is None:
+            raise CheckpointError(
+                "the checkpoint has no calibration (thresholds); re-train with `inspector train` "
+                "or calibrate it before running inference"
+            )
+        self.calibration = calibration
+        self.model = model
+        self.config = config
+        overridden = config.image_threshold is not None or config.pixel_threshold is not None
+        self.threshold = ThresholdInfo(
+            image=0.5 if config.image_threshold is None else config.image_threshold,
+            pixel=0.5 if config.pixel_threshold is None else config.pixel_threshold,
+            source="config" if overridden else "checkpoint",
+        )
+
+    def decide(
+        self, raw_map: torch.Tensor, raw_score: float, image_size: tuple[int, int]
+    ) -> FrameDecision:
+        """Score, threshold and segment one frame.
+
+        Args:
+            raw_map: Raw anomaly map ``(H, W)`` at the model size (any device).
+            raw_score: Raw image score.
+            image_size: Original frame ``(h, w)``.
+
+        Returns:
+            The decision with regions and mask in original-frame pixels.
+        """
+        cal = self.calibration
+        score = float(cal.normalise_image(torch.tensor(raw_score)))
+        heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
+        anomalous = score > self.threshold.image
+        if not anomalous:
+            return FrameDecision(score, raw_score, False, [], None, heat)
+        h, w = image_size
+        # Resize the continuous map, then threshold: a smoother outline than upscaling a binary
+        # mask, and the same decision at the model's own resolution.
+        full = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+        binary = (full > self.threshold.pixel).astype(np.uint8)
+        count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        regions = [
+            i
+            for i in range(1, count)
+            if stats[i, cv2.CC_STAT_AREA] >= self.config.min_defect_area_px
+        ]
+        regions.sort(key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+        regions = regions[: self.config.max_defects]
+        mask = np.isin(labels, regions) if regions else np.zeros((h, w), bool)
+        defects = []
+        for i in regions:
+            x, y, bw, bh, area = (int(v) for v in stats[i, :5])
+            values = full[labels == i]
+            defects.append(
+                Defect(
+                    bbox=(x, y, bw, bh),
+                    area_px=area,
+                    max_score=float(np.clip(values.max(), 0, 1)),
+                    mean_score=float(np.clip(values.mean(), 0, 1)),
+                    centroid=(float(centroids[i, 0]), float(centroids[i, 1])),
+                )
+            )
+        return FrameDecision(score, raw_score, True, defects, mask, heat)
+
+    def to_message(
+        self, frame: FrameMeta, decision: FrameDecision, latency: Latency
+    ) -> ResultMessage:
+        """Build the public result message for a decided frame."""
+        mask = None
+        if decision.mask is not None and self.config.include_mask:
+            h, w = decision.mask.shape
+            mask = MaskPayload(height=h, width=w, data=encode_png_base64(decision.mask))
+        source = None
+        if frame.source_topic is not None:
+            source = SourceRef(
+                topic=frame.source_topic,
+                partition=frame.source_partition or 0,
+                offset=frame.source_offset or 0,
+            )
+        return ResultMessage(
+            frame_id=frame.frame_id,
+            camera_id=frame.camera_id,
+            source=source,
+            captured_at=frame.captured_at,
+            processed_at=datetime.now(UTC).isoformat(),
+            model=self.model,
+            score=decision.score,
+            raw_score=decision.raw_score,
+            is_anomalous=decision.is_anomalous,
+            threshold=self.threshold,
+            defects=decision.defects,
+            mask=mask,
+            image_size=frame.image_size,
+            latency_ms=latency,
+        )

@@ -1,0 +1,126 @@
+"""Typed records passed between stages and returned by the model.
+
+Records are plain NamedTuples/dataclasses: cheap, immutable and explicit about tensor shapes,
+so a stage never has to guess what a loose dict holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class InferenceBatch(NamedTuple):
+    """What the Reverse Distillation model returns in evaluation mode.
+
+    Attributes:
+        anomaly_map: Raw (un-normalised) anomaly maps, shape ``(N, 1, H, W)`` at the model's
+            input size, float32.
+        pred_score: Raw image scores (max of each map), shape ``(N,)``, float32.
+    """
+
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+
+
+class FeaturePair(NamedTuple):
+    """Encoder and decoder features that the loss and the anomaly map compare.
+
+    Attributes:
+        encoder: Encoder features of layers 1-3, shapes ``(N, C_k, H/2^(k+1), W/2^(k+1))``.
+        decoder: Decoder reconstructions with the same shapes, in the same order.
+    """
+
+    encoder: list[torch.Tensor]
+    decoder: list[torch.Tensor]
+
+
+class Calibration(BaseModel):
+    """Thresholds and min/max normalisation fitted on held-out validation data.
+
+    Normalisation follows anomalib: ``clip((x - threshold) / (max - min) + 0.5, 0, 1)``, so the
+    threshold maps to 0.5 for image scores and pixel maps alike.
+
+    Attributes:
+        mode: How the thresholds were chosen: ``f1`` (best F1 on labelled validation images),
+            ``good_only`` (quantile of good validation scores for a target false-alarm rate), or
+            ``imported`` (taken from another tool's checkpoint).
+        image_threshold: Raw image-score threshold.
+        image_min: Smallest raw image score seen in calibration.
+        image_max: Largest raw image score seen in calibration.
+        pixel_threshold: Raw anomaly-map threshold.
+        pixel_min: Smallest raw map value seen in calibration.
+        pixel_max: Largest raw map value seen in calibration.
+        target_false_alarm_rate: For ``good_only``: the fraction of good images allowed above
+            the threshold.
+        n_good: Good images used.
+        n_anomalous: Anomalous images used.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["f1", "good_only", "imported"]
+    image_threshold: float
+    image_min: float
+    image_max: float
+    pixel_threshold: float
+    pixel_min: float
+    pixel_max: float
+    target_false_alarm_rate: float | None = None
+    n_good: int = 0
+    n_anomalous: int = 0
+
+    def normalise_image(self, scores: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Normalise raw image scores ``(N,)`` to 0..1, ``threshold`` (default: fitted) at 0.5."""
+        return _normalise(
+            scores,
+            self.image_threshold if threshold is None else threshold,
+            self.image_min,
+            self.image_max,
+        )
+
+    def normalise_pixel(self, maps: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Normalise raw maps (any shape) to 0..1 with ``threshold`` (default: fitted) at 0.5."""
+        return _normalise(
+            maps,
+            self.pixel_threshold if threshold is None else threshold,
+            self.pixel_min,
+            self.pixel_max,
+        )
+
+
+def _normalise(x: torch.Tensor, threshold: float, lo: float, hi: float) -> torch.Tensor:
+    # A degenerate range (all calibration scores equal) would divide by zero; any positive span
+    # keeps the threshold at 0.5 and the ordering intact.
+    span = max(hi - lo, 1e-12)
+    return ((x - threshold) / span + 0.5).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """Where a frame came from and what it looked like before preprocessing.
+
+    Attributes:
+        frame_id: Unique id (header, or ``topic:partition:offset``, or file name).
+        camera_id: Camera that took it.
+        image_size: Original ``(height, width)`` in pixels; masks and boxes use this size.
+        source_topic: Kafka topic, ``None`` for camera or file input.
+        source_partition: Kafka partition.
+        source_offset: Kafka offset.
+        captured_at: Capture time as given by the producer (RFC 3339), if any.
+        received_monotonic: ``time.monotonic()`` when the frame entered the pipeline.
+        decode_ms: Time spent decoding it.
+    """
+
+    frame_id: str
+    camera_id: str
+    image_size: tuple[int, int]
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    captured_at: str | None = None
+    received_monotonic: float = 0.0
+    decode_ms: float = 0.0

@@ -1,0 +1,65 @@
+"""Shared fixtures: a small synthetic dataset and a model trained on it once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from inspector.checkpoint import LoadedCheckpoint, load_checkpoint
+from inspector.config import ModelConfig, TrainConfig
+from inspector.synth import SynthSummary, generate_dataset
+from inspector.training.trainer import TrainResult, train
+
+#: Small enough for CI's two cores, large enough that a broken model is visibly at chance.
+SYNTH_SIZE = 128
+TRAIN_EPOCHS = 6
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    # Deterministic, and no oversubscription when CI runs on two cores.
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthSummary:
+    """A metal-surface dataset at 128 px with every defect kind."""
+    root = tmp_path_factory.mktemp("synth")
+    return generate_dataset(
+        root,
+        category="metal",
+        seed=7,
+        image_size=SYNTH_SIZE,
+        n_train=40,
+        n_test_good=12,
+        n_test_per_defect=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(synth_data: SynthSummary, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """resnet18, random encoder weights, 128 px, a few epochs: the CI-sized model."""
+    out = tmp_path_factory.mktemp("model") / "rd.safetensors"
+    return train(
+        synth_data.root,
+        out,
+        model_config=ModelConfig(backbone="resnet18", image_size=SYNTH_SIZE),
+        train_config=TrainConfig(
+            epochs=TRAIN_EPOCHS, batch_size=8, weights="none", device="cpu", patience=0, seed=0
+        ),
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained: TrainResult) -> LoadedCheckpoint:
+    """The trained model, loaded back from its file."""
+    return load_checkpoint(trained.checkpoint)
+
+
+@pytest.fixture()
+def data_root(synth_data: SynthSummary) -> Path:
+    """Root folder of the session's synthetic dataset."""
+    return synth_data.root

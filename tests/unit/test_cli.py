@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspector.cli import main
+
+
+def test_schema_command_prints_the_result_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$id"] == "inspector.result/v1"
+    assert {"frame_id", "score", "defects", "mask", "latency_ms"} <= set(schema["properties"])
+
+
+def test_image_size_not_multiple_of_32_exits_2(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_root),
+            "--out",
+            str(tmp_path / "m.safetensors"),
+            "--image-size",
+            "100",
+            "--weights",
+            "none",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "image_size" in err and "multiple of 32" in err and "96x96" in err
+
+
+def test_missing_data_folder_names_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "m"),
+            "--backbone",
+            "resnet18",
+            "--weights",
+            "none",
+            "--image-size",
+            "64",
+        ]
+    )
+    assert code == 1
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+def test_offline_imagenet_without_cache_is_actionable(
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_root),
+            "--out",
+            str(tmp_path / "m"),
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            "64",
+            "--offline",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "resnet18-f37072fd.pth" in err and str(tmp_path / "torch") in err
+
+
+def test_train_eval_predict_round_trip(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "m.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data_root),
+                "--out",
+                str(ckpt),
+                "--backbone",
+                "resnet18",
+                "--weights",
+                "none",
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(data_root),
+                "--json",
+                str(tmp_path / "eval.json"),
+                "--plots",
+                str(tmp_path / "plots"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "image_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "scores.png").is_file()
+    assert list((tmp_path / "plots" / "worst").glob("*.png"))
+    crack = data_root / "test" / "crack"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "pred"),
+                "--device",
+                "cpu",
+                "--image-threshold",
+                "0.99",
+                str(crack),
+            ]
+        )
+        == 0
+    )
+    lines = (tmp_path / "pred" / "results.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["threshold"]["source"] == "config" for x in lines)
+
+
+def test_tampered_checkpoint_exits_1_with_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    code = main(["predict", "--checkpoint", str(bad), "--out", str(tmp_path / "o"), str(tmp_path)])
+    assert code == 1
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_version() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "inspector", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("inspector ")

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.config import PostprocessConfig
+from inspector.errors import CheckpointError
+from inspector.imaging import decode_png_base64
+from inspector.messages import Latency, ModelRef, ResultMessage
+from inspector.postprocess import Postprocessor
+from inspector.records import Calibration, FrameMeta
+
+CAL = Calibration(
+    mode="good_only",
+    image_threshold=1.0,
+    image_min=0.0,
+    image_max=2.0,
+    pixel_threshold=1.0,
+    pixel_min=0.0,
+    pixel_max=2.0,
+)
+MODEL = ModelRef(name="m", backbone="resnet18", checkpoint_sha256="ab" * 32)
+
+
+def _map_with_blob(size: int = 64) -> torch.Tensor:
+    raw = torch.full((size, size), 0.2)
+    raw[10:20, 30:46] = 1.8  # a 10 x 16 blob at the model's resolution
+    raw[50, 5] = 1.5  # a single-pixel speck
+    return raw
+
+
+def test_regions_are_in_original_frame_pixels() -> None:
+    post = Postprocessor(CAL, MODEL, PostprocessConfig(min_defect_area_px=20))
+    decision = post.decide(_map_with_blob(), 1.8, (128, 256))  # frame is 2x taller, 4x wider
+    assert decision.is_anomalous
+    assert decision.mask is not None and decision.mask.shape == (128, 256)
+    assert len(decision.defects) == 1  # the speck is below the minimum area once resized
+    x, y, w, h = decision.defects[0].bbox
+    assert abs(x - 120) <= 4 and abs(y - 20) <= 3 and abs(w - 64) <= 6 and abs(h - 20) <= 4
+    cx, cy = decision.defects[0].centroid
+    assert x <= cx <= x + w and y <= cy <= y + h
+    assert decision.defects[0].area_px == int(decision.mask.sum())
+    assert 0.5 < decision.defects[0].mean_score <= decision.defects[0].max_score <= 1.0
+
+
+def test_normal_frame_has_no_mask_or_defects() -> None:
+    post = Postprocessor(CAL, MODEL, PostprocessConfig())
+    decision = post.decide(torch.full((32, 32), 0.3), 0.3, (32, 32))
+    assert not decision.is_anomalous and decision.defects == [] and decision.mask is None
+    assert decision.score == pytest.approx(0.5 + (0.3 - 1.0) / 2.0)
+
+
+def test_config_threshold_really_takes_effect() -> None:
+    raw = _map_with_blob()
+    default = Postprocessor(CAL, MODEL, PostprocessConfig())
+    strict = Postprocessor(CAL, MODEL, PostprocessConfig(image_threshold=0.95))
+    assert default.decide(raw, 1.8, (64, 64)).is_anomalous
+    assert not strict.decide(raw, 1.8, (64, 64)).is_anomalous
+    assert strict.threshold.source == "config" and default.threshold.source == "checkpoint"
+    loose = Postprocessor(CAL, MODEL, PostprocessConfig(pixel_threshold=0.05))
+    assert loose.decide(raw, 1.8, (64, 64)).mask.all()  # type: ignore[union-attr]
+
+
+def test_message_round_trips_with_mask() -> None:
+    post = Postprocessor(CAL, MODEL, PostprocessConfig())
+    decision = post.decide(_map_with_blob(), 1.8, (64, 64))
+    frame = FrameMeta(
+        frame_id="f1",
+        camera_id="cam",
+        image_size=(64, 64),
+        source_topic="inspector.frames",
+        source_partition=2,
+        source_offset=9,
+    )
+    msg = post.to_message(frame, decision, Latency(total=3.0))
+    parsed = ResultMessage.model_validate_json(msg.to_json())
+    assert parsed.source is not None and parsed.source.offset == 9
+    assert parsed.mask is not None
+    mask = decode_png_base64(parsed.mask.data)
+    np.testing.assert_array_equal(mask, decision.mask)
+    assert '"schema":"inspector.result/v1"' in msg.to_json()
+
+
+def test_uncalibrated_checkpoint_is_refused() -> None:
+    with pytest.raises(CheckpointError, match="no calibration"):
+        Postprocessor(None, MODEL, PostprocessConfig())
