@@ -127,10 +127,19 @@ def save_checkpoint(path: Path, model: ReverseDistillation, meta: CheckpointMeta
     # where the daemon would pick it up.
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+    try:
+        # mkstemp creates 0600 whatever the umask; a daemon running as another user must be able
+        # to read the model.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # a power cut must not leave an empty file under the real name
         os.replace(tmp, path)
     except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
     return hashlib.sha256(data).hexdigest()
 

@@ -29,7 +29,9 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageDecodeError("empty payload")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        raise ImageDecodeError(f"not a decodable image ({len(data)} bytes, starts with {data[:8]!r})")
+        raise ImageDecodeError(
+            f"not a decodable image ({len(data)} bytes, starts with {data[:8]!r})"
+        )
     return _to_bgr8(image)
 
 
@@ -67,7 +69,9 @@ def draw_mask_outline(
 ) -> np.ndarray:
     """Draw the contours of a bool mask."""
     out = image_bgr.copy()
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     cv2.drawContours(out, contours, -1, color, 1)
     return out
 

@@ -105,7 +105,7 @@ def anomalib_calibration(
         The calibration, or ``None`` when the checkpoint holds no usable thresholds (never
         validated, normalisation disabled, or values missing).
     """
-    cfg = dict(post_config or {})
+    cfg = post_config if isinstance(post_config, Mapping) else {}
     if not cfg.get("enable_normalization", True):
         # Without normalisation anomalib compares raw scores with 1 - sensitivity, which is
         # no calibration at all.
@@ -113,7 +113,7 @@ def anomalib_calibration(
     raw: dict[str, float] = {}
     for key in _THRESHOLDS + _RANGES:
         value = post.get(key)
-        if value is None or value.numel() != 1:
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
             return None
         raw[key] = float(value)
     image_thr, pixel_thr = raw["_image_threshold"], raw["_pixel_threshold"]
@@ -123,10 +123,8 @@ def anomalib_calibration(
             pixel_thr if math.isnan(image_thr) else image_thr,
             image_thr if math.isnan(pixel_thr) else pixel_thr,
         )
-    values = [image_thr, pixel_thr, *(raw[k] for k in _RANGES)]
-    if not all(math.isfinite(v) for v in values):
+    if not all(math.isfinite(v) for v in (image_thr, pixel_thr, *(raw[k] for k in _RANGES))):
         return None
-
     fitted = {"image": image_thr, "pixel": pixel_thr}
     for level, threshold in fitted.items():
         s = cfg.get(f"{level}_sensitivity")
@@ -189,7 +187,8 @@ def import_anomalib(
             f"({'; '.join(pre.problems)}), so its scores would drift; retrain with a plain "
             "Resize + ImageNet Normalize, or import with strict_preprocessing=False"
         )
-    size, size_source = _resolve_size(image_size, pre, ckpt)
+    native, size_source = _native_size(pre, ckpt)
+    size, size_source = (native, size_source) if image_size is None else (image_size, "argument")
     mode = anomaly_map_mode or AnomalyMapMode(str(hparams.get("anomaly_map_mode", "add")))
     config, tensors, post = convert_anomalib_state_dict(
         ckpt["state_dict"], image_size=size, anomaly_map_mode=mode
@@ -204,6 +203,10 @@ def import_anomalib(
     model.eval()
 
     calibration = anomalib_calibration(post, ckpt.get("anomalib_post_processor_config"))
+    # Thresholds were fitted on maps at anomalib's size and mode; others shift every score.
+    fitted_mode = str(hparams.get("anomaly_map_mode", mode))
+    if native != config.image_size or fitted_mode != mode.value:
+        calibration = None
     training: dict[str, Any] = {
         "imported_from": "anomalib",
         "source_file": src.name,
@@ -386,17 +389,16 @@ def _read_pre_processing(config: object) -> _PreProcessing:
     while stack:
         item = stack.pop(0)
         item = item if isinstance(item, Mapping) else {"class_path": repr(item)}
-        path, args = str(item.get("class_path")), item.get("init_args") or {}
-        kind = path.rsplit(".", 1)[-1]
+        path, args = str(item.get("class_path")), item.get("init_args")
+        args, kind = args if isinstance(args, Mapping) else {}, path.rsplit(".", 1)[-1]
         if kind == "Compose":
             stack = [*args.get("transforms", []), *stack]
         elif kind == "Resize" and result.size is None:
             size = args.get("size")
-            size = [size, size] if isinstance(size, int) else size
             if isinstance(size, list | tuple) and len(size) == 2:
                 result.size = (int(size[0]), int(size[1]))
-            else:
-                result.problems.append(f"Resize to {size!r}")
+            else:  # an int resizes the shorter side, keeping the aspect ratio
+                result.problems.append(f"Resize(size={size!r})")
             interpolation = str(args.get("interpolation", "bilinear")).lower()
             if "bilinear" not in interpolation or args.get("antialias") is False:
                 result.problems.append(f"{interpolation} resize, antialias={args.get('antialias')}")
@@ -419,11 +421,7 @@ def _read_pre_processing(config: object) -> _PreProcessing:
     return result
 
 
-def _resolve_size(
-    given: int | tuple[int, int] | None, pre: _PreProcessing, ckpt: Mapping[str, Any]
-) -> tuple[int | tuple[int, int], str]:
-    if given is not None:
-        return given, "argument"
+def _native_size(pre: _PreProcessing, ckpt: Mapping[str, Any]) -> tuple[tuple[int, int], str]:
     if pre.size is not None:
         return pre.size, "pre_processor"
     # anomalib 1.x stored input_size among the model's hyper-parameters; datamodules may
@@ -433,10 +431,10 @@ def _resolve_size(
         for key in ("input_size", "image_size"):
             value = params.get(key) if isinstance(params, Mapping) else None
             if isinstance(value, int):
-                return value, label
+                return (value, value), label
             if isinstance(value, list | tuple) and len(value) == 2:
                 return (int(value[0]), int(value[1])), label
-    return _DEFAULT_SIZE, "default"
+    return (_DEFAULT_SIZE, _DEFAULT_SIZE), "default"
 
 
 def _file_sha256(path: Path) -> str:

@@ -114,7 +114,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     # Batch norm cannot train on a single image when the embedding is 1x1 (32-px inputs); a
     # lone leftover joins the previous batch rather than being dropped.
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 

@@ -321,6 +321,12 @@ def test_real_lightning_checkpoint(anomalib: ModuleType, tmp_path: Path) -> None
         calibration.normalise_pixel(raw.anomaly_map), processed.anomaly_map, rtol=0, atol=1e-6
     )
 
+    # Thresholds fitted at 64 px in MULTIPLY mode mean nothing at another size or mode.
+    for kwargs in ({"image_size": 96}, {"anomaly_map_mode": AnomalyMapMode.ADD}):
+        other = import_anomalib(src, tmp_path / "other.safetensors", **kwargs)
+        assert other.meta.calibration is None
+        assert other.meta.training["calibration_imported"] is False
+
 
 def test_calibration_rules() -> None:
     def buffers(**values: float) -> dict[str, torch.Tensor]:
