@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+import inspector
+from inspector.messages import Latency, ModelRef, ResultMessage, ThresholdInfo, result_json_schema
+
+PUBLISHED = Path(inspector.__file__).parent / "schemas" / "result.v1.json"
+
+
+def _message(**overrides: object) -> ResultMessage:
+    fields: dict[str, object] = {
+        "frame_id": "f",
+        "camera_id": "c",
+        "processed_at": "2026-01-01T00:00:00+00:00",
+        "model": ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
+        "score": 0.7,
+        "raw_score": 0.3,
+        "is_anomalous": True,
+        "threshold": ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
+        "defects": [],
+        "mask": None,
+        "image_size": (10, 20),
+        "latency_ms": Latency(),
+    }
+    fields.update(overrides)
+    return ResultMessage.model_validate(fields)
+
+
+def test_published_schema_is_the_generated_one() -> None:
+    # The file in the repo is what subscribers read; regenerate with `inspector schema`.
+    assert json.loads(PUBLISHED.read_text()) == result_json_schema()
+
+
+def test_message_json_uses_public_names_and_validates() -> None:
+    data = json.loads(_message().to_json())
+    assert data["schema"] == "inspector.result/v1" and "schema_" not in data
+    jsonschema.validate(data, result_json_schema())
+
+
+def test_out_of_range_score_and_unknown_fields_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        _message(score=1.5)
+    with pytest.raises(ValidationError):
+        _message(surprise=1)
+    bad = json.loads(_message().to_json())
+    bad["threshold"]["source"] = "guess"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, result_json_schema())
