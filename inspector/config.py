@@ -6,9 +6,12 @@ This module is a leaf: it imports nothing else from inspector, so every stage ca
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 #: Backbones the encoder/decoder pair is defined for.
 Backbone = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
@@ -124,3 +127,266 @@ class PostprocessConfig(_Frozen):
     min_defect_area_px: int = Field(default=16, ge=1)
     max_defects: int = Field(default=50, ge=1)
     include_mask: bool = True
+
+
+# --- the daemon: `inspector run --config FILE` ------------------------------------------------
+
+
+class KafkaConfig(_Frozen):
+    """Broker connection and topic names shared by the Kafka source and sinks.
+
+    Attributes:
+        bootstrap_servers: ``host:port`` list, comma-separated.
+        client_id: Client id prefix shown in broker logs.
+        security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` when SASL is used.
+        sasl_username: SASL user.
+        sasl_password: SASL password (never logged).
+        ssl_cafile: CA bundle for SSL.
+        frames_topic: Input topic (one encoded image per message).
+        results_topic: Output topic (``inspector.result/v1`` JSON).
+        dlq_topic: Dead letters: input that could not be processed, with the reason.
+        group_id: Consumer group; replicas in one group split the partitions.
+        max_message_bytes: Largest frame accepted and largest result produced; larger frames
+            are dead-lettered.
+        session_timeout_ms: Group session timeout (6000 is Kafka's minimum and joins fastest).
+        heartbeat_interval_ms: Group heartbeat interval.
+        commit_interval_ms: How often acknowledged offsets are committed.
+        compression: Producer compression codec.
+        linger_ms: Producer batching delay.
+        request_timeout_ms: Producer/consumer request timeout.
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "inspector"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    frames_topic: str = "inspector.frames"
+    results_topic: str = "inspector.results"
+    dlq_topic: str = "inspector.frames.dlq"
+    group_id: str = "inspector"
+    max_message_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    commit_interval_ms: int = Field(default=1_000, ge=10)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
+    linger_ms: int = Field(default=5, ge=0)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+
+class KafkaSourceConfig(_Frozen):
+    """Frames from the Kafka frames topic (connection and topic in ``kafka``).
+
+    Attributes:
+        type: Discriminator.
+        topics: Topics to read; default: ``kafka.frames_topic``.
+        decode_threads: Threads decoding images (OpenCV releases the GIL).
+        max_poll_records: Records fetched per poll.
+    """
+
+    type: Literal["kafka"] = "kafka"
+    topics: tuple[str, ...] | None = None
+    decode_threads: int = Field(default=2, ge=1)
+    max_poll_records: int = Field(default=64, ge=1)
+
+
+class CameraSourceConfig(_Frozen):
+    """One OpenCV camera.
+
+    Attributes:
+        type: Discriminator.
+        camera_id: Id in results and metrics.
+        uri: Device index (``"0"``), RTSP/HTTP URL, GStreamer pipeline or video file.
+        backend: OpenCV capture backend.
+        fps: Target frames per second taken from the stream (``None``: as fast as it comes).
+        live: A live stream: keep only the newest frame and count stale drops. ``False`` for
+            files that must be read completely.
+        reconnect_initial_s: First reconnect delay after the stream breaks.
+        reconnect_max_s: Longest reconnect delay (exponential backoff).
+        loop: Restart a video file at its end (simulated cameras).
+    """
+
+    type: Literal["camera"] = "camera"
+    camera_id: str
+    uri: str
+    backend: Literal["auto", "ffmpeg", "gstreamer", "v4l2"] = "auto"
+    fps: float | None = Field(default=None, gt=0)
+    live: bool = True
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    loop: bool = False
+
+
+class DirectorySourceConfig(_Frozen):
+    """Replay of recorded frames from files.
+
+    Attributes:
+        type: Discriminator.
+        camera_id: Id in results and metrics.
+        path: Folder or glob pattern (``frames/*.png``).
+        fps: Replay rate (``None``: as fast as the pipeline takes them).
+        loop: Start again after the last file.
+    """
+
+    type: Literal["directory"] = "directory"
+    camera_id: str = "replay"
+    path: str
+    fps: float | None = Field(default=None, gt=0)
+    loop: bool = False
+
+
+SourceConfig = Annotated[
+    KafkaSourceConfig | CameraSourceConfig | DirectorySourceConfig, Field(discriminator="type")
+]
+
+
+class BatcherConfig(_Frozen):
+    """Micro-batching between sources and the model.
+
+    Attributes:
+        max_batch_size: Frames per inference batch at most.
+        max_wait_ms: Longest wait for a batch to fill once its first frame arrived.
+        queue_size: Capacity of each bounded queue between stages.
+    """
+
+    max_batch_size: int = Field(default=8, ge=1)
+    max_wait_ms: float = Field(default=20.0, ge=0)
+    queue_size: int = Field(default=64, ge=1)
+
+
+class WorkerConfig(_Frozen):
+    """The model worker.
+
+    Attributes:
+        checkpoint: Checkpoint file written by ``inspector train`` or ``import-anomalib``.
+        device: ``auto`` uses CUDA when available.
+        warmup_batches: Batches run on start-up before reporting ready.
+    """
+
+    checkpoint: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup_batches: int = Field(default=2, ge=0)
+
+
+class KafkaSinkConfig(_Frozen):
+    """Results (and dead letters) to Kafka; topics and connection in ``kafka``.
+
+    Attributes:
+        enabled: Publish results to ``kafka.results_topic``.
+    """
+
+    enabled: bool = True
+
+
+class JsonlSinkConfig(_Frozen):
+    """Results appended to a JSON-lines file.
+
+    Attributes:
+        path: File to append to; ``None`` disables.
+    """
+
+    path: Path | None = None
+
+
+class OverlaySinkConfig(_Frozen):
+    """Heat-map overlays of anomalous frames saved to a folder, bounded.
+
+    Attributes:
+        directory: Folder; ``None`` disables.
+        max_files: Oldest files are deleted beyond this count.
+        max_bytes: ...or beyond this total size.
+    """
+
+    directory: Path | None = None
+    max_files: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+
+class SinksConfig(_Frozen):
+    """Where results go."""
+
+    kafka: KafkaSinkConfig = KafkaSinkConfig()
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+    overlays: OverlaySinkConfig = OverlaySinkConfig()
+
+
+class HttpConfig(_Frozen):
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port.
+
+    Attributes:
+        host: Listen address.
+        port: Listen port (0: any free port).
+    """
+
+    host: str = "0.0.0.0"  # all interfaces: a daemon in a container must be scrapeable
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class DaemonConfig(_Frozen):
+    """Lifecycle.
+
+    Attributes:
+        drain_timeout_s: On SIGTERM, how long in-flight frames may take to finish.
+    """
+
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class InspectorConfig(BaseSettings):
+    """The daemon's whole configuration: YAML file, then ``INSPECTOR_SECTION__KEY`` overrides."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="INSPECTOR_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    sources: tuple[SourceConfig, ...] = (KafkaSourceConfig(),)
+    batcher: BatcherConfig = BatcherConfig()
+    model: WorkerConfig = WorkerConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    sinks: SinksConfig = SinksConfig()
+    http: HttpConfig = HttpConfig()
+    daemon: DaemonConfig = DaemonConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment overrides win over the YAML file (passed as init values)."""
+        return env_settings, init_settings
+
+
+def load_config(path: Path | None) -> InspectorConfig:
+    """Read a YAML config file and apply environment overrides.
+
+    Args:
+        path: YAML file; ``None`` for defaults plus environment.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        pydantic.ValidationError: A wrong key or value (the CLI turns it into exit code 2 with
+            the key path).
+        OSError: The file cannot be read.
+        yaml.YAMLError: The file is not YAML.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    return InspectorConfig(**data)

@@ -6,11 +6,15 @@ so a stage never has to guess what a loose dict holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+
+from inspector.messages import ResultMessage
 
 
 class InferenceBatch(NamedTuple):
@@ -124,3 +128,88 @@ class FrameMeta:
     captured_at: str | None = None
     received_monotonic: float = 0.0
     decode_ms: float = 0.0
+
+
+#: Called once when a frame's result or dead letter is durably delivered (or definitively
+#: failed); sources use it to commit offsets only after delivery.
+AckFn = Callable[[], None]
+
+
+def _no_ack() -> None:
+    """Ack of sources with nothing to commit (cameras, files)."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """An input message exactly as received, kept so it can be dead-lettered unchanged.
+
+    Attributes:
+        value: Message payload (the encoded image).
+        key: Message key (camera id by convention).
+        headers: Message headers, in order.
+        topic: Source topic.
+        partition: Source partition.
+        offset: Source offset.
+    """
+
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame on its way to the model.
+
+    Attributes:
+        meta: Identity, origin and original size.
+        image: BGR uint8 pixels, shape ``(h, w, 3)``.
+        ack: Call once its result is delivered.
+    """
+
+    meta: FrameMeta
+    image: np.ndarray
+    ack: AckFn = _no_ack
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Input that cannot be processed, with the reason; never dropped silently.
+
+    Attributes:
+        reason: Human-readable cause (``not a decodable image (12 bytes ...)``).
+        error_type: Short machine-readable kind (``undecodable``, ``empty``, ``oversized``...).
+        stage: Pipeline stage that gave up (``decode``, ``inference``, ``postprocess``).
+        camera_id: Camera it claims to come from.
+        raw: The original message, for Kafka input.
+        failed_at: UTC time of failure, RFC 3339.
+        ack: Call once the dead letter is delivered.
+    """
+
+    reason: str
+    error_type: str
+    stage: str
+    camera_id: str
+    raw: RawMessage | None
+    failed_at: str
+    ack: AckFn = _no_ack
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A finished frame: the public message plus what sinks may need besides it.
+
+    Attributes:
+        message: The result as published.
+        frame: The frame it came from (pixels for overlays, ack for delivery).
+        heatmap: Normalised anomaly map ``(H, W)`` float32 at the model size.
+        mask: Defect mask ``(h, w)`` bool at the frame size, ``None`` when not anomalous.
+    """
+
+    message: ResultMessage
+    frame: Frame
+    heatmap: np.ndarray
+    mask: np.ndarray | None

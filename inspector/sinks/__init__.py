@@ -1,0 +1,1 @@
+"""Result sinks: Kafka (results and dead letters), JSON-lines file, overlay images."""

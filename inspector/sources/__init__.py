@@ -1,0 +1,1 @@
+"""Frame sources: Kafka, OpenCV cameras, folders of recorded frames."""
