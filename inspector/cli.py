@@ -101,8 +101,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inspector.checkpoint import load_checkpoint
+    from inspector.model.device import resolve_device
     from inspector.training.evaluate import evaluate
-    from inspector.training.trainer import resolve_device
 
     ckpt = load_checkpoint(args.checkpoint)
     report = evaluate(
@@ -120,8 +120,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from inspector.checkpoint import load_checkpoint
     from inspector.config import PostprocessConfig
+    from inspector.model.device import resolve_device
     from inspector.predict import predict
-    from inspector.training.trainer import resolve_device
 
     post = PostprocessConfig(
         image_threshold=args.image_threshold, pixel_threshold=args.pixel_threshold
@@ -149,6 +149,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
     loaded = import_anomalib(args.src, args.out, image_size=args.image_size, name=args.name)
     print(f"wrote {args.out} ({loaded.meta.model.backbone}, sha256 {loaded.sha256[:12]})")
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from inspector.config import load_config
+    from inspector.daemon import Daemon
+
+    try:
+        config = load_config(args.config)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    return daemon.run()
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -232,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name")
     p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser("run", help="run the inspection daemon")
+    p.add_argument("--config", type=Path, help="YAML file (environment overrides: INSPECTOR_*)")
+    p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)

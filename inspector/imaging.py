@@ -27,6 +27,11 @@ def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes to BGR uint8 ``(H, W, 3)``."""
     if not data:
         raise ImageDecodeError("empty payload")
+    # libjpeg decodes a cut-off JPEG into a grey-filled image with only a warning; inspecting
+    # half a frame would report a huge bogus defect, so a JPEG must end with its EOI marker
+    # (some encoders pad a few bytes after it).
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        raise ImageDecodeError(f"truncated JPEG ({len(data)} bytes, no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageDecodeError(

@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.config import ModelConfig, TrainConfig
-from inspector.errors import ConfigError, DatasetError
+from inspector.errors import DatasetError
 from inspector.model import ReverseDistillation, cosine_loss
+from inspector.model.device import resolve_device
 from inspector.model.preprocess import normalise
 from inspector.records import Calibration
 from inspector.training.calibrate import fit_calibration
@@ -67,17 +68,6 @@ class TrainResult:
     best_epoch: int
     calibration: Calibration
     skipped: list[tuple[Path, str]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; ``cuda`` without a GPU is a config error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "device: cuda was asked for but no CUDA GPU is available; use cpu or auto"
-        )
-    return torch.device(name)
 
 
 def score_images(

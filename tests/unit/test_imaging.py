@@ -44,9 +44,16 @@ def test_undecodable_payloads_raise_with_reason(payload: bytes, reason: str) -> 
         decode_image(payload)
 
 
-def test_jpeg_cut_to_its_header_raises() -> None:
-    with pytest.raises(ImageDecodeError):
-        decode_image(_jpeg()[:20])
+@pytest.mark.parametrize("keep", [20, 0.5, 0.9])
+def test_truncated_jpeg_raises(keep: float) -> None:
+    data = _jpeg()
+    cut = data[: int(keep if keep > 1 else len(data) * keep)]
+    with pytest.raises(ImageDecodeError, match=r"truncated JPEG|not a decodable"):
+        decode_image(cut)
+
+
+def test_jpeg_with_padding_after_the_end_marker_decodes() -> None:
+    assert decode_image(_jpeg() + b"\0" * 16).shape == (48, 64, 3)
 
 
 def test_read_image_names_the_path(tmp_path: Path) -> None:

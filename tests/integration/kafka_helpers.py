@@ -1,0 +1,98 @@
+"""Produce frames and collect daemon output over a real broker (shared by integration tests)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+
+@dataclass
+class Topics:
+    """One test's private topics and group."""
+
+    frames: str
+    results: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def unique(cls) -> Topics:
+        tag = uuid.uuid4().hex[:10]
+        return cls(f"t{tag}.frames", f"t{tag}.results", f"t{tag}.dlq", f"g{tag}")
+
+
+def create_topics(bootstrap: str, topics: Topics, partitions: int = 2) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(topics.frames, partitions, 1),
+                NewTopic(topics.results, 1, 1),
+                NewTopic(topics.dlq, 1, 1),
+            ]
+        )
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, payloads: list[tuple[str, bytes]]) -> None:
+    """Send ``(frame_id, value)`` pairs keyed by camera, with contract headers."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for i, (frame_id, value) in enumerate(payloads):
+            camera = f"cam-{i % 2}"
+            producer.send(
+                topic,
+                value=value,
+                key=camera.encode(),
+                headers=[
+                    ("camera_id", camera.encode()),
+                    ("frame_id", frame_id.encode()),
+                    ("captured_at", b"2026-11-28T12:00:00+00:00"),
+                ],
+            )
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+@dataclass
+class Collected:
+    results: list[dict[str, object]] = field(default_factory=list)
+    dead: list[tuple[bytes | None, bytes, dict[str, bytes]]] = field(default_factory=list)
+
+    def coordinates(self) -> list[tuple[int, int]]:
+        """(partition, offset) of every output, results and dead letters."""
+        out = [
+            (int(r["source"]["partition"]), int(r["source"]["offset"]))  # type: ignore[index]
+            for r in self.results
+        ]
+        out += [(int(h["source_partition"]), int(h["source_offset"])) for _, _, h in self.dead]
+        return out
+
+
+def collect(bootstrap: str, topics: Topics, expected: int, timeout: float = 90.0) -> Collected:
+    """Read results and dead letters from the start until ``expected`` outputs or timeout."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500
+    )
+    parts = [TopicPartition(topics.results, 0), TopicPartition(topics.dlq, 0)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    got = Collected()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got.results) + len(got.dead) < expected and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            for record in batch.get(parts[0], []):
+                got.results.append(json.loads(record.value))
+            for record in batch.get(parts[1], []):
+                got.dead.append((record.key, record.value, dict(record.headers)))
+    finally:
+        consumer.close()
+    return got

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inspector.checkpoint import LoadedCheckpoint
+from inspector.cli import main
+from inspector.config import InspectorConfig
+from inspector.daemon import Daemon
+from inspector.errors import CheckpointError
+
+
+def _config(ckpt: Path, frames: Path, out: Path, *, loop: bool = False) -> InspectorConfig:
+    return InspectorConfig.model_validate(
+        {
+            "sources": [
+                {"type": "directory", "path": str(frames), "camera_id": "replay", "loop": loop}
+            ],
+            "model": {"checkpoint": str(ckpt), "device": "cpu", "warmup_batches": 1},
+            "batcher": {"max_batch_size": 4, "max_wait_ms": 5},
+            "sinks": {
+                "kafka": {"enabled": False},
+                "jsonl": {"path": str(out / "results.jsonl")},
+                "overlays": {"directory": str(out / "overlays")},
+            },
+            "http": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+
+
+@pytest.fixture()
+def frames(data_root: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for cls in ("good", "crack", "missing"):
+        for src in sorted((data_root / "test" / cls).iterdir())[:3]:
+            shutil.copy(src, folder / f"{cls}_{src.name}")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+def test_replay_runs_to_completion_with_results_dead_letters_and_metrics(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path), registry=registry)
+    assert daemon.run() == 0  # finite source: drains and exits by itself
+    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["frame_id"] for r in results) == sorted(
+        p.name for p in frames.iterdir() if p.name != "zz_broken.png"
+    )
+    dead = (tmp_path / "results.dlq.jsonl").read_text().splitlines()
+    assert len(dead) == 1 and "zz_broken.png" in dead[0]
+    assert all(r["model"]["checkpoint_sha256"] == checkpoint.sha256 for r in results)
+    flagged = [r for r in results if r["is_anomalous"]]
+    assert len(list((tmp_path / "overlays").rglob("*.png"))) == len(flagged)
+    assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "replay"}) == 9
+    assert registry.get_sample_value("inspector_anomalies_total", {"camera": "replay"}) == len(
+        flagged
+    )
+    assert registry.get_sample_value("inspector_model_reloads_total", {"result": "success"}) == 1
+    assert (
+        registry.get_sample_value(
+            "inspector_model_info",
+            {
+                "name": checkpoint.meta.name,
+                "backbone": "resnet18",
+                "device": "cpu",
+                "checkpoint_sha256": checkpoint.sha256,
+            },
+        )
+        == 1
+    )
+    assert registry.get_sample_value("inspector_threshold", {"kind": "image"}) == 0.5
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_ready_after_warm_up_and_drains_on_request(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path, loop=True), registry=registry)
+    codes: list[int] = []
+    exit_code: list[int] = []
+    thread = threading.Thread(target=lambda: exit_code.append(daemon.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if daemon.server is not None and daemon.server.port:
+                status, _ = _get(f"http://127.0.0.1:{daemon.server.port}/readyz")
+                codes.append(status)
+                if status == 200:
+                    break
+            time.sleep(0.05)
+        assert codes[-1] == 200
+        port = daemon.server.port  # type: ignore[union-attr]
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and b"inspector_frames_received_total" in body
+    finally:
+        daemon.request_exit()
+        thread.join(60)
+    assert exit_code == [0]
+    assert registry.get_sample_value("inspector_ready") == 0
+
+
+def test_missing_checkpoint_fails_at_start(frames: Path, tmp_path: Path) -> None:
+    daemon = Daemon(
+        _config(tmp_path / "none.safetensors", frames, tmp_path), registry=CollectorRegistry()
+    )
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        daemon.run()
+
+
+def test_wrong_config_key_exits_2_with_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  bootstrap_server: x:1\nbatcher:\n  max_batch_size: 0\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "kafka.bootstrap_server" in err and "batcher.max_batch_size" in err
+
+
+def test_env_overrides_named_in_the_contract(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from inspector.config import load_config
+
+    monkeypatch.setenv("INSPECTOR_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("INSPECTOR_MODEL__CHECKPOINT", "/models/line.safetensors")
+    monkeypatch.setenv("INSPECTOR_HTTP__PORT", "9200")
+    config = load_config(Path(__file__).parents[2] / "configs" / "kafka.yaml")
+    assert config.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
+    assert str(config.model.checkpoint) == "/models/line.safetensors"
+    assert config.http.port == 9200
+    assert config.kafka.frames_topic == "inspector.frames"
+    assert config.kafka.results_topic == "inspector.results"
+    assert config.kafka.dlq_topic == "inspector.frames.dlq"
