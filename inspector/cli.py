@@ -102,7 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inspector.checkpoint import load_checkpoint
     from inspector.model.device import resolve_device
-    from inspector.training.evaluate import evaluate
+    from inspector.training.evaluate import evaluate, json_safe
 
     ckpt = load_checkpoint(args.checkpoint)
     report = evaluate(
@@ -113,7 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=resolve_device(args.device),
     )
-    print(json.dumps(report, indent=2, sort_keys=True))
+    print(json.dumps(json_safe(report), indent=2, sort_keys=True))
     return 0
 
 

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -30,16 +29,16 @@ from inspector.config import CameraSourceConfig
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame, FrameMeta
 from inspector.sources.base import Source
+from inspector.sources.capture import (
+    BACKENDS,
+    CaptureFactory,
+    CaptureLike,
+    as_bgr,
+    open_cv2,
+    parse_uri,
+)
 
 log = logging.getLogger(__name__)
-
-#: OpenCV capture API per configured backend.
-BACKENDS: dict[str, int] = {
-    "auto": cv2.CAP_ANY,
-    "ffmpeg": cv2.CAP_FFMPEG,
-    "gstreamer": cv2.CAP_GSTREAMER,
-    "v4l2": cv2.CAP_V4L2,
-}
 
 #: Frames a file source decodes ahead of the consumer.
 _READ_AHEAD = 4
@@ -50,54 +49,6 @@ _JITTER = 0.1
 _LOG_EVERY_S = 60.0
 #: Frame rate assumed for a video file that does not declare one (simulated live camera).
 _DEFAULT_FILE_FPS = 30.0
-
-
-class CaptureLike(Protocol):
-    """The part of ``cv2.VideoCapture`` the source uses (fakes implement just this)."""
-
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
-        """Whether the device or stream is open."""
-
-    def read(self) -> tuple[bool, Any]:
-        """Grab and decode the next frame."""
-
-    def grab(self) -> bool:
-        """Take the next frame from the stream without converting it."""
-
-    def retrieve(self) -> tuple[bool, Any]:
-        """Convert the grabbed frame to a BGR array."""
-
-    def get(self, prop_id: int) -> float:
-        """A capture property (``cv2.CAP_PROP_*``)."""
-
-    def release(self) -> None:
-        """Close the device or stream."""
-
-
-#: Opens a capture from the parsed ``uri`` (device index or string) and a ``cv2.CAP_*`` API.
-CaptureFactory = Callable[[int | str, int], CaptureLike]
-
-
-def parse_uri(uri: str) -> int | str:
-    """A digit string is a device index (``"0"`` -> ``/dev/video0``); anything else a string."""
-    stripped = uri.strip()
-    return int(stripped) if stripped.isdigit() else uri
-
-
-def _open_cv2(source: int | str, api: int) -> CaptureLike:
-    capture: CaptureLike = cv2.VideoCapture(source, api)
-    return capture
-
-
-def _as_bgr(image: Any) -> np.ndarray | None:
-    """The image as BGR uint8 ``(h, w, 3)``, or ``None`` when it is not a usable frame."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
-        return None
-    if image.ndim == 2:
-        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    return None
 
 
 @dataclass(frozen=True)
@@ -146,7 +97,7 @@ class CameraSource(Source):
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self._factory = capture_factory or _open_cv2
+        self._factory = capture_factory or open_cv2
         self._clock = clock
         self._stop = threading.Event()
         self._sleep = sleep or self._interruptible_sleep
@@ -418,7 +369,7 @@ class CameraSource(Source):
             done = time.perf_counter()
             if not grabbed or not ok:
                 problem = ""  # no frame: the end of a file, or a broken stream
-            elif (image := _as_bgr(raw)) is None:
+            elif (image := as_bgr(raw)) is None:
                 dtype = getattr(raw, "dtype", type(raw).__name__)
                 problem = f"not an image: shape {getattr(raw, 'shape', None)}, dtype {dtype}"
         except Exception as exc:  # a backend error must not end the reader

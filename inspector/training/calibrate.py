@@ -7,21 +7,11 @@ reported figure optimistic (a default anomalib users trip over).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from inspector.config import CalibrationMode
 from inspector.errors import CalibrationError
 from inspector.records import Calibration
-
-
-def _best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    # The last precision/recall pair has no threshold (recall 0 by convention).
-    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-    best = thresholds[int(np.argmax(f1))]
-    # precision_recall_curve counts score >= t as positive; our labels use score > t, so step
-    # just below the chosen score to keep the same decisions.
-    return float(np.nextafter(best, -np.inf))
+from inspector.training.evaluation import best_f1
 
 
 def fit_calibration(
@@ -64,10 +54,10 @@ def fit_calibration(
                 "calibration mode f1 needs labelled anomalous validation images "
                 "(DATA/validation/<defect>/); use good_only or add some"
             )
-        image_threshold = _best_f1_threshold(labels, scores)
+        image_threshold = best_f1(labels, scores)[1]
         pixel_threshold = image_threshold
         if masks is not None and masks.any():
-            pixel_threshold = _best_f1_threshold(masks.reshape(-1), maps.reshape(-1))
+            pixel_threshold = best_f1(masks.reshape(-1), maps.reshape(-1))[1]
         far: float | None = None
     else:
         good = scores[labels == 0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,16 @@ def evaluate(
     result["checkpoint_sha256"] = checkpoint.sha256
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        json_path.write_text(json.dumps(json_safe(result), indent=2, sort_keys=True) + "\n")
     if plots_dir is not None:
         _plots(plots_dir, loaded.images, loaded.items, labels, scores, maps, masks, checkpoint)
     return result
+
+
+def json_safe(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with NaN figures as ``None`` (JSON null)."""
+    # Undefined figures (no defective images...) are NaN, which JSON cannot represent: null.
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
 
 
 def _plots(

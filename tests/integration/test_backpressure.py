@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from inspector.sources.kafka import KafkaSource
 from kafka_helpers import Topics, create_topics, produce
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +24,7 @@ from inspector.model import ReverseDistillation
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
 from inspector.records import Calibration
+from inspector.sources.kafka import KafkaSource
 from inspector.testing import FakeSink
 from inspector.worker import ModelWorker
 

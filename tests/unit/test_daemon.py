@@ -153,3 +153,37 @@ def test_env_overrides_named_in_the_contract(
     assert config.kafka.frames_topic == "inspector.frames"
     assert config.kafka.results_topic == "inspector.results"
     assert config.kafka.dlq_topic == "inspector.frames.dlq"
+
+
+def test_camera_video_file_runs_through_the_daemon(
+    checkpoint: LoadedCheckpoint, data_root: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    video = tmp_path / "line.avi"
+    images = [cv2.imread(str(p)) for p in sorted((data_root / "test" / "crack").iterdir())]
+    images += [cv2.imread(str(p)) for p in sorted((data_root / "test" / "good").iterdir())[:4]]
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    config = InspectorConfig.model_validate(
+        {
+            "sources": [
+                {"type": "camera", "camera_id": "station-1", "uri": str(video), "live": False}
+            ],
+            "model": {"checkpoint": str(checkpoint.path), "device": "cpu", "warmup_batches": 0},
+            "sinks": {"kafka": {"enabled": False}, "jsonl": {"path": str(tmp_path / "r.jsonl")}},
+            "http": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+    registry = CollectorRegistry()
+    assert Daemon(config, registry=registry).run() == 0
+    results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(results) == len(images)
+    assert {r["camera_id"] for r in results} == {"station-1"}
+    assert all(r["source"] is None and r["image_size"] == [h, w] for r in results)
+    assert registry.get_sample_value(
+        "inspector_frames_received_total", {"source": "camera"}
+    ) == len(images)

@@ -9,12 +9,9 @@ tensor shapes, and anomalib's post-processor thresholds become an imported calib
 
 from __future__ import annotations
 
-import hashlib
 import math
-import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,15 @@ from pydantic import ValidationError
 from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint, Preprocessing, save_checkpoint
 from inspector.config import AnomalyMapMode, Backbone, ModelConfig
 from inspector.errors import CheckpointError, InputSizeError
+from inspector.interop.lightning_file import (
+    DEFAULT_SIZE,
+    file_sha256,
+    load_lightning_file,
+    native_size,
+    read_pre_processing,
+)
 from inspector.model import BACKBONES, ReverseDistillation
 from inspector.model.encoder import UNUSED_PREFIXES
-from inspector.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from inspector.records import Calibration
 
 _LIGHTNING_PREFIX = "model."
@@ -36,21 +39,14 @@ _ANOMALIB_ENCODER = "encoder.feature_extractor."
 _DEAD_PREFIXES = ("bottleneck.conv4.", "bottleneck.bn4.")
 _MODEL_PREFIXES = ("encoder.", "bottleneck.", "decoder.")
 _LAYERS = ("layer1", "layer2", "layer3")
-_DEFAULT_SIZE = 256
 _THRESHOLDS = ("_image_threshold", "_pixel_threshold")
 _RANGES = ("image_min", "image_max", "pixel_min", "pixel_max")
-
-
-class _ForeignEnumValue(str):
-    """Plain-``str`` stand-in that anomalib enums in ``hyper_parameters`` unpickle into."""
-
-    __slots__ = ()
 
 
 def convert_anomalib_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     *,
-    image_size: int | tuple[int, int] = _DEFAULT_SIZE,
+    image_size: int | tuple[int, int] = DEFAULT_SIZE,
     anomaly_map_mode: AnomalyMapMode = AnomalyMapMode.ADD,
 ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Convert anomalib Reverse Distillation weights to inspector's layout.
@@ -170,7 +166,7 @@ def import_anomalib(
             supported Reverse Distillation model; or ``out`` cannot be written.
         InputSizeError: The image size is not a multiple of 32.
     """
-    obj = _torch_load(src)
+    obj = load_lightning_file(src)
     if not isinstance(obj, Mapping):
         raise CheckpointError(
             f"{src} holds a {type(obj).__name__}, not a state dict or Lightning checkpoint"
@@ -180,14 +176,14 @@ def import_anomalib(
     hparams = ckpt.get("hyper_parameters")
     hparams = hparams if isinstance(hparams, Mapping) else {}
     _check_hparams(src, hparams)
-    pre = _read_pre_processing(ckpt.get("anomalib_pre_processor_config"))
+    pre = read_pre_processing(ckpt.get("anomalib_pre_processor_config"))
     if pre.problems and strict_preprocessing:
         raise CheckpointError(
             f"{src}: inspector cannot reproduce this checkpoint's pre-processing "
             f"({'; '.join(pre.problems)}), so its scores would drift; retrain with a plain "
             "Resize + ImageNet Normalize, or import with strict_preprocessing=False"
         )
-    native, size_source = _native_size(pre, ckpt)
+    native, size_source = native_size(pre, ckpt)
     size, size_source = (native, size_source) if image_size is None else (image_size, "argument")
     mode = anomaly_map_mode or AnomalyMapMode(str(hparams.get("anomaly_map_mode", "add")))
     config, tensors, post = convert_anomalib_state_dict(
@@ -210,7 +206,7 @@ def import_anomalib(
     training: dict[str, Any] = {
         "imported_from": "anomalib",
         "source_file": src.name,
-        "source_sha256": _file_sha256(src),
+        "source_sha256": file_sha256(src),
         "source_format": "lightning" if lightning else "state_dict",
         "image_size_from": size_source,
         "calibration_imported": calibration is not None,
@@ -229,41 +225,6 @@ def import_anomalib(
     )
     sha = save_checkpoint(out, model, meta)
     return LoadedCheckpoint(model, meta, sha, out)
-
-
-def _torch_load(src: Path) -> object:
-    # Corrupt files make torch.load raise almost anything (RuntimeError from the zip reader,
-    # UnpicklingError, EOFError, ValueError...), so every failure is reported as unreadable.
-    if not src.is_file():
-        raise CheckpointError(f"anomalib checkpoint {src} does not exist or is not a file")
-    try:
-        return torch.load(src, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first: Exception = exc
-    except Exception as exc:
-        raise CheckpointError(f"{src} is not a readable torch checkpoint: {exc}") from exc
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(src)
-    except Exception:
-        unsafe = []
-    foreign = [n for n in unsafe if n.startswith("anomalib.")]
-    others = [n for n in unsafe if not n.startswith("anomalib.")]
-    if others or not foreign:
-        raise CheckpointError(
-            f"{src} needs code to unpickle ({', '.join(others) or first}); inspector only loads "
-            "tensors and plain data (weights_only=True). Re-save it without objects, e.g. "
-            "torch.save(lightning_module.state_dict(), 'rd.pt'), and import that"
-        ) from first
-    # Only anomalib's own names are mapped, and to a plain str: its 2.7 checkpoints store the
-    # anomaly-map mode enum in hyper_parameters, nothing else that needs a class.
-    with torch.serialization.safe_globals([(_ForeignEnumValue, n) for n in foreign]):
-        try:
-            return torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"{src} holds objects other than anomalib's enums ({', '.join(foreign)}); "
-                "re-save its state_dict with torch.save and import that"
-            ) from exc
 
 
 def _split(
@@ -366,80 +327,3 @@ def _check_hparams(src: Path, hparams: Mapping[str, Any]) -> None:
     mode = hparams.get("anomaly_map_mode")
     if mode is not None and str(mode) not in {m.value for m in AnomalyMapMode}:
         raise CheckpointError(f"{src}: unknown anomaly_map_mode {mode!r}")
-
-
-@dataclass
-class _PreProcessing:
-    """What an anomalib pre-processor spec amounts to, in inspector's terms."""
-
-    size: tuple[int, int] | None = None
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    problems: list[str] = field(default_factory=list)
-
-
-def _read_pre_processing(config: object) -> _PreProcessing:
-    # anomalib 2.7 stores the transform as {"class_path", "init_args"} plain data, typically
-    # Compose([Resize(size, bilinear, antialias=True), Normalize(ImageNet)]).
-    result = _PreProcessing()
-    spec = config.get("transform") if isinstance(config, Mapping) else None
-    if spec is None:
-        return result  # bare weights, or a pre-processor anomalib could not persist
-    stack, normalised = [spec], False
-    while stack:
-        item = stack.pop(0)
-        item = item if isinstance(item, Mapping) else {"class_path": repr(item)}
-        path, args = str(item.get("class_path")), item.get("init_args")
-        args, kind = args if isinstance(args, Mapping) else {}, path.rsplit(".", 1)[-1]
-        if kind == "Compose":
-            stack = [*args.get("transforms", []), *stack]
-        elif kind == "Resize" and result.size is None:
-            size = args.get("size")
-            if isinstance(size, list | tuple) and len(size) == 2:
-                result.size = (int(size[0]), int(size[1]))
-            else:  # an int resizes the shorter side, keeping the aspect ratio
-                result.problems.append(f"Resize(size={size!r})")
-            interpolation = str(args.get("interpolation", "bilinear")).lower()
-            if "bilinear" not in interpolation or args.get("antialias") is False:
-                result.problems.append(f"{interpolation} resize, antialias={args.get('antialias')}")
-        elif kind == "Normalize" and not normalised:
-            normalised = True
-            mean = tuple(float(v) for v in args.get("mean", ()))
-            std = tuple(float(v) for v in args.get("std", ()))
-            if len(mean) == len(std) == 3:
-                result.mean, result.std = mean, std
-            ref = (*IMAGENET_MEAN, *IMAGENET_STD)
-            if len(mean + std) != 6 or any(
-                abs(a - b) > 1e-6 for a, b in zip(mean + std, ref, strict=False)
-            ):
-                result.problems.append(f"Normalize(mean={list(mean)}, std={list(std)})")
-        else:
-            result.problems.append(f"transform {path}")
-    if not normalised:
-        result.mean, result.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        result.problems.append("no Normalize")
-    return result
-
-
-def _native_size(pre: _PreProcessing, ckpt: Mapping[str, Any]) -> tuple[tuple[int, int], str]:
-    if pre.size is not None:
-        return pre.size, "pre_processor"
-    # anomalib 1.x stored input_size among the model's hyper-parameters; datamodules may
-    # record image_size.
-    for label in ("hyper_parameters", "datamodule_hyper_parameters"):
-        params = ckpt.get(label)
-        for key in ("input_size", "image_size"):
-            value = params.get(key) if isinstance(params, Mapping) else None
-            if isinstance(value, int):
-                return (value, value), label
-            if isinstance(value, list | tuple) and len(value) == 2:
-                return (int(value[0]), int(value[1])), label
-    return (_DEFAULT_SIZE, _DEFAULT_SIZE), "default"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

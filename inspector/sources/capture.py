@@ -1,0 +1,66 @@
+"""The OpenCV capture interface the camera source uses, and helpers around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+#: OpenCV capture API per configured backend.
+BACKENDS: dict[str, int] = {
+    "auto": cv2.CAP_ANY,
+    "ffmpeg": cv2.CAP_FFMPEG,
+    "gstreamer": cv2.CAP_GSTREAMER,
+    "v4l2": cv2.CAP_V4L2,
+}
+
+
+class CaptureLike(Protocol):
+    """The part of ``cv2.VideoCapture`` the source uses (fakes implement just this)."""
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        """Whether the device or stream is open."""
+
+    def read(self) -> tuple[bool, Any]:
+        """Grab and decode the next frame."""
+
+    def grab(self) -> bool:
+        """Take the next frame from the stream without converting it."""
+
+    def retrieve(self) -> tuple[bool, Any]:
+        """Convert the grabbed frame to a BGR array."""
+
+    def get(self, prop_id: int) -> float:
+        """A capture property (``cv2.CAP_PROP_*``)."""
+
+    def release(self) -> None:
+        """Close the device or stream."""
+
+
+#: Opens a capture from the parsed ``uri`` (device index or string) and a ``cv2.CAP_*`` API.
+CaptureFactory = Callable[[int | str, int], CaptureLike]
+
+
+def parse_uri(uri: str) -> int | str:
+    """A digit string is a device index (``"0"`` -> ``/dev/video0``); anything else a string."""
+    stripped = uri.strip()
+    return int(stripped) if stripped.isdigit() else uri
+
+
+def open_cv2(source: int | str, api: int) -> CaptureLike:
+    """Open a real ``cv2.VideoCapture``."""
+    capture: CaptureLike = cv2.VideoCapture(source, api)
+    return capture
+
+
+def as_bgr(image: Any) -> np.ndarray | None:
+    """The image as BGR uint8 ``(h, w, 3)``, or ``None`` when it is not a usable frame."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
+        return None
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return None
