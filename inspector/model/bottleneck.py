@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1, conv3x3
 
+from inspector.model.init import init_resnet_weights
+
 
 class OCBE(nn.Module):
     """Multi-scale feature fusion followed by a ResNet-layer4-like stage.
@@ -45,12 +47,7 @@ class OCBE(nn.Module):
         ]
         self.bn_layer = nn.Sequential(*stage)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
+        init_resnet_weights(self)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Fuse and embed.

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import conv1x1, conv3x3
 
+from inspector.model.init import init_resnet_weights
+
 
 class DecoderBasicBlock(nn.Module):
     """BasicBlock with its stride-2 3x3 conv replaced by a 2x2 transposed conv.
@@ -108,12 +110,7 @@ class ResNetDecoder(nn.Module):
         self.layer1 = self._make_stage(256, blocks[0])
         self.layer2 = self._make_stage(128, blocks[1])
         self.layer3 = self._make_stage(64, blocks[2])
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
+        init_resnet_weights(self)
 
     @property
     def _expansion(self) -> int:
