@@ -1,19 +1,26 @@
 """One HTTP port for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Standard library server in a daemon thread: scrapes and probes are a handful of requests per
-second, not worth a web framework.
+A standard-library WSGI server (``wsgiref`` with a thread per request) in a daemon thread:
+scrapes and probes are a handful of requests per second, not worth a web framework.
+``/metrics`` is prometheus_client's own WSGI app, so gzip (``Accept-Encoding: gzip``),
+OpenMetrics (``Accept: application/openmetrics-text``) and ``?name[]=`` filtering work as
+with any Prometheus client.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import cast
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from inspector.errors import ConfigError
 from inspector.metrics import Metrics
@@ -23,16 +30,36 @@ log = logging.getLogger(__name__)
 #: Returns why the daemon is not ready; an empty list means ready.
 Readiness = Callable[[], list[str]]
 
+_PATHS = ("/metrics", "/healthz", "/readyz")
+#: How often the serve loop checks for :meth:`HealthServer.stop` (bounds the stop latency).
+_POLL_INTERVAL_S = 0.1
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # Daemon request threads: a stuck client can never hold the process open at exit, and
+    # ThreadingMixIn does not accumulate finished threads to join.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        # Probes every few seconds would flood stderr; keep them for debugging only.
+        log.debug("http %s: " + format, self.address_string(), *args)
+
 
 class HealthServer:
-    """Serves metrics and health probes.
+    """Serves metrics and health probes on one port.
+
+    ``/readyz`` calls ``readiness`` on every request and sets the ``inspector_ready`` gauge of
+    ``metrics`` to match the answer (1 ready, 0 not), so the gauge is fresh whenever a probe or
+    a scrape-triggered check runs; the daemon's main loop also refreshes it.
 
     Args:
-        host: Listen address.
+        host: Listen address (IPv4 or IPv6 literal, or a host name).
         port: Listen port; 0 picks a free one (see :attr:`port`).
         registry: Registry exposed on ``/metrics``.
         readiness: Reasons for not being ready (``/readyz`` is 200 when empty, else 503).
-        metrics: ``inspector_ready`` follows every readiness check.
+        metrics: Its ``ready`` gauge follows every readiness check.
     """
 
     def __init__(
@@ -45,80 +72,116 @@ class HealthServer:
     ) -> None:
         self.host = host
         self.requested_port = port
-        self.registry = registry
         self.readiness = readiness
         self.metrics = metrics
-        self._server: ThreadingHTTPServer | None = None
+        self._metrics_app = make_wsgi_app(registry)
+        self._server: _ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (0 before :meth:`start`)."""
-        return self._server.server_address[1] if self._server else 0
+        """The bound port (the ephemeral one when 0 was requested; 0 when not serving)."""
+        if self._server is None:
+            return 0
+        return int(self._server.server_address[1])
 
     def start(self) -> None:
         """Bind and serve in a daemon thread.
 
         Raises:
-            ConfigError: The port is taken or the address cannot be bound.
+            ConfigError: The port is taken (names ``http.port``) or the host cannot be bound
+                (names ``http.host``).
         """
-        handler = _make_handler(self)
+        if self._server is not None:
+            return
+        host, port = self.host, self.requested_port
+
+        class Server(_ThreadingWSGIServer):
+            # Per-instance family: HTTPServer defaults to IPv4, which cannot bind "::".
+            address_family = _address_family(host, port)
+
         try:
-            self._server = ThreadingHTTPServer((self.host, self.requested_port), handler)
+            server = make_server(host, port, self.app, Server, _QuietHandler)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"http.port: port {port} on {host} is already in use; stop the other "
+                    "process or pick another port (INSPECTOR_HTTP__PORT)"
+                ) from exc
             raise ConfigError(
-                f"http.port: cannot listen on {self.host}:{self.requested_port} ({exc.strerror}); "
-                "pick a free port or stop the other process"
+                f"http.host/http.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from exc
-        self._server.daemon_threads = True
+        self._server = server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="inspector-http", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL_S},
+            name="inspector-http",
+            daemon=True,
         )
         self._thread.start()
+        log.debug("http: serving %s on %s:%d", ", ".join(_PATHS), host, self.port)
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving and release the port (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(5.0)
+            self._thread = None
+
+    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application (usable without a socket, e.g. in tests)."""
+        path = environ.get("PATH_INFO", "") or "/"
+        if path == "/metrics":
+            return cast(Iterable[bytes], self._metrics_app(environ, start_response))
+        if environ.get("REQUEST_METHOD", "GET") != "GET":
+            return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "alive"})
+        if path == "/readyz":
+            reasons = self._check_readiness()
+            self.metrics.ready.set(0 if reasons else 1)
+            if reasons:
+                body = {"status": "not ready", "reasons": reasons}
+                return _json(start_response, "503 Service Unavailable", body)
+            return _json(start_response, "200 OK", {"status": "ready"})
+        return _json(
+            start_response, "404 Not Found", {"error": f"no such path {path}", "paths": _PATHS}
+        )
+
+    def _check_readiness(self) -> list[str]:
+        # A bug in a readiness check must read as "not ready" with its reason, not as a 500
+        # that a load balancer cannot tell from a dead process.
+        try:
+            return [str(reason) for reason in self.readiness()]
+        except Exception as exc:
+            log.exception("readiness check failed")
+            return [f"readiness check failed: {type(exc).__name__}: {exc}"]
 
 
-def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(server.registry), content_type)
-            elif path == "/healthz":
-                self._json(200, {"status": "alive"})
-            elif path == "/readyz":
-                reasons = server.readiness()
-                server.metrics.ready.set(0 if reasons else 1)
-                if reasons:
-                    self._json(503, {"status": "not ready", "reasons": reasons})
-                else:
-                    self._json(200, {"status": "ready"})
-            else:
-                self._json(
-                    404,
-                    {"error": f"no such path {path}", "paths": ["/metrics", "/healthz", "/readyz"]},
-                )
+def _json(start_response: StartResponse, status: str, body: object) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [data]
 
-        def _json(self, code: int, body: dict[str, object]) -> None:
-            self._send(code, json.dumps(body).encode(), "application/json")
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _address_family(host: str, port: int) -> socket.AddressFamily:
+    """IPv6 for IPv6 addresses and names that only resolve to IPv6, IPv4 otherwise."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        # Let bind() report the unresolvable host with its own message.
+        return socket.AF_INET
+    return infos[0][0] if infos else socket.AF_INET
 
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("http: " + format, *args)
 
-    return Handler
+__all__ = ["HealthServer", "Readiness"]
