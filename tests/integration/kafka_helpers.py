@@ -76,8 +76,14 @@ class Collected:
         return out
 
 
-def collect(bootstrap: str, topics: Topics, expected: int, timeout: float = 90.0) -> Collected:
-    """Read results and dead letters from the start until ``expected`` outputs or timeout."""
+def collect(
+    bootstrap: str, topics: Topics, expected: int, timeout: float = 90.0, *, distinct: bool = False
+) -> Collected:
+    """Read results and dead letters from the start until ``expected`` outputs or timeout.
+
+    With ``distinct``, outputs count once per input coordinate (duplicates after a crash do not
+    make up for a frame still missing).
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500
     )
@@ -87,7 +93,10 @@ def collect(bootstrap: str, topics: Topics, expected: int, timeout: float = 90.0
     got = Collected()
     deadline = time.monotonic() + timeout
     try:
-        while len(got.results) + len(got.dead) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            done = len(set(got.coordinates())) if distinct else len(got.results) + len(got.dead)
+            if done >= expected:
+                break
             batch = consumer.poll(timeout_ms=500)
             for record in batch.get(parts[0], []):
                 got.results.append(json.loads(record.value))

@@ -90,6 +90,15 @@ def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:
             if lag is not None:
                 lags.append(lag)
             time.sleep(0.05)
+        # Once the sink has caught up, commits bring the visible lag back down.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            final = registry.get_sample_value(
+                "inspector_consumer_lag", {"topic": topics.frames, "partition": "0"}
+            )
+            if final == 0:
+                break
+            time.sleep(0.1)
     finally:
         pipeline.stop_fetching()
         pipeline.wait_drained(30)
@@ -97,4 +106,4 @@ def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:
     assert len(sink.results) == n
     assert sink.max_outstanding <= 4  # never more than the in-flight bound in memory
     assert max(lags) >= 10  # while the sink was slow the backlog stayed in Kafka, visibly
-    assert lags[-1] <= max(lags) / 2  # and shrank as the sink caught up
+    assert final == 0  # and went back to zero as the sink caught up and offsets were committed

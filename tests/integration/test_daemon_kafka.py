@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,6 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
-from kafka import KafkaAdminClient
 from kafka_helpers import Topics, collect, create_topics, produce
 from prometheus_client import CollectorRegistry
 
@@ -66,15 +66,6 @@ def _good_and_defective(root: Path, n_good: int, n_each: int) -> list[tuple[str,
     return out
 
 
-def _committed(bootstrap: str, group: str) -> dict[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_consumer_group_offsets(group)
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
-
-
 def _bbox_hits_mask(defects: list[dict[str, object]], mask: np.ndarray) -> bool:
     for d in defects:
         x, y, w, h = d["bbox"]  # type: ignore[misc]
@@ -84,7 +75,10 @@ def _bbox_hits_mask(defects: list[dict[str, object]], mask: np.ndarray) -> bool:
 
 
 def test_results_and_dead_letters_end_to_end(
-    bootstrap: str, checkpoint: LoadedCheckpoint, data_root: Path
+    bootstrap: str,
+    checkpoint: LoadedCheckpoint,
+    data_root: Path,
+    group_offsets: Callable[[str], dict[int, int]],
 ) -> None:
     topics = Topics.unique()
     create_topics(bootstrap, topics)
@@ -145,7 +139,7 @@ def test_results_and_dead_letters_end_to_end(
         assert r["defects"] and _bbox_hits_mask(r["defects"], mask), r["frame_id"]
 
     # Every offset was acknowledged, so the group's committed position is the end of the log.
-    committed = _committed(bootstrap, topics.group)
+    committed = group_offsets(topics.group)
     per_partition = Counter(p for p, _ in got.coordinates())
     assert committed == {p: n for p, n in per_partition.items()}
     assert registry.get_sample_value("inspector_frames_received_total", {"source": "kafka"}) == len(
@@ -183,11 +177,12 @@ def test_restart_loses_nothing(
 ) -> None:
     topics = Topics.unique()
     create_topics(bootstrap, topics)
-    frames = _good_and_defective(data_root, n_good=12, n_each=4) * 2
+    frames = _good_and_defective(data_root, n_good=12, n_each=4) * 4
     frames = [(f"{i}:{fid}", value) for i, (fid, value) in enumerate(frames)]
     config = tmp_path / "daemon.yaml"
     settings = _settings(bootstrap, topics, checkpoint.path)
-    settings["batcher"] = {"max_batch_size": 2, "max_wait_ms": 5}
+    # Small queues, so a signal finds most frames still unread in Kafka.
+    settings["batcher"] = {"max_batch_size": 2, "max_wait_ms": 5, "queue_size": 4}
     config.write_text(yaml.safe_dump(settings))
     log = tmp_path / "daemon.log"
     produce(bootstrap, topics.frames, frames)
@@ -204,7 +199,8 @@ def test_restart_loses_nothing(
 
     second = _start(config, log)
     try:
-        got = collect(bootstrap, topics, expected=len(frames), timeout=180)
+        _wait_for(lambda: log.read_text().count("inspector running") == 2, 120)
+        got = collect(bootstrap, topics, expected=len(frames), timeout=180, distinct=True)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, log.read_text()[-3000:]

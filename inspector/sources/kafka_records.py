@@ -1,0 +1,161 @@
+"""Kafka records to frames or dead letters: decoding, header defaults, capture times.
+
+Pure functions of one record, used by :class:`inspector.sources.kafka.KafkaSource`; kept apart
+so the consumer logic (commits, rebalances, backpressure) stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from inspector.errors import ImageDecodeError
+from inspector.imaging import decode_image
+from inspector.records import AckFn, DeadLetter, Frame, FrameMeta, RawMessage
+
+log = logging.getLogger(__name__)
+
+
+def _text(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    text = value.decode("utf-8", errors="replace").strip()
+    return text or None
+
+
+def _iso_from_ms(ms: int) -> str | None:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def captured_at(header: bytes | None, record_timestamp_ms: int | None) -> str | None:
+    """Capture time for a record: the ``captured_at`` header, else the record timestamp.
+
+    Args:
+        header: The header's value: RFC 3339 (kept as given) or epoch milliseconds.
+        record_timestamp_ms: The record's Kafka timestamp (``-1``/``None``: none).
+
+    Returns:
+        An RFC 3339 timestamp, or ``None`` when neither is usable.
+    """
+    text = _text(header)
+    if text is not None:
+        if text.isdigit():
+            converted = _iso_from_ms(int(text))
+            if converted is not None:
+                return converted
+        else:
+            try:
+                datetime.fromisoformat(text)
+                return text
+            except ValueError:
+                pass
+        log.debug("ignoring unparseable captured_at header %r", text[:64])
+    if record_timestamp_ms is not None and record_timestamp_ms >= 0:
+        return _iso_from_ms(record_timestamp_ms)
+    return None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Outcome of decoding one value.
+
+    Attributes:
+        image: BGR pixels, ``None`` when the value is not an image.
+        error: Why it is not (``None`` on success).
+        seconds: Time spent decoding.
+    """
+
+    image: np.ndarray | None
+    error: str | None
+    seconds: float
+
+
+def decode_timed(data: bytes) -> Decoded:
+    """Decode ``data`` like :func:`inspector.imaging.decode_image`, never raising."""
+    started = time.perf_counter()
+    try:
+        image = decode_image(data)
+    except ImageDecodeError as exc:
+        return Decoded(None, str(exc), time.perf_counter() - started)
+    except Exception as exc:  # OpenCV raising on hostile input is still bad input, not a bug
+        return Decoded(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
+    return Decoded(image, None, time.perf_counter() - started)
+
+
+def wants_decoding(value: bytes | None, max_message_bytes: int) -> bool:
+    """Whether a value goes to the decoder (empty and oversized ones are dead letters)."""
+    return bool(value) and len(value or b"") <= max_message_bytes
+
+
+def to_item(
+    topic: str,
+    partition: int,
+    record: Any,
+    decoded: Decoded | None,
+    *,
+    max_message_bytes: int,
+    received: float,
+    ack: AckFn,
+) -> Frame | DeadLetter:
+    """The frame, or the dead letter (with the original message), for one record.
+
+    Args:
+        topic: Record's topic.
+        partition: Record's partition.
+        record: kafka-python ``ConsumerRecord`` (``offset``, ``key``, ``value``, ``headers``,
+            ``timestamp``).
+        decoded: Its decoded value; ``None`` when it was not decoded (empty or oversized).
+        max_message_bytes: The size limit, for the reason of an oversized value.
+        received: Monotonic time the frame entered the pipeline.
+        ack: Marks the record's offset done.
+
+    Returns:
+        A frame (ids from the headers ``frame_id``/``camera_id``, else ``topic:partition:
+        offset`` and the key) or a dead letter with error type ``empty``, ``oversized`` or
+        ``undecodable``.
+    """
+    headers = {key: value for key, value in (record.headers or [])}
+    camera = _text(headers.get("camera_id")) or _text(record.key) or "unknown"
+    value: bytes = record.value or b""
+    if decoded is None or decoded.image is None:
+        if not value:
+            kind, reason = "empty", "empty message value (no image bytes)"
+        elif decoded is None:
+            kind = "oversized"
+            reason = (
+                f"frame of {len(value)} bytes exceeds kafka.max_message_bytes ({max_message_bytes})"
+            )
+        else:
+            kind, reason = "undecodable", decoded.error or "undecodable"
+        log.debug("dead letter %s:%d:%d: %s", topic, partition, record.offset, reason)
+        raw = RawMessage(
+            value=value,
+            key=record.key,
+            headers=tuple((key, v or b"") for key, v in (record.headers or [])),
+            topic=topic,
+            partition=partition,
+            offset=record.offset,
+        )
+        failed_at = datetime.now(UTC).isoformat()
+        return DeadLetter(reason, kind, "decode", camera, raw, failed_at, ack)
+    image = decoded.image
+    meta = FrameMeta(
+        frame_id=_text(headers.get("frame_id")) or f"{topic}:{partition}:{record.offset}",
+        camera_id=camera,
+        image_size=(int(image.shape[0]), int(image.shape[1])),
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=record.offset,
+        captured_at=captured_at(headers.get("captured_at"), record.timestamp),
+        received_monotonic=received,
+        decode_ms=decoded.seconds * 1e3,
+    )
+    return Frame(meta, image, ack)

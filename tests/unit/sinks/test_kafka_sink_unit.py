@@ -1,0 +1,221 @@
+"""KafkaSink with a fake producer: settings, callbacks, fallbacks, dead letters (no broker)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConfigurationError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
+from kafka.future import Future
+from prometheus_client import CollectorRegistry
+
+from inspector.config import KafkaConfig
+from inspector.errors import ConfigError, InspectorError
+from inspector.messages import Latency, ModelRef, ResultMessage, ThresholdInfo
+from inspector.metrics import Metrics
+from inspector.records import DeadLetter, Inspection, RawMessage
+from inspector.sinks.kafka import KafkaSink
+from inspector.testing import make_frame
+
+
+class FakeProducer:
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.sent: list[dict[str, Any]] = []
+        self.futures: list[Future] = []
+        self.send_error: BaseException | None = None
+        self.flush_error: BaseException | None = None
+        self.closed = False
+
+    def send(self, topic: str, **kwargs: Any) -> Future:
+        if self.send_error is not None:
+            raise self.send_error
+        self.sent.append({"topic": topic, **kwargs})
+        self.futures.append(Future())
+        return self.futures[-1]
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.flush_error is not None:
+            raise self.flush_error
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {"producer-metrics": {"connection-count": 1.0}}
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class Factory:
+    def __init__(self, refuse_idempotence: bool = False) -> None:
+        self.made: list[FakeProducer] = []
+        self.refuse_idempotence = refuse_idempotence
+
+    def __call__(self, **settings: Any) -> FakeProducer:
+        if self.refuse_idempotence and settings["enable_idempotence"]:
+            raise KafkaConfigurationError("Idempotent/Transactional producer requires >= 0.11")
+        self.made.append(FakeProducer(**settings))
+        return self.made[-1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _inspection(camera: str = "cam-a") -> Inspection:
+    message = ResultMessage(
+        frame_id="f1",
+        camera_id=camera,
+        processed_at="2026-01-01T00:00:00+00:00",
+        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
+        score=0.1,
+        raw_score=0.1,
+        is_anomalous=False,
+        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
+        defects=[],
+        mask=None,
+        image_size=(2, 2),
+        latency_ms=Latency(total=1.0),
+    )
+    frame = make_frame(np.zeros((2, 2, 3), np.uint8), "f1", camera)
+    return Inspection(message, frame, np.zeros((2, 2), np.float32), None)
+
+
+def _sink(
+    factory: Factory | None = None, registry: CollectorRegistry | None = None, **kafka: Any
+) -> tuple[KafkaSink, Factory, Clock]:
+    factory = factory or Factory()
+    clock = Clock()
+    sink = KafkaSink(
+        KafkaConfig(results_topic="results", dlq_topic="dlq", **kafka),
+        Metrics(registry or CollectorRegistry()),
+        producer_factory=factory,
+        clock=clock,
+    )
+    sink.setup()
+    return sink, factory, clock
+
+
+def test_producer_settings() -> None:
+    sink = KafkaSink(
+        KafkaConfig(compression="none", linger_ms=7, max_message_bytes=4 << 20),
+        Metrics(CollectorRegistry()),
+    )
+    settings = sink.producer_settings()
+    assert settings["acks"] == "all"
+    assert settings["enable_idempotence"] is True
+    assert settings["compression_type"] is None
+    assert settings["linger_ms"] == 7
+    assert settings["max_request_size"] == 4 << 20
+    assert sink.producer_settings(idempotent=False)["enable_idempotence"] is False
+    gzip = KafkaSink(KafkaConfig(), Metrics(CollectorRegistry())).producer_settings()
+    assert gzip["compression_type"] == "gzip"
+
+
+def test_delivery_calls_done_and_times_the_publish() -> None:
+    registry = CollectorRegistry()
+    sink, factory, clock = _sink(registry=registry)
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection("cam-a"), calls.append)
+    sent = factory.made[0].sent[0]
+    assert (sent["topic"], sent["key"]) == ("results", b"cam-a")
+    assert calls == []  # not before the broker acknowledged it
+    clock.now = 0.25
+    factory.made[0].futures[0].success(object())
+    assert calls == [None]
+    assert registry.get_sample_value("inspector_stage_seconds_sum", {"stage": "publish"}) == 0.25
+
+
+def test_failures_reach_done_and_connection_errors_make_the_sink_unready() -> None:
+    sink, factory, _ = _sink()
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    timeout = KafkaTimeoutError("delivery timed out")
+    factory.made[0].futures[0].failure(timeout)
+    assert calls == [timeout]
+    assert not sink.ready()
+    sink.publish(_inspection(), calls.append)
+    factory.made[0].futures[1].success(object())
+    assert sink.ready()
+
+
+def test_send_raising_calls_done_once_and_does_not_raise() -> None:
+    sink, factory, _ = _sink()
+    too_large = MessageSizeTooLargeError("too large")
+    factory.made[0].send_error = too_large
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    assert calls == [too_large]
+    assert sink.ready()
+
+
+def test_a_broker_refusing_idempotence_at_connect_falls_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        sink, factory, _ = _sink(Factory(refuse_idempotence=True))
+    assert not sink.idempotent
+    assert factory.made[0].settings["enable_idempotence"] is False
+    assert "idempotent" in caplog.text
+
+
+def test_a_broker_refusing_idempotence_at_runtime_reconnects_without_it() -> None:
+    sink, factory, _ = _sink()
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    refused = ClusterAuthorizationFailedError()
+    factory.made[0].futures[0].failure(refused)
+    assert calls == [refused]
+    sink.publish(_inspection(), calls.append)
+    assert factory.made[0].closed
+    assert len(factory.made) == 2
+    assert factory.made[1].settings["enable_idempotence"] is False
+    assert len(factory.made[1].sent) == 1
+
+
+def test_missing_compression_library_is_a_config_error() -> None:
+    def factory(**settings: Any) -> FakeProducer:
+        raise RuntimeError("Libraries for snappy compression codec not found")
+
+    sink = KafkaSink(
+        KafkaConfig(compression="snappy"), Metrics(CollectorRegistry()), producer_factory=factory
+    )
+    with pytest.raises(ConfigError, match=r"kafka\.compression=snappy"):
+        sink.setup()
+
+
+def test_dead_letter_headers_follow_the_original_ones() -> None:
+    sink, factory, _ = _sink()
+    raw = RawMessage(b"\x89PNG", b"cam-a", (("frame_id", b"f"), ("error", b"old")), "frames", 2, 9)
+    letter = DeadLetter("bad", "undecodable", "decode", "cam-a", raw, "2026-01-01T00:00:00+00:00")
+    sink.publish_dead_letter(letter, lambda exc: None)
+    sent = factory.made[0].sent[0]
+    assert (sent["topic"], sent["key"], sent["value"]) == ("dlq", b"cam-a", b"\x89PNG")
+    names = [name for name, _ in sent["headers"]]
+    assert names[:2] == ["frame_id", "error"]
+    assert dict(sent["headers"])["error"] == b"bad"  # ours win in a dict view
+    assert dict(sent["headers"])["source_partition"] == b"2"
+
+
+def test_flush_timeout_and_close() -> None:
+    sink, factory, _ = _sink()
+    factory.made[0].flush_error = KafkaTimeoutError()
+    assert sink.flush(0.1) is False
+    factory.made[0].flush_error = None
+    assert sink.flush(0.1) is True
+    sink.close()
+    assert factory.made[0].closed and not sink.ready()
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    assert len(calls) == 1 and isinstance(calls[0], InspectorError)
+    assert sink.flush(0.1) is True
