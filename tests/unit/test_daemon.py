@@ -108,6 +108,7 @@ def test_ready_after_warm_up_and_drains_on_request(
                 if status == 200:
                     break
             time.sleep(0.05)
+        assert codes[0] == 503  # served from the start, not ready while loading and warming
         assert codes[-1] == 200
         port = daemon.server.port  # type: ignore[union-attr]
         assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
