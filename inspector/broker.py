@@ -7,6 +7,7 @@ demos and tests, never for production (which runs Apache Kafka, see ``deploy/``)
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -131,6 +132,8 @@ class EmbeddedBroker:
             try:
                 self._wait_ready()
                 log.info("embedded Kafka broker on %s (log: %s)", self.bootstrap, self.log_path)
+                # It runs in its own session (below), so make sure it ends with us.
+                atexit.register(self.stop)
                 return self
             except BrokerError:
                 exited = not self.running
@@ -165,8 +168,9 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                # Its own process group: a Ctrl-C meant for the demo reaches us first, and we
-                # stop the broker in order (results flushed) instead of it dying mid-write.
+                # Its own session: a Ctrl-C meant for the demo reaches only us, and we stop the
+                # broker after the daemon drained, instead of it dying under the drain. (A
+                # SIGKILL of the parent leaves it running; normal exits stop it via atexit.)
                 start_new_session=True,
             )
 
@@ -232,6 +236,7 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         if process is None:
             return
+        atexit.unregister(self.stop)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

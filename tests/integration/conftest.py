@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -93,15 +94,15 @@ def group_offsets(bootstrap: str) -> Callable[[str], dict[int, int]]:
 
 
 @pytest.fixture()
-def read_topic(bootstrap: str) -> Callable[..., list[object]]:
+def read_topic(bootstrap: str) -> Callable[..., list[Any]]:
     """``read_topic(topic, n, timeout=15)``: the first ``n`` records of partition 0."""
 
-    def read(topic: str, n: int, timeout: float = 15.0) -> list[object]:
+    def read(topic: str, n: int, timeout: float = 15.0) -> list[Any]:
         consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
         )
         tp = TopicPartition(topic, 0)
-        records: list[object] = []
+        records: list[Any] = []
         try:
             consumer.assign([tp])
             consumer.seek_to_beginning(tp)
