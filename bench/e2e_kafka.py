@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
 from inspector.broker import EmbeddedBroker
@@ -89,6 +90,11 @@ def end_to_end(bootstrap: str, ckpt: Path, frames: list[bytes], batch: int) -> f
         "dlq_topic": f"b{tag}.dlq",
         "group_id": f"b{tag}",
     }
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(topics[k], 1, 1) for k in ("frames_topic", "results_topic", "dlq_topic")]
+    )
+    admin.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for i, frame in enumerate(frames):
         producer.send(topics["frames_topic"], frame, key=f"cam-{i % 4}".encode())
@@ -120,12 +126,8 @@ def end_to_end(bootstrap: str, ckpt: Path, frames: list[bytes], batch: int) -> f
         deadline = time.monotonic() + 1800
         while seen < len(frames) and time.monotonic() < deadline:
             if not consumer.assignment():
-                try:
-                    consumer.assign([tp])
-                    consumer.seek_to_beginning(tp)
-                except Exception:  # topic not created yet
-                    time.sleep(0.1)
-                    continue
+                consumer.assign([tp])
+                consumer.seek_to_beginning(tp)
             for records in consumer.poll(timeout_ms=200).values():
                 now = time.perf_counter()
                 first = first or now
