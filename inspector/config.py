@@ -176,6 +176,18 @@ class KafkaConfig(_Frozen):
     linger_ms: int = Field(default=5, ge=0)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
 
+    def client_security_settings(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for the connection's security (source and sink)."""
+        settings: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            settings["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            settings["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                settings["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile is not None:
+            settings["ssl_cafile"] = self.ssl_cafile
+        return settings
+
 
 class KafkaSourceConfig(_Frozen):
     """Frames from the Kafka frames topic (connection and topic in ``kafka``).

@@ -50,18 +50,6 @@ _IDEMPOTENCE_REFUSED = (
 )
 
 
-def _security_settings(kafka: KafkaConfig) -> dict[str, Any]:
-    settings: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.security_protocol.startswith("SASL"):
-        settings["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        settings["sasl_plain_username"] = kafka.sasl_username
-        if kafka.sasl_password is not None:
-            settings["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    if kafka.ssl_cafile is not None:
-        settings["ssl_cafile"] = kafka.ssl_cafile
-    return settings
-
-
 def _connection_count(client: Any) -> float | None:
     # kafka-python 3's bootstrap_connected() is only true while bootstrapping; its own
     # connection-count metric says whether a broker connection is open.
@@ -132,7 +120,7 @@ class KafkaSink(Sink):
             "request_timeout_ms": k.request_timeout_ms,
             # send() waits this long for topic metadata or buffer space, on the calling thread.
             "max_block_ms": k.request_timeout_ms,
-            **_security_settings(k),
+            **k.client_security_settings(),
         }
 
     def setup(self) -> None:

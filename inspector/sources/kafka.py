@@ -46,18 +46,6 @@ _DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024
 _LOG_EVERY_S = 30.0
 
 
-def _security_settings(kafka: KafkaConfig) -> dict[str, Any]:
-    settings: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.security_protocol.startswith("SASL"):
-        settings["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        settings["sasl_plain_username"] = kafka.sasl_username
-        if kafka.sasl_password is not None:
-            settings["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    if kafka.ssl_cafile is not None:
-        settings["ssl_cafile"] = kafka.ssl_cafile
-    return settings
-
-
 def _connection_count(client: Any) -> float | None:
     """Open broker connections per kafka-python's own metrics; ``None`` when unavailable.
 
@@ -155,7 +143,7 @@ class KafkaSource(Source):
             # Size limits live in the client: a broker may have none (the test broker).
             "max_partition_fetch_bytes": partition_fetch,
             "fetch_max_bytes": max(_DEFAULT_FETCH_MAX_BYTES, partition_fetch),
-            **_security_settings(k),
+            **k.client_security_settings(),
         }
 
     def setup(self) -> None:
