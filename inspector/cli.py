@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,6 +169,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from inspector.demo.runner import run_demo
+    from inspector.demo.setup import DemoOptions
+
+    opts = DemoOptions(
+        workdir=args.workdir,
+        frames=args.frames,
+        fps=args.fps,
+        cameras=args.cameras,
+        defect_rate=args.defect_rate,
+        bad_every=args.bad_every,
+        epochs=args.epochs,
+        port=args.port,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        bootstrap_servers=args.bootstrap_servers,
+        live=False if args.plain else None,
+        seed=args.seed,
+    )
+    summary = run_demo(opts)
+    overlays = sorted(summary.overlays.rglob("*.png")) if summary.overlays.is_dir() else []
+    print(f"sent {summary.sent} frames: {summary.tally.summary()}")
+    print(f"results: {summary.results_file}")
+    print(f"overlays of the {len(overlays)} flagged frames: {summary.overlays}")
+    print(f"logs: {args.workdir / 'demo.log'} (daemon), {args.workdir / 'broker.log'} (broker)")
+    print(f"metrics were at {summary.metrics_url} while it ran")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import threading
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from inspector.demo.simulator import LineSimulator, describe, synthetic_line
+
+    images = synthetic_line(args.data, image_size=args.image_size, seed=args.seed)
+    cameras = [f"line1-cam{i + 1}" for i in range(args.cameras)]
+    simulator = LineSimulator(
+        images, cameras, defect_rate=args.defect_rate, bad_every=args.bad_every, seed=args.seed
+    )
+    try:
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all")
+    except KafkaError as exc:
+        raise InspectorError(
+            f"cannot reach Kafka at {args.bootstrap_servers} ({exc}); "
+            "check --bootstrap-servers / INSPECTOR_KAFKA__BOOTSTRAP_SERVERS"
+        ) from exc
+    log.info(
+        "publishing to %s on %s: %d cameras, %g frames/s, parts %s",
+        args.topic,
+        args.bootstrap_servers,
+        len(cameras),
+        args.fps,
+        describe(images),
+    )
+    stop = threading.Event()
+    try:
+        sent = simulator.publish(producer, args.topic, fps=args.fps, frames=args.frames, stop=stop)
+    except KeyboardInterrupt:
+        sent = simulator.count
+    finally:
+        producer.close(timeout=10)
+    log.info("published %d frames", sent)
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from inspector.messages import result_json_schema_text
 
@@ -254,9 +323,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file (environment overrides: INSPECTOR_*)")
     p.set_defaults(handler=_cmd_run)
 
+    p = sub.add_parser(
+        "demo", help="the whole line on an embedded broker with a live view (Ctrl+C stops)"
+    )
+    p.add_argument("--frames", type=_positive, help="stop after N frames (default: Ctrl+C)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="cached data/model")
+    p.add_argument("--fps", type=float, default=10.0, help="frames/s over all cameras (0: max)")
+    p.add_argument("--cameras", type=_positive, default=2)
+    p.add_argument("--defect-rate", type=float, default=0.2)
+    p.add_argument("--bad-every", type=int, default=25, help="every N-th frame corrupt (0: off)")
+    p.add_argument("--epochs", type=_positive, default=8, help="training epochs of the demo model")
+    p.add_argument("--port", type=int, default=9108, help="daemon HTTP port (free one if taken)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--checkpoint", type=Path, help="use this model instead of the demo one")
+    p.add_argument(
+        "--bootstrap-servers", help="use this Kafka instead of the embedded broker (fresh topics)"
+    )
+    p.add_argument("--plain", action="store_true", help="log lines instead of the live view")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("simulate", help="publish a simulated camera line to the frames topic")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("INSPECTOR_KAFKA__BOOTSTRAP_SERVERS", "localhost:9092"),
+    )
+    p.add_argument(
+        "--topic", default=os.environ.get("INSPECTOR_KAFKA__FRAMES_TOPIC", "inspector.frames")
+    )
+    p.add_argument(
+        "--data", type=Path, default=Path("runs/line"), help="synthetic line (made if absent)"
+    )
+    p.add_argument("--image-size", type=int, default=256, help="frame size when generating")
+    p.add_argument("--fps", type=float, default=5.0, help="frames/s over all cameras (0: max)")
+    p.add_argument("--cameras", type=_positive, default=2)
+    p.add_argument("--frames", type=_positive, help="stop after N frames (default: forever)")
+    p.add_argument("--defect-rate", type=float, default=0.2)
+    p.add_argument("--bad-every", type=int, default=0, help="every N-th frame corrupt (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_simulate)
+
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)
     return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _width(value: str) -> str | int:

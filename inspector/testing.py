@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from inspector.messages import Defect, Latency, ModelRef, ResultMessage, ThresholdInfo
 from inspector.records import DeadLetter, Frame, FrameMeta, Inspection
 from inspector.sinks.base import DoneFn, Sink
 from inspector.sources.base import Source
@@ -35,6 +36,32 @@ def make_frame(
         received_monotonic=time.monotonic(),
     )
     return Frame(meta, image, ack)
+
+
+def make_result(
+    frame_id: str,
+    camera_id: str = "cam",
+    *,
+    anomalous: bool = True,
+    defects: list[Defect] | None = None,
+    image_size: tuple[int, int] = (64, 64),
+    total_ms: float = 0.0,
+) -> ResultMessage:
+    """A valid result message (score 0.9 if ``anomalous`` else 0.1, threshold 0.5)."""
+    return ResultMessage(
+        frame_id=frame_id,
+        camera_id=camera_id,
+        processed_at="2025-01-01T00:00:00+00:00",
+        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
+        score=0.9 if anomalous else 0.1,
+        raw_score=0.4,
+        is_anomalous=anomalous,
+        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
+        defects=defects or [],
+        mask=None,
+        image_size=image_size,
+        latency_ms=Latency(total=total_ms),
+    )
 
 
 def make_dead_letter(reason: str, acks: list[str] | None = None, key: str = "dl") -> DeadLetter:

@@ -15,11 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from inspector.config import OverlaySinkConfig
 from inspector.errors import ConfigError
-from inspector.messages import Latency, ModelRef, ResultMessage, ThresholdInfo
 from inspector.metrics import Metrics
 from inspector.records import Inspection
 from inspector.sinks.overlays import OverlaySink, safe_name
-from inspector.testing import make_frame
+from inspector.testing import make_frame, make_result
 
 H, W = 40, 56
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,20 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _inspection(
     frame_id: str, *, anomalous: bool = True, camera_id: str = "cam", seed: int = 0
 ) -> Inspection:
-    message = ResultMessage(
-        frame_id=frame_id,
-        camera_id=camera_id,
-        processed_at="2025-01-01T00:00:00+00:00",
-        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        score=0.9 if anomalous else 0.1,
-        raw_score=0.4,
-        is_anomalous=anomalous,
-        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
-        defects=[],
-        mask=None,
-        image_size=(H, W),
-        latency_ms=Latency(),
-    )
+    message = make_result(frame_id, camera_id, anomalous=anomalous, image_size=(H, W))
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
     heatmap = rng.random((16, 16), dtype=np.float32)  # model size, smaller than the frame

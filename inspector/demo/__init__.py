@@ -1,0 +1,6 @@
+"""The demo line: simulated cameras, embedded broker, live view (``inspector demo``).
+
+``simulator`` (cameras publishing to Kafka, also ``inspector simulate``), ``view`` (the live
+terminal view) and ``runner`` (wires the demo) are imported directly, so the simulator does not
+pull in the daemon.
+"""

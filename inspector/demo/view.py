@@ -1,0 +1,186 @@
+"""The demo's live terminal view: what a line operator would watch.
+
+:class:`LineTally` counts what arrives on the results and dead-letter topics (pure, testable);
+:func:`render` draws it with ``rich`` for a terminal, :meth:`LineTally.summary` is the plain
+one-line form for logs and pipes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+
+from inspector.messages import ResultMessage
+
+#: Results kept for the latency percentiles and the frames/s window.
+_WINDOW = 500
+_RATE_WINDOW_S = 5.0
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """One anomalous frame, as the view lists it."""
+
+    camera_id: str
+    frame_id: str
+    score: float
+    defects: int
+    bbox: tuple[int, int, int, int] | None
+    truth: str | None
+
+
+@dataclass
+class CameraTally:
+    """Counts for one camera."""
+
+    frames: int = 0
+    anomalous: int = 0
+
+
+@dataclass
+class LineTally:
+    """Running counts of results and dead letters.
+
+    Args:
+        truth: Looks up what the simulator really sent for a frame id (``good``, a defect kind,
+            ``corrupt``), or ``None`` when unknown; used to count catches and false alarms.
+        clock: Monotonic clock (tests pass a fake one).
+    """
+
+    truth: Callable[[str], str | None] = lambda _frame_id: None
+    clock: Callable[[], float] = time.monotonic
+    results: int = 0
+    anomalous: int = 0
+    defects: int = 0
+    dead_letters: int = 0
+    caught: int = 0
+    missed: int = 0
+    false_alarms: int = 0
+    last_dead_letter: str | None = None
+    cameras: dict[str, CameraTally] = field(default_factory=dict)
+    flagged: deque[Flagged] = field(default_factory=lambda: deque(maxlen=6))
+    _latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    started: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    @property
+    def total(self) -> int:
+        """Frames accounted for: results plus dead letters."""
+        return self.results + self.dead_letters
+
+    def add_result(self, message: ResultMessage) -> None:
+        """Count one result message."""
+        self.results += 1
+        self._arrivals.append(self.clock())
+        self._latency_ms.append(message.latency_ms.total)
+        camera = self.cameras.setdefault(message.camera_id, CameraTally())
+        camera.frames += 1
+        truth = self.truth(message.frame_id)
+        defective = truth is not None and truth != "good"
+        if message.is_anomalous:
+            self.anomalous += 1
+            camera.anomalous += 1
+            self.defects += len(message.defects)
+            biggest = max(message.defects, key=lambda d: d.area_px, default=None)
+            self.flagged.appendleft(
+                Flagged(
+                    camera_id=message.camera_id,
+                    frame_id=message.frame_id,
+                    score=message.score,
+                    defects=len(message.defects),
+                    bbox=biggest.bbox if biggest else None,
+                    truth=truth,
+                )
+            )
+            if defective:
+                self.caught += 1
+            elif truth == "good":
+                self.false_alarms += 1
+        elif defective:
+            self.missed += 1
+
+    def add_dead_letter(self, error: str) -> None:
+        """Count one dead letter with its ``error`` header."""
+        self.dead_letters += 1
+        self.last_dead_letter = error
+
+    def frames_per_s(self) -> float:
+        """Results per second over the last few seconds."""
+        now = self.clock()
+        recent = [t for t in self._arrivals if now - t <= _RATE_WINDOW_S]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+    def latency_ms(self, q: float) -> float | None:
+        """Percentile ``q`` (0..100) of recent end-to-end latencies in ms."""
+        if not self._latency_ms:
+            return None
+        return float(np.percentile(np.fromiter(self._latency_ms, float), q))
+
+    def summary(self) -> str:
+        """One line for logs and pipes."""
+        p50, p95 = self.latency_ms(50), self.latency_ms(95)
+        latency = f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
+        return (
+            f"{self.results} results ({self.frames_per_s():.1f}/s), {self.anomalous} anomalous "
+            f"({self.caught} defective parts caught, {self.missed} missed, "
+            f"{self.false_alarms} false alarms), {self.defects} defect regions, "
+            f"{self.dead_letters} dead letters; {latency}"
+        ).rstrip("; ")
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:.0f} {unit}"
+
+
+def render(tally: LineTally, header: str) -> RenderableType:
+    """The live view: totals, per-camera table, last flagged frames."""
+    totals = Table.grid(padding=(0, 3))
+    for _ in range(4):
+        totals.add_column()
+    totals.add_row(
+        f"[bold]{tally.results}[/] results",
+        f"[bold]{tally.frames_per_s():.1f}[/] frames/s",
+        f"latency p50 [bold]{_fmt(tally.latency_ms(50), 'ms')}[/]",
+        f"p95 [bold]{_fmt(tally.latency_ms(95), 'ms')}[/]",
+    )
+    totals.add_row(
+        f"[bold red]{tally.anomalous}[/] anomalous",
+        f"[bold]{tally.defects}[/] defect regions",
+        f"caught [bold green]{tally.caught}[/] / missed [bold]{tally.missed}[/]",
+        f"false alarms [bold]{tally.false_alarms}[/]",
+    )
+    dead = f"[bold]{tally.dead_letters}[/] dead letters"
+    if tally.last_dead_letter:
+        dead += f" (last: {tally.last_dead_letter[:60]})"
+    totals.add_row(dead, "", "", "")
+
+    cameras = Table(title="cameras", expand=False)
+    cameras.add_column("camera")
+    cameras.add_column("frames", justify="right")
+    cameras.add_column("anomalous", justify="right")
+    cameras.add_column("rate", justify="right")
+    for name, cam in sorted(tally.cameras.items()):
+        rate = cam.anomalous / cam.frames if cam.frames else 0.0
+        cameras.add_row(name, str(cam.frames), str(cam.anomalous), f"{rate:.0%}")
+
+    flagged = Table(title="last anomalous frames", expand=False)
+    for column in ("camera", "frame", "score", "regions", "largest bbox (x,y,w,h)", "truth"):
+        flagged.add_column(column)
+    for f in tally.flagged:
+        bbox = ",".join(map(str, f.bbox)) if f.bbox else "-"
+        flagged.add_row(
+            f.camera_id, f.frame_id, f"{f.score:.2f}", str(f.defects), bbox, f.truth or "?"
+        )
+    return Panel(Group(totals, cameras, flagged), title=header, subtitle="Ctrl+C stops")

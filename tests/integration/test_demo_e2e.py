@@ -1,0 +1,85 @@
+"""``inspector demo`` end to end: synthetic line, training, broker, daemon, cameras, view.
+
+Runs the real command in a subprocess, the way a newcomer runs it (``make demo`` does the same
+without ``--frames``). With ``INSPECTOR_TEST_BOOTSTRAP`` set it runs on that broker instead of
+the embedded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import jsonschema
+import numpy as np
+
+from inspector.messages import result_json_schema
+
+
+def _demo(workdir: Path, frames: int) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "inspector", "demo", "--frames", str(frames)]
+    cmd += ["--workdir", str(workdir), "--fps", "0", "--plain", "--port", "0", "--device", "cpu"]
+    if os.environ.get("INSPECTOR_TEST_BOOTSTRAP"):
+        cmd += ["--bootstrap-servers", os.environ["INSPECTOR_TEST_BOOTSTRAP"]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
+    run = _demo(tmp_path, 40)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "training the demo model once" in run.stdout
+    assert "sent 40 frames" in run.stdout
+
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    results = [json.loads(line) for line in lines]
+    schema = result_json_schema()
+    for result in results:
+        jsonschema.validate(result, schema)
+    # Every 25th frame is corrupt: 39 results, 1 dead letter, nothing lost.
+    assert len(results) == 39
+    assert len({r["frame_id"] for r in results}) == 39
+    dead_letters = [
+        json.loads(x) for x in (tmp_path / "results.dlq.jsonl").read_text().splitlines()
+    ]
+    assert len(dead_letters) == 1
+    assert "1 dead letters" in run.stdout
+    assert {r["camera_id"] for r in results} == {"line1-cam1", "line1-cam2"}
+
+    flagged = [r for r in results if r["is_anomalous"]]
+    assert flagged, "no frame was flagged"
+    assert all(r["defects"] for r in flagged)
+    overlays = list((tmp_path / "overlays").rglob("*.png"))
+    assert len(overlays) == len(flagged)
+    assert f"overlays of the {len(flagged)} flagged frames" in run.stdout
+    assert "inspector running" in (tmp_path / "demo.log").read_text()
+
+    again = _demo(tmp_path, 8)  # cached line and model: no training the second time
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(cached)" in again.stdout and "training" not in again.stdout
+    assert "sent 8 frames" in again.stdout
+
+
+def test_simulate_publishes_a_line(
+    tmp_path: Path, bootstrap: str, make_topic: Callable[..., str], read_topic: Callable[..., Any]
+) -> None:
+    topic = make_topic(1)
+    cmd = [sys.executable, "-m", "inspector", "simulate", "--bootstrap-servers", bootstrap]
+    cmd += ["--topic", topic, "--data", str(tmp_path / "line"), "--image-size", "64"]
+    cmd += ["--frames", "6", "--fps", "0", "--cameras", "3", "--bad-every", "3"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = read_topic(topic, 6)
+    assert len(records) == 6
+    headers = [dict(r.headers) for r in records]
+    assert [h["camera_id"] for h in headers] == [b"line1-cam1", b"line1-cam2", b"line1-cam3"] * 2
+    assert [r.key for r in records] == [h["camera_id"] for h in headers]
+    truths = [h["truth"] for h in headers]
+    assert truths[2] == truths[5] == b"corrupt"
+    decoded = [cv2.imdecode(np.frombuffer(r.value, np.uint8), cv2.IMREAD_COLOR) for r in records]
+    assert [d is not None for d in decoded] == [True, True, False, True, True, False]
