@@ -117,10 +117,11 @@ class LineTally:
     def frames_per_s(self) -> float:
         """Results per second over the last few seconds."""
         now = self.clock()
-        recent = [t for t in self._arrivals if now - t <= _RATE_WINDOW_S]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+        recent = sum(1 for t in self._arrivals if now - t <= _RATE_WINDOW_S)
+        # Over the whole window (or since the start), not first-to-last arrival: results come
+        # in batches, and a burst of eight at once is not a rate.
+        span = min(_RATE_WINDOW_S, now - self.started)
+        return recent / span if span > 0 else 0.0
 
     def latency_ms(self, q: float) -> float | None:
         """Percentile ``q`` (0..100) of recent end-to-end latencies in ms."""

@@ -53,7 +53,9 @@ def test_rate_uses_recent_arrivals_only() -> None:
     for i in range(11):
         clock.now = 100.0 + i * 0.1
         tally.add_result(_result(f"f{i}", "a", anomalous=False))
-    assert abs(tally.frames_per_s() - 10.0) < 1e-6
+    assert abs(tally.frames_per_s() - 11.0) < 1e-6  # 11 results in the first second
+    clock.now += 4.0  # the window is 5 s: the same 11 results over it
+    assert abs(tally.frames_per_s() - 11 / 5) < 1e-6
     clock.now += 60.0
     assert tally.frames_per_s() == 0.0
 
