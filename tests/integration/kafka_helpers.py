@@ -25,6 +25,22 @@ class Topics:
         tag = uuid.uuid4().hex[:10]
         return cls(f"t{tag}.frames", f"t{tag}.results", f"t{tag}.dlq", f"g{tag}")
 
+    def kafka_settings(self, bootstrap: str, **extra: object) -> dict[str, object]:
+        """The daemon's ``kafka`` config section for these topics on ``bootstrap``.
+
+        A 6 s session timeout: Tansu joins groups in about half of it (test-broker.md).
+        """
+        return {
+            "bootstrap_servers": bootstrap,
+            "frames_topic": self.frames,
+            "results_topic": self.results,
+            "dlq_topic": self.dlq,
+            "group_id": self.group,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            **extra,
+        }
+
 
 def create_topics(bootstrap: str, topics: Topics, partitions: int = 2) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)

@@ -32,16 +32,7 @@ DEFECTS = ("crack", "missing", "scratch")
 
 def _settings(bootstrap: str, topics: Topics, ckpt: Path) -> dict[str, object]:
     return {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "frames_topic": topics.frames,
-            "results_topic": topics.results,
-            "dlq_topic": topics.dlq,
-            "group_id": topics.group,
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 1000,
-            "commit_interval_ms": 200,
-        },
+        "kafka": topics.kafka_settings(bootstrap, commit_interval_ms=200),
         "sources": [{"type": "kafka"}],
         "model": {"checkpoint": str(ckpt), "device": "cpu", "warmup_batches": 1},
         "batcher": {"max_batch_size": 4, "max_wait_ms": 10},
