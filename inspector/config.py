@@ -276,11 +276,22 @@ class WorkerConfig(_Frozen):
         checkpoint: Checkpoint file written by ``inspector train`` or ``import-anomalib``.
         device: ``auto`` uses CUDA when available.
         warmup_batches: Batches run on start-up before reporting ready.
+        precision: ``fp32`` (maps as in training), ``bf16`` (autocast; anomaly maps still
+            computed in fp32), or ``auto`` (bf16 where the hardware has fast bf16: CUDA GPUs
+            and CPUs with AMX/AVX512-BF16; fp32 elsewhere).
+        channels_last: NHWC memory layout for the convolutions (same results, faster kernels).
+        compile: ``torch.compile`` the model at start-up (slower start, faster steady state).
+        cuda_graphs: On CUDA, capture the forward pass once for ``batcher.max_batch_size`` and
+            replay it (partial batches are padded), removing per-kernel launch overhead.
     """
 
     checkpoint: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     warmup_batches: int = Field(default=2, ge=0)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
 
 
 class KafkaSinkConfig(_Frozen):

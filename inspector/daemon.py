@@ -21,6 +21,7 @@ from inspector.errors import ConfigError
 from inspector.messages import ModelRef
 from inspector.metrics import Metrics
 from inspector.model.device import resolve_device
+from inspector.model.runtime import RuntimeOptions
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
 from inspector.server import HealthServer
@@ -147,6 +148,12 @@ class Daemon:
             self.metrics,
             warmup_batches=cfg.model.warmup_batches,
             max_batch_size=cfg.batcher.max_batch_size,
+            runtime=RuntimeOptions(
+                precision=cfg.model.precision,
+                channels_last=cfg.model.channels_last,
+                compile=cfg.model.compile,
+                cuda_graphs=cfg.model.cuda_graphs,
+            ),
         )
         worker.warm_up()
         sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
