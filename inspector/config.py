@@ -197,12 +197,16 @@ class KafkaSourceConfig(_Frozen):
         topics: Topics to read; default: ``kafka.frames_topic``.
         decode_threads: Threads decoding images (OpenCV releases the GIL).
         max_poll_records: Records fetched per poll.
+        decode_device: ``cuda`` decodes JPEG frames on the GPU (nvJPEG through torchvision),
+            so pixels go straight to the model without a host round trip; other formats are
+            decoded by OpenCV as with ``cpu``.
     """
 
     type: Literal["kafka"] = "kafka"
     topics: tuple[str, ...] | None = None
     decode_threads: int = Field(default=2, ge=1)
     max_poll_records: int = Field(default=64, ge=1)
+    decode_device: Literal["cpu", "cuda"] = "cpu"
 
 
 class CameraSourceConfig(_Frozen):

@@ -154,6 +154,7 @@ class Daemon:
                 compile=cfg.model.compile,
                 cuda_graphs=cfg.model.cuda_graphs,
             ),
+            map_filter=postprocessor.needs_map,
         )
         worker.warm_up()
         sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]

@@ -31,7 +31,7 @@ from inspector.config import BatcherConfig
 from inspector.messages import Latency
 from inspector.metrics import Metrics
 from inspector.postprocess import Postprocessor
-from inspector.records import DeadLetter, Frame, InferenceBatch, Inspection
+from inspector.records import DeadLetter, Frame, Inspection, ScoredBatch
 from inspector.sinks.base import Sink
 from inspector.sources.base import Source
 from inspector.worker import ModelWorker
@@ -45,7 +45,7 @@ _KEEPALIVE_S = 1.0
 @dataclass(frozen=True)
 class _Inferred:
     frames: list[Frame]
-    output: InferenceBatch
+    output: ScoredBatch
     started: float
     finished: float
 
@@ -244,7 +244,7 @@ class Pipeline:
                     return
                 started = self.clock()
                 try:
-                    output = self.worker.infer([f.image for f in batch])
+                    output = self.worker.score([f.image for f in batch])
                 except Exception as exc:
                     log.exception("inference failed for a batch of %d", len(batch))
                     for frame in batch:
@@ -272,7 +272,7 @@ class Pipeline:
         t0 = self.clock()
         meta = frame.meta
         decision = self.postprocessor.decide(
-            item.output.anomaly_map[i, 0], float(item.output.pred_score[i]), meta.image_size
+            item.output.maps[i], float(item.output.scores[i]), meta.image_size
         )
         post_ms = (self.clock() - t0) * 1e3
         queue_ms = max(0.0, (item.started - meta.received_monotonic) * 1e3)

@@ -34,7 +34,8 @@ class FrameDecision:
         is_anomalous: Score above the applied image threshold.
         defects: Regions in original-frame pixels.
         mask: Defect mask ``(h, w)`` bool in original-frame pixels, ``None`` when not anomalous.
-        heatmap: Normalised map ``(H, W)`` float32 at the model size (for overlays).
+        heatmap: Normalised map ``(H, W)`` float32 at the model size (for overlays); ``None``
+            when the map was not needed.
     """
 
     score: float
@@ -42,7 +43,7 @@ class FrameDecision:
     is_anomalous: bool
     defects: list[Defect]
     mask: np.ndarray | None
-    heatmap: np.ndarray
+    heatmap: np.ndarray | None
 
 
 class Postprocessor:
@@ -75,25 +76,44 @@ class Postprocessor:
             source="config" if overridden else "checkpoint",
         )
 
+    def needs_map(self, raw_scores: torch.Tensor) -> torch.Tensor:
+        """Which frames can be anomalous, from their raw scores ``(N,)``: ``(N,)`` bool.
+
+        The model worker asks this to bring back only those frames' maps; it is the same
+        comparison :meth:`decide` makes.
+        """
+        normalised = self.calibration.normalise_image(raw_scores.float())
+        # Compared in float64, as decide() compares a Python float: a float32 comparison
+        # rounds a threshold such as 0.8 and could disagree at the boundary.
+        return normalised.double() > self.threshold.image
+
     def decide(
-        self, raw_map: torch.Tensor, raw_score: float, image_size: tuple[int, int]
+        self, raw_map: torch.Tensor | None, raw_score: float, image_size: tuple[int, int]
     ) -> FrameDecision:
         """Score, threshold and segment one frame.
 
         Args:
-            raw_map: Raw anomaly map ``(H, W)`` at the model size (any device).
+            raw_map: Raw anomaly map ``(H, W)`` at the model size (any device); may be ``None``
+                for a frame that :meth:`needs_map` ruled out.
             raw_score: Raw image score.
             image_size: Original frame ``(h, w)``.
 
         Returns:
             The decision with regions and mask in original-frame pixels.
+
+        Raises:
+            ValueError: An anomalous frame came without its map.
         """
         cal = self.calibration
-        score = float(cal.normalise_image(torch.tensor(raw_score)))
-        heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
+        score = float(cal.normalise_image(torch.tensor([raw_score], dtype=torch.float32))[0])
         anomalous = score > self.threshold.image
+        heat = None
+        if raw_map is not None:
+            heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
         if not anomalous:
             return FrameDecision(score, raw_score, False, [], None, heat)
+        if heat is None:
+            raise ValueError("an anomalous frame needs its anomaly map")
         h, w = image_size
         # Resize the continuous map, then threshold: a smoother outline than upscaling a binary
         # mask, and the same decision at the model's own resolution.

@@ -164,7 +164,7 @@ def predict(
                     maps_dir = out_dir / "maps"
                     maps_dir.mkdir(exist_ok=True)
                     np.save(maps_dir / f"{names[path]}.npy", raw_map.float().cpu().numpy())
-                if overlays:
+                if overlays and decision.heatmap is not None:  # always: every map is passed
                     picture = heatmap_overlay(image, decision.heatmap)
                     if decision.mask is not None:
                         picture = draw_mask_outline(picture, decision.mask)

@@ -30,6 +30,22 @@ class InferenceBatch(NamedTuple):
     pred_score: torch.Tensor
 
 
+class ScoredBatch(NamedTuple):
+    """The model worker's output for one batch, on the host.
+
+    Only frames that can be anomalous carry their map: for the rest (most frames on a healthy
+    line) the map never leaves the device and is never post-processed.
+
+    Attributes:
+        scores: Raw image scores, shape ``(N,)``, float32.
+        maps: Per frame, the raw map ``(H, W)`` float32 at the model size, or ``None`` when
+            the frame's score rules out an anomaly.
+    """
+
+    scores: torch.Tensor
+    maps: list[torch.Tensor | None]
+
+
 class FeaturePair(NamedTuple):
     """Encoder and decoder features that the loss and the anomaly map compare.
 
@@ -166,12 +182,13 @@ class Frame:
 
     Attributes:
         meta: Identity, origin and original size.
-        image: BGR uint8 pixels, shape ``(h, w, 3)``.
+        image: BGR uint8 pixels ``(h, w, 3)`` (numpy), or RGB uint8 ``(3, h, w)`` (a torch
+            tensor, possibly on the GPU, when decoded there).
         ack: Call once its result is delivered.
     """
 
     meta: FrameMeta
-    image: np.ndarray
+    image: np.ndarray | torch.Tensor
     ack: AckFn = _no_ack
 
 
@@ -205,11 +222,12 @@ class Inspection:
     Attributes:
         message: The result as published.
         frame: The frame it came from (pixels for overlays, ack for delivery).
-        heatmap: Normalised anomaly map ``(H, W)`` float32 at the model size.
+        heatmap: Normalised anomaly map ``(H, W)`` float32 at the model size; ``None`` for
+            frames whose map was not needed (not anomalous).
         mask: Defect mask ``(h, w)`` bool at the frame size, ``None`` when not anomalous.
     """
 
     message: ResultMessage
     frame: Frame
-    heatmap: np.ndarray
+    heatmap: np.ndarray | None
     mask: np.ndarray | None

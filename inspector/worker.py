@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from inspector.metrics import Metrics
 from inspector.model import ReverseDistillation
 from inspector.model.preprocess import preprocess, to_tensor_rgb
 from inspector.model.runtime import FastModel, RuntimeOptions
-from inspector.records import InferenceBatch
+from inspector.records import InferenceBatch, ScoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class ModelWorker:
             (first calls pay for allocator growth and kernel selection).
         max_batch_size: Batch size used for warm-up (and the CUDA-graph batch shape).
         runtime: Fast-path switches (precision, channels_last, compile, CUDA graphs).
+        map_filter: Given raw scores ``(N,)`` on the host, which frames need their map
+            (``(N,)`` bool); :meth:`score` brings back only those. ``None``: every map.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class ModelWorker:
         warmup_batches: int = 2,
         max_batch_size: int = 8,
         runtime: RuntimeOptions | None = None,
+        map_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.fast = FastModel(model, device, runtime or RuntimeOptions(), batch_size=max_batch_size)
         self.model = self.fast.model
@@ -47,6 +51,7 @@ class ModelWorker:
         self.warmup_batches = warmup_batches
         self.max_batch_size = max_batch_size
         self.image_size = model.config.image_size
+        self.map_filter = map_filter
         self._ready = False
 
     @property
@@ -60,15 +65,16 @@ class ModelWorker:
         h, w = self.image_size
         dummy = [np.zeros((h, w, 3), np.uint8)] * self.max_batch_size
         for _ in range(self.warmup_batches):
-            self.infer(dummy)
+            self.score(dummy)
         self._ready = True
         log.info("model warmed up on %s in %.2f s", self.device, time.perf_counter() - t0)
 
-    def infer(self, images: list[np.ndarray]) -> InferenceBatch:
+    def infer(self, images: Sequence[np.ndarray | torch.Tensor]) -> InferenceBatch:
         """Preprocess and run a batch.
 
         Args:
-            images: BGR uint8 frames ``(h_i, w_i, 3)``, any sizes.
+            images: BGR uint8 frames ``(h_i, w_i, 3)`` or RGB uint8 tensors ``(3, h_i, w_i)``
+                (any device), any sizes.
 
         Returns:
             Raw maps ``(N, 1, H, W)`` and scores ``(N,)`` on the CPU, float32.
@@ -76,31 +82,61 @@ class ModelWorker:
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.fast(self._preprocess(images))
-            if self.device.type == "cuda":
-                # One pinned, asynchronous copy per tensor, then a single synchronisation.
-                maps = torch.empty(out.anomaly_map.shape, pin_memory=True)
-                scores = torch.empty(out.pred_score.shape, pin_memory=True)
-                maps.copy_(out.anomaly_map, non_blocking=True)
-                scores.copy_(out.pred_score, non_blocking=True)
-                torch.cuda.current_stream(self.device).synchronize()
-                result = InferenceBatch(maps, scores)
-            else:
-                result = InferenceBatch(out.anomaly_map, out.pred_score)
+            result = InferenceBatch(*self._to_host(out.anomaly_map, out.pred_score))
         self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
         return result
 
-    def _preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
+    def score(self, images: Sequence[np.ndarray | torch.Tensor]) -> ScoredBatch:
+        """Like :meth:`infer`, but only the maps that ``map_filter`` asks for leave the device.
+
+        Args:
+            images: Frames as for :meth:`infer`.
+
+        Returns:
+            Scores ``(N,)`` and, per frame, its map ``(H, W)`` or ``None``; host, float32.
+        """
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.fast(self._preprocess(images))
+            (scores,) = self._to_host(out.pred_score)
+            maps: list[torch.Tensor | None] = [None] * len(images)
+            wanted = torch.ones(len(images), dtype=torch.bool)
+            if self.map_filter is not None:
+                wanted = self.map_filter(scores)
+            index = wanted.nonzero().flatten()
+            if len(index):
+                (picked,) = self._to_host(out.anomaly_map[index.to(self.device), 0])
+                for j, i in enumerate(index.tolist()):
+                    maps[i] = picked[j]
+        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
+        return ScoredBatch(scores, maps)
+
+    def _to_host(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Float32 host copies; on CUDA pinned and asynchronous, with one synchronisation."""
+        if self.device.type != "cuda":
+            return [t.float() for t in tensors]
+        copies = []
+        for t in tensors:
+            host = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            copies.append(host)
+        torch.cuda.current_stream(self.device).synchronize()
+        return copies
+
+    def _preprocess(self, images: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
         """Frames -> normalised model input ``(N, 3, H, W)`` on the device.
 
         Frames of one size (the usual case: one camera model per line) are resized as one
         batch; uint8 goes to the GPU (a quarter of the bytes of float32) through pinned memory.
+        Frames already decoded on the GPU (RGB tensors) stay there.
         """
-        tensors = [to_tensor_rgb(img) for img in images]
+        tensors = [img if isinstance(img, torch.Tensor) else to_tensor_rgb(img) for img in images]
         cuda = self.device.type == "cuda"
         if all(t.shape == tensors[0].shape for t in tensors):
-            batch = torch.stack(tensors)
-            if cuda:
-                batch = batch.pin_memory().to(self.device, non_blocking=True)
+            if cuda and all(t.device.type == "cpu" for t in tensors):
+                batch = torch.stack(tensors).pin_memory().to(self.device, non_blocking=True)
+            else:
+                batch = torch.stack([t.to(self.device, non_blocking=cuda) for t in tensors])
             return preprocess(batch, self.image_size)
         return torch.cat(
             [

@@ -27,6 +27,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from inspector.config import OverlaySinkConfig
 from inspector.errors import ConfigError
 from inspector.imaging import draw_mask_outline, heatmap_overlay, write_png
@@ -260,7 +263,15 @@ class OverlaySink(Sink):
             InspectorError: The PNG cannot be encoded or written.
         """
         message, frame = inspection.message, inspection.frame
-        picture = heatmap_overlay(frame.image, inspection.heatmap)
+        if isinstance(frame.image, torch.Tensor):  # decoded on the GPU: RGB (3, h, w)
+            image = np.ascontiguousarray(frame.image.permute(1, 2, 0).flip(-1).cpu().numpy())
+        else:
+            image = frame.image
+        picture = (
+            image.copy()  # only anomalous frames are saved, and those carry their map
+            if inspection.heatmap is None
+            else heatmap_overlay(image, inspection.heatmap)
+        )
         if inspection.mask is not None:
             picture = draw_mask_outline(picture, inspection.mask)
         now = self.clock().astimezone(UTC)

@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
 from inspector.config import KafkaConfig, KafkaSourceConfig
-from inspector.errors import InspectorError
+from inspector.errors import ConfigError, InspectorError
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame
 from inspector.sources.base import Source
@@ -123,6 +124,7 @@ class KafkaSource(Source):
         self._ready = False
         self._last_commit = clock()
         self._last_warning = -_LOG_EVERY_S
+        self._jpeg_device = torch.device("cuda") if config.decode_device == "cuda" else None
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class KafkaSource(Source):
         """
         if self._consumer is not None:
             return
+        if self._jpeg_device is not None and not torch.cuda.is_available():
+            raise ConfigError("sources[kafka].decode_device: cuda asked for but no CUDA GPU")
         try:
             consumer = self._factory(**self.consumer_settings())
         except (KafkaError, OSError) as exc:
@@ -236,7 +240,7 @@ class KafkaSource(Source):
         limit = self.kafka.max_message_bytes
         assert self._executor is not None
         futures = [
-            self._executor.submit(decode_timed, record.value)
+            self._executor.submit(decode_timed, record.value, self._jpeg_device)
             if wants_decoding(record.value, limit)
             else None
             for _, record in records

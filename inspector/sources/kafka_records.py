@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from inspector.errors import ImageDecodeError
 from inspector.imaging import decode_image
@@ -63,26 +65,41 @@ def captured_at(header: bytes | None, record_timestamp_ms: int | None) -> str | 
     return None
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
 @dataclass(frozen=True)
 class Decoded:
     """Outcome of decoding one value.
 
     Attributes:
-        image: BGR pixels, ``None`` when the value is not an image.
+        image: BGR pixels ``(h, w, 3)``, or, when decoded by torchvision, RGB ``(3, h, w)``
+            uint8 on its device; ``None`` when the value is not an image.
         error: Why it is not (``None`` on success).
         seconds: Time spent decoding.
     """
 
-    image: np.ndarray | None
+    image: np.ndarray | torch.Tensor | None
     error: str | None
     seconds: float
 
 
-def decode_timed(data: bytes) -> Decoded:
-    """Decode ``data`` like :func:`inspector.imaging.decode_image`, never raising."""
+def decode_timed(data: bytes, jpeg_device: torch.device | None = None) -> Decoded:
+    """Decode ``data`` like :func:`inspector.imaging.decode_image`, never raising.
+
+    Args:
+        data: The encoded image.
+        jpeg_device: Decode JPEG with torchvision on this device (``cuda``: nvJPEG) into an
+            RGB ``(3, h, w)`` tensor; ``None``, or another format: OpenCV, BGR ``(h, w, 3)``.
+    """
     started = time.perf_counter()
     try:
-        image = decode_image(data)
+        image: np.ndarray | torch.Tensor
+        if jpeg_device is not None and data[:3] == _JPEG_MAGIC:
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            image = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=jpeg_device)
+        else:
+            image = decode_image(data)
     except ImageDecodeError as exc:
         return Decoded(None, str(exc), time.perf_counter() - started)
     except Exception as exc:  # OpenCV raising on hostile input is still bad input, not a bug
@@ -147,10 +164,11 @@ def to_item(
         failed_at = datetime.now(UTC).isoformat()
         return DeadLetter(reason, kind, "decode", camera, raw, failed_at, ack)
     image = decoded.image
+    height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
     meta = FrameMeta(
         frame_id=_text(headers.get("frame_id")) or f"{topic}:{partition}:{record.offset}",
         camera_id=camera,
-        image_size=(int(image.shape[0]), int(image.shape[1])),
+        image_size=(int(height), int(width)),
         source_topic=topic,
         source_partition=partition,
         source_offset=record.offset,

@@ -123,7 +123,7 @@ def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> N
     def broken(images: list[np.ndarray]) -> object:
         raise RuntimeError("CUDA error: out of memory")
 
-    pipeline.worker.infer = broken  # type: ignore[assignment,method-assign]
+    pipeline.worker.score = broken  # type: ignore[assignment,method-assign]
     _run(pipeline)
     assert len(sink.dead_letters) == 3 and not sink.results
     assert {d.stage for d in sink.dead_letters} == {"inference"}

@@ -85,3 +85,21 @@ def test_message_round_trips_with_mask() -> None:
 def test_uncalibrated_checkpoint_is_refused() -> None:
     with pytest.raises(CheckpointError, match="no calibration"):
         Postprocessor(None, MODEL, PostprocessConfig())
+
+
+def test_needs_map_agrees_with_decide() -> None:
+    for overrides in ({}, {"image_threshold": 0.8}):
+        post = Postprocessor(CAL, MODEL, PostprocessConfig(**overrides))  # type: ignore[arg-type]
+        raw = torch.linspace(0.0, 2.0, 201)
+        needed = post.needs_map(raw)
+        for value, need in zip(raw.tolist(), needed.tolist(), strict=True):
+            decision = post.decide(torch.full((8, 8), value), value, (8, 8))
+            assert decision.is_anomalous == need
+
+
+def test_a_frame_without_its_map() -> None:
+    post = Postprocessor(CAL, MODEL, PostprocessConfig())
+    normal = post.decide(None, 0.3, (32, 32))
+    assert not normal.is_anomalous and normal.heatmap is None and normal.mask is None
+    with pytest.raises(ValueError, match="needs its anomaly map"):
+        post.decide(None, 1.8, (32, 32))
