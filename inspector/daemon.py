@@ -71,13 +71,21 @@ class Daemon:
         self.server: HealthServer | None = None
         # Components built but not yet owned by a running pipeline: closed here on failure.
         self._unstarted: list[Source | Sink] = []
+        self.model_label = "(none)"
+        self._reload_requested = threading.Event()
+        self._reloader: threading.Thread | None = None
 
     # --- signals ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: first drains, second forces (main thread only)."""
+        """SIGTERM/SIGINT: first drains, second forces; SIGHUP reloads the model (main thread)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle_signal)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
+
+    def request_reload(self) -> None:
+        """Ask the main loop to reload the model in the background (thread-safe)."""
+        self._reload_requested.set()
 
     def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -116,47 +124,7 @@ class Daemon:
             cfg.http.host, cfg.http.port, self.registry, self.readiness, self.metrics
         )
         self.server.start()
-        if cfg.model.checkpoint is None:
-            raise ConfigError(
-                "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
-            )
-        try:
-            loaded = load_checkpoint(cfg.model.checkpoint)
-        except Exception:
-            self.metrics.model_reloads.labels(result="failure").inc()
-            raise
-        self.metrics.model_reloads.labels(result="success").inc()
-        device = resolve_device(cfg.model.device)
-        meta = loaded.meta
-        model_ref = ModelRef(
-            name=meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
-        )
-        postprocessor = Postprocessor(meta.calibration, model_ref, cfg.postprocess)
-        self.metrics.model_info.info(
-            {
-                "name": meta.name,
-                "backbone": meta.model.backbone,
-                "device": str(device),
-                "checkpoint_sha256": loaded.sha256,
-            }
-        )
-        self.metrics.threshold.labels(kind="image").set(postprocessor.threshold.image)
-        self.metrics.threshold.labels(kind="pixel").set(postprocessor.threshold.pixel)
-        worker = ModelWorker(
-            loaded.model,
-            device,
-            self.metrics,
-            warmup_batches=cfg.model.warmup_batches,
-            max_batch_size=cfg.batcher.max_batch_size,
-            runtime=RuntimeOptions(
-                precision=cfg.model.precision,
-                channels_last=cfg.model.channels_last,
-                compile=cfg.model.compile,
-                cuda_graphs=cfg.model.cuda_graphs,
-            ),
-            map_filter=postprocessor.needs_map,
-        )
-        worker.warm_up()
+        worker, postprocessor = self._load_model()
         sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
         sinks = build_sinks(cfg, self.metrics)
         self._unstarted = [*sinks, *sources]
@@ -168,19 +136,97 @@ class Daemon:
         self.pipeline.start()
         self._unstarted = []
         log.info(
-            "inspector running: model %s (%s) on %s, %d source(s), %d sink(s), http :%d",
-            meta.name,
-            meta.model.backbone,
-            device,
+            "inspector running: model %s on %s, %d source(s), %d sink(s), http :%d",
+            self.model_label,
+            worker.device,
             len(sources),
             len(sinks),
             self.server.port,
         )
 
+    def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
+        """Load, check and warm up the configured checkpoint; publish its info and thresholds.
+
+        Raises:
+            InspectorError: No checkpoint configured, or it cannot be loaded.
+        """
+        cfg = self.config
+        if cfg.model.checkpoint is None:
+            raise ConfigError(
+                "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
+            )
+        try:
+            loaded = load_checkpoint(cfg.model.checkpoint)
+            device = resolve_device(cfg.model.device)
+            meta = loaded.meta
+            model_ref = ModelRef(
+                name=meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
+            )
+            postprocessor = Postprocessor(meta.calibration, model_ref, cfg.postprocess)
+            worker = ModelWorker(
+                loaded.model,
+                device,
+                self.metrics,
+                warmup_batches=cfg.model.warmup_batches,
+                max_batch_size=cfg.batcher.max_batch_size,
+                runtime=RuntimeOptions(
+                    precision=cfg.model.precision,
+                    channels_last=cfg.model.channels_last,
+                    compile=cfg.model.compile,
+                    cuda_graphs=cfg.model.cuda_graphs,
+                ),
+                map_filter=postprocessor.needs_map,
+            )
+            worker.warm_up()
+        except Exception:
+            self.metrics.model_reloads.labels(result="failure").inc()
+            raise
+        self.metrics.model_reloads.labels(result="success").inc()
+        self.metrics.model_info.info(
+            {
+                "name": meta.name,
+                "backbone": meta.model.backbone,
+                "device": str(device),
+                "checkpoint_sha256": loaded.sha256,
+            }
+        )
+        self.metrics.threshold.labels(kind="image").set(postprocessor.threshold.image)
+        self.metrics.threshold.labels(kind="pixel").set(postprocessor.threshold.pixel)
+        self.model_label = f"{meta.name} ({meta.model.backbone}, sha256 {loaded.sha256[:12]})"
+        return worker, postprocessor
+
+    def reload_model(self) -> bool:
+        """Load the configured checkpoint again and switch to it without stopping.
+
+        Frames keep flowing through the old model while the new one loads and warms up; on
+        failure the old model stays in service (``inspector_model_reloads_total{result=
+        "failure"}`` counts it, for the alert). Returns ``True`` on success.
+        """
+        if self.pipeline is None:
+            return False
+        previous = self.model_label
+        try:
+            worker, postprocessor = self._load_model()
+        except Exception as exc:
+            log.error("model reload failed, still serving %s: %s", previous, exc)
+            return False
+        self.pipeline.swap_model(worker, postprocessor)
+        log.info("model reloaded: %s (was %s)", self.model_label, previous)
+        return True
+
     def main_loop(self) -> None:
         """Refresh gauges until asked to exit, a stage dies, or finite sources are done."""
         assert self.pipeline is not None
         while not self.should_exit.wait(0.1):
+            if self._reload_requested.is_set() and not (
+                self._reloader is not None and self._reloader.is_alive()
+            ):
+                self._reload_requested.clear()
+                # Loading and warming take seconds: frames keep flowing meanwhile.
+                self._reloader = threading.Thread(
+                    target=self.reload_model, name="inspector-reload", daemon=True
+                )
+                self._reloader.start()
             self.pipeline.update_gauges()
             self.metrics.ready.set(0 if self.readiness() else 1)
             if self.pipeline.fatal is not None or self.pipeline.finished:

@@ -48,6 +48,9 @@ class _Inferred:
     output: ScoredBatch
     started: float
     finished: float
+    # The postprocessor of the model that inferred the batch: after a reload, batches still
+    # in flight keep the calibration that matches their maps.
+    postprocessor: Postprocessor
 
 
 class Pipeline:
@@ -78,8 +81,7 @@ class Pipeline:
     ) -> None:
         self.sources = list(sources)
         self.sinks = list(sinks)
-        self.worker = worker
-        self.postprocessor = postprocessor
+        self._model = (worker, postprocessor)
         self.metrics = metrics
         self.clock = clock
         self.frames: queue.Queue[Frame] = queue.Queue(batcher.queue_size)
@@ -94,6 +96,23 @@ class Pipeline:
         self._idle: list[threading.Event] = [threading.Event() for _ in self.sources]
         self._threads: list[threading.Thread] = []
         self.fatal: BaseException | None = None
+
+    @property
+    def worker(self) -> ModelWorker:
+        """The model worker in use."""
+        return self._model[0]
+
+    @property
+    def postprocessor(self) -> Postprocessor:
+        """The postprocessor of the model in use."""
+        return self._model[1]
+
+    def swap_model(self, worker: ModelWorker, postprocessor: Postprocessor) -> None:
+        """Use another (warmed-up) model from the next batch on, without stopping.
+
+        Batches already inferred are post-processed with the model that inferred them.
+        """
+        self._model = (worker, postprocessor)  # one reference assignment: atomic
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -243,14 +262,15 @@ class Pipeline:
                 if not batch:
                     return
                 started = self.clock()
+                worker, postprocessor = self._model
                 try:
-                    output = self.worker.score([f.image for f in batch])
+                    output = worker.score([f.image for f in batch])
                 except Exception as exc:
                     log.exception("inference failed for a batch of %d", len(batch))
                     for frame in batch:
                         self._fail_frame(frame, "inference", "inference_error", exc)
                     continue
-                self._post.put(_Inferred(batch, output, started, self.clock()))
+                self._post.put(_Inferred(batch, output, started, self.clock(), postprocessor))
         finally:
             self._post.put(None)
 
@@ -271,7 +291,7 @@ class Pipeline:
     ) -> Inspection:
         t0 = self.clock()
         meta = frame.meta
-        decision = self.postprocessor.decide(
+        decision = item.postprocessor.decide(
             item.output.maps[i], float(item.output.scores[i]), meta.image_size
         )
         post_ms = (self.clock() - t0) * 1e3
@@ -283,7 +303,7 @@ class Pipeline:
             postprocess=post_ms,
             total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
         )
-        message = self.postprocessor.to_message(meta, decision, latency)
+        message = item.postprocessor.to_message(meta, decision, latency)
         m, camera = self.metrics, meta.camera_id
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)
         m.stage_seconds.labels(stage="postprocess").observe(post_ms / 1e3)

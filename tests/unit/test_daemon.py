@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inspector.checkpoint import LoadedCheckpoint
+from inspector.checkpoint import LoadedCheckpoint, save_checkpoint
 from inspector.cli import main
 from inspector.config import InspectorConfig
 from inspector.daemon import Daemon
@@ -188,3 +188,53 @@ def test_camera_video_file_runs_through_the_daemon(
     assert registry.get_sample_value(
         "inspector_frames_received_total", {"source": "camera"}
     ) == len(images)
+
+
+def test_model_reload_keeps_serving_through_a_bad_file_and_switches_on_a_good_one(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    live = tmp_path / "live.safetensors"
+    shutil.copy(checkpoint.path, live)
+    registry = CollectorRegistry()
+    out = tmp_path / "out"
+    daemon = Daemon(_config(live, frames, out, loop=True), registry=registry)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    results_file = out / "results.jsonl"
+
+    def results() -> list[dict[str, object]]:
+        if not results_file.exists():
+            return []
+        return [json.loads(x) for x in results_file.read_text().splitlines() if x.strip()]
+
+    def wait_for(predicate: object, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+            time.sleep(0.05)
+        assert predicate(), "timed out"  # type: ignore[operator]
+
+    def reloads(result: str) -> float | None:
+        return registry.get_sample_value("inspector_model_reloads_total", {"result": result})
+
+    try:
+        wait_for(lambda: len(results()) >= 4)
+        live.write_bytes(b"not a checkpoint")  # a botched deployment
+        assert not daemon.reload_model()
+        assert reloads("failure") == 1 and reloads("success") == 1
+        served = len(results())
+        wait_for(lambda: len(results()) >= served + 4)  # the old model keeps serving
+        assert not daemon.readiness()
+
+        renamed = checkpoint.meta.model_copy(update={"name": "v2"})
+        sha = save_checkpoint(live, checkpoint.model, renamed)
+        daemon.request_reload()  # what SIGHUP does: reloaded by the main loop, in the background
+        wait_for(lambda: reloads("success") == 2)
+        wait_for(lambda: any(r["model"]["name"] == "v2" for r in results()))  # type: ignore[index]
+        latest = results()[-1]["model"]
+        assert latest == {"name": "v2", "backbone": "resnet18", "checkpoint_sha256": sha}
+        info = {"name": "v2", "backbone": "resnet18", "device": "cpu", "checkpoint_sha256": sha}
+        assert registry.get_sample_value("inspector_model_info", info) == 1
+    finally:
+        daemon.request_exit()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
