@@ -237,6 +237,59 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from inspector.benchmark import BenchOptions, run_benchmark
+
+    options = BenchOptions(
+        mode=args.mode,
+        backbone=args.backbone,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        frames=args.frames,
+        device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
+        warmup=args.warmup,
+        compare_anomalib=args.compare_anomalib,
+        bootstrap_servers=args.bootstrap_servers,
+        decode_device=args.decode_device,
+        seed=args.seed,
+    )
+    # The equivalent command with every flag spelled out, so a result can be re-run as is.
+    command = ["inspector", "bench", "--mode", options.mode, "--backbone", options.backbone]
+    command += ["--image-size", str(options.image_size), "--batch-size", str(options.batch_size)]
+    command += ["--frames", str(options.n_frames), "--device", options.device]
+    command += ["--precision", options.precision, "--warmup", str(options.warmup)]
+    command += ["--seed", str(options.seed)]
+    command.append("--channels-last" if options.channels_last else "--no-channels-last")
+    command += [
+        flag
+        for flag, on in (
+            ("--compile", options.compile),
+            ("--cuda-graphs", options.cuda_graphs),
+            ("--compare-anomalib", options.compare_anomalib),
+        )
+        if on
+    ]
+    if options.decode_device != "cpu":
+        command += ["--decode-device", options.decode_device]
+    if options.bootstrap_servers:
+        command += ["--bootstrap-servers", options.bootstrap_servers]
+    # stdout carries the one JSON object only: anything a library prints goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_benchmark(options, command)
+    text = json.dumps(result, allow_nan=False)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(text, flush=True)
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from inspector.messages import result_json_schema_text
 
@@ -362,6 +415,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-every", type=int, default=0, help="every N-th frame corrupt (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_cmd_simulate)
+
+    p = sub.add_parser(
+        "bench", help="throughput and latency, model only or end to end; one JSON object"
+    )
+    p.add_argument("--mode", default="model", choices=["model", "e2e"])
+    p.add_argument(
+        "--backbone",
+        default="wide_resnet50_2",
+        choices=["resnet18", "resnet34", "resnet50", "wide_resnet50_2"],
+    )
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--frames", type=_positive, help="frames timed (default 64 model, 128 e2e)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC layout"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    p.add_argument("--cuda-graphs", action="store_true", help="capture and replay (CUDA only)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    p.add_argument(
+        "--compare-anomalib",
+        action="store_true",
+        help="model mode: also run anomalib's model with the same weights and inputs",
+    )
+    p.add_argument(
+        "--bootstrap-servers", help="e2e: this broker instead of the embedded one (fresh topics)"
+    )
+    p.add_argument(
+        "--decode-device", default="cpu", choices=["cpu", "cuda"], help="e2e: JPEG decoding"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random weights and synthetic frames")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.set_defaults(handler=_cmd_bench)
 
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)

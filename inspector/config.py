@@ -5,6 +5,7 @@ This module is a leaf: it imports nothing else from inspector, so every stage ca
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -392,7 +393,27 @@ class InspectorConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment overrides win over the YAML file (passed as init values)."""
+        if not _ENVIRONMENT_APPLIES.get():
+            return (init_settings,)
         return env_settings, init_settings
+
+
+#: Off while :func:`explicit_config` builds a configuration.
+_ENVIRONMENT_APPLIES: ContextVar[bool] = ContextVar("inspector_env_applies", default=True)
+
+
+def explicit_config(values: dict[str, Any]) -> InspectorConfig:
+    """A configuration from ``values`` alone, ignoring ``INSPECTOR_*`` variables.
+
+    For programs that build a daemon's configuration themselves (``inspector demo``,
+    ``inspector bench``): their broker, topics and checkpoint must not be replaced by whatever
+    the shell exports, as a deployed daemon's are.
+    """
+    token = _ENVIRONMENT_APPLIES.set(False)
+    try:
+        return InspectorConfig.model_validate(values)
+    finally:
+        _ENVIRONMENT_APPLIES.reset(token)
 
 
 def load_config(path: Path | None) -> InspectorConfig:

@@ -13,7 +13,13 @@ from kafka.errors import TopicAlreadyExistsError
 from rich.console import Console
 
 from inspector.broker import free_port
-from inspector.config import InspectorConfig, KafkaConfig, ModelConfig, TrainConfig
+from inspector.config import (
+    InspectorConfig,
+    KafkaConfig,
+    ModelConfig,
+    TrainConfig,
+    explicit_config,
+)
 from inspector.demo.view import LineTally
 from inspector.errors import InspectorError
 
@@ -157,7 +163,7 @@ def demo_config(
     if run_id is not None:
         names = {k: f"inspector.demo-{run_id}.{k}" for k in TOPICS}
         group = f"inspector-demo-{run_id}"
-    return InspectorConfig.model_validate(
+    return explicit_config(
         {
             "kafka": {
                 "bootstrap_servers": bootstrap,

@@ -80,3 +80,13 @@ def test_model_image_size_from_int_and_validation() -> None:
     assert ModelConfig(image_size=128).image_size == (128, 128)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="224x224"):
         ModelConfig(image_size=(230, 230))
+
+
+def test_explicit_config_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspector.config import explicit_config
+
+    monkeypatch.setenv("INSPECTOR_KAFKA__BOOTSTRAP_SERVERS", "elsewhere:9092")
+    values = {"kafka": {"bootstrap_servers": "mine:9092"}}
+    assert explicit_config(values).kafka.bootstrap_servers == "mine:9092"
+    # ...while a deployed daemon's configuration still lets the environment win, also after.
+    assert InspectorConfig.model_validate(values).kafka.bootstrap_servers == "elsewhere:9092"

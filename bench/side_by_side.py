@@ -1,0 +1,118 @@
+"""anomalib's Reverse Distillation vs ours, same weights and frames, over a matrix of switches.
+
+Runs one ``inspector bench --mode model --compare-anomalib`` process per configuration (a
+fresh process each: no allocator or thread-pool state carries over), prints each JSON result
+on its own line on stdout and a summary table on stderr.
+
+    .venv/bin/python bench/side_by_side.py                      # wide_resnet50_2, 256 px, CPU
+    .venv/bin/python bench/side_by_side.py --configs fp32 bf16 --frames 64 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+#: Named configurations: our switches (anomalib always runs plain fp32, contiguous).
+CONFIGS: dict[str, list[str]] = {
+    "fp32-nchw": ["--precision", "fp32", "--no-channels-last"],
+    "fp32": ["--precision", "fp32", "--channels-last"],
+    "bf16": ["--precision", "bf16", "--channels-last"],
+    "bf16-compile": ["--precision", "bf16", "--channels-last", "--compile"],
+    "bf16-graphs": ["--precision", "bf16", "--channels-last", "--cuda-graphs"],
+}
+
+
+def run(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "bench",
+        "--mode",
+        "model",
+        "--compare-anomalib",
+        "--backbone",
+        args.backbone,
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--frames",
+        str(args.frames),
+        "--device",
+        args.device,
+        "--warmup",
+        str(args.warmup),
+        *CONFIGS[name],
+    ]
+    print(f"+ {' '.join(command[2:])}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=None if args.verbose else subprocess.PIPE,
+        text=True,
+        timeout=args.timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or "")[-2000:]
+        print(f"  failed (exit {proc.returncode}):\n{tail}", file=sys.stderr, flush=True)
+        return {"config": name, "failed": True, "rc": proc.returncode}
+    result: dict[str, Any] = {"config": name, **json.loads(proc.stdout)}
+    print(f"  done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ("config", "ours img/s", "anomalib img/s", "speedup", "max|diff|", "p50 ms", "rss MB")
+    rows = [head]
+    for r in results:
+        if r.get("failed"):
+            rows.append((r["config"], "failed", "", "", "", "", ""))
+            continue
+        rows.append(
+            (
+                r["config"],
+                f"{r['images_per_s']:.2f}",
+                f"{r['anomalib_images_per_s']:.2f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['max_abs_diff']:.2e}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS)[:3])
+    parser.add_argument("--backbone", default="wide_resnet50_2")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    parser.add_argument("-v", "--verbose", action="store_true", help="pass each run's log on")
+    args = parser.parse_args()
+    results = []
+    for name in args.configs:
+        result = run(args, name)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print(table(results), file=sys.stderr)
+    return 1 if any(r.get("failed") for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""End-to-end mode: frames topic -> the real daemon -> results topic, over a real broker.
+
+The embedded Tansu broker (or ``--bootstrap-servers``) gets fresh, uniquely named topics and
+group. N JPEG frames are produced before the daemon starts; the daemon runs in a thread with
+the benchmark's model switches; the rate is timed from the first result to the last (the
+results' record timestamps, set by the daemon's producer), so start-up, warm-up and the
+group join are excluded. The model alone is timed on the same frames at the same batch size,
+in the same process, before and after the daemon; ``e2e_ratio`` is relative to their mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from prometheus_client import CollectorRegistry
+
+from inspector.benchmark.checkpoint import write_checkpoint
+from inspector.benchmark.model import Batch, make_worker, measure_worker, throughput
+from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
+from inspector.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.broker import EmbeddedBroker
+from inspector.checkpoint import load_checkpoint
+from inspector.config import InspectorConfig, explicit_config
+from inspector.daemon import Daemon
+from inspector.errors import InspectorError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Collected:
+    """What came back on the results and dead-letter topics."""
+
+    stamps_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    anomalous: int = 0
+    dead_letters: int = 0
+
+    def add_result(self, timestamp_ms: int, value: bytes) -> None:
+        message = json.loads(value)
+        # Record timestamps are the daemon producer's send times; -1 only from brokers
+        # without timestamps, where the arrival time here is the best left.
+        self.stamps_ms.append(timestamp_ms if timestamp_ms >= 0 else time.time() * 1e3)
+        self.latencies_ms.append(float(message["latency_ms"]["total"]))
+        self.anomalous += bool(message["is_anomalous"])
+
+
+def decode_threads() -> int:
+    """Decode threads for the daemon: half the cores, 2 to 8 (OpenCV releases the GIL)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _create_topics(bootstrap: str, names: Sequence[str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1) for name in names])
+    finally:
+        admin.close()
+
+
+def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
+    """Send every frame (keyed by four cameras); returns the seconds it took."""
+    t0 = time.perf_counter()
+    # Large batches: JPEG frames are tens of kB, and producing must not dominate the run.
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=1 << 20
+    )
+    try:
+        for i, payload in enumerate(payloads):
+            producer.send(topic, payload, key=f"cam-{i % 4}".encode())
+        producer.flush(120)
+    finally:
+        producer.close()
+    return time.perf_counter() - t0
+
+
+def _daemon_config(
+    options: BenchOptions, device: torch.device, bootstrap: str, tag: str, ckpt: Path
+) -> InspectorConfig:
+    return explicit_config(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "frames_topic": f"bench.{tag}.frames",
+                "results_topic": f"bench.{tag}.results",
+                "dlq_topic": f"bench.{tag}.dlq",
+                "group_id": f"bench.{tag}",
+                # Tansu joins a group in about half the session timeout; 6000 is the minimum.
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "sources": [
+                {
+                    "type": "kafka",
+                    "decode_threads": decode_threads(),
+                    "max_poll_records": max(64, options.batch_size),
+                    "decode_device": options.decode_device,
+                }
+            ],
+            "model": {
+                "checkpoint": str(ckpt),
+                "device": device.type,
+                "warmup_batches": options.warmup,
+                "precision": options.precision,
+                "channels_last": options.channels_last,
+                "compile": options.compile,
+                "cuda_graphs": options.cuda_graphs,
+            },
+            # Room for two full batches, so batch size, not the queue, bounds the batches.
+            "batcher": {
+                "max_batch_size": options.batch_size,
+                "max_wait_ms": 20,
+                "queue_size": max(64, 2 * options.batch_size),
+            },
+            "http": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+
+
+def _stream(config: InspectorConfig, n_frames: int, timeout_s: float) -> _Collected:
+    """Run the daemon in a thread until every frame has a result or a dead letter."""
+    kafka = config.kafka
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    partitions = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    daemon = Daemon(config, registry=CollectorRegistry())
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:  # re-raised in the calling thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="bench-daemon", daemon=True)
+    thread.start()
+    got = _Collected()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got.stamps_ms) + got.dead_letters < n_frames:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                break
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                if tp.topic == kafka.dlq_topic:
+                    got.dead_letters += len(records)
+                    continue
+                for record in records:
+                    got.add_result(record.timestamp, record.value)
+    finally:
+        daemon.request_exit()
+        thread.join()
+        consumer.close(autocommit=False)
+    if failure:
+        raise failure[0]
+    missing = n_frames - len(got.stamps_ms) - got.dead_letters
+    if missing:
+        raise InspectorError(
+            f"e2e: {missing} of {n_frames} frames had neither a result nor a dead letter "
+            f"after {timeout_s:g} s (the daemon's log above says why)"
+        )
+    return got
+
+
+def _release(device: torch.device) -> None:
+    """Return a finished model's memory before the next one is built."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _model_only(
+    ckpt: Path, device: torch.device, options: BenchOptions, batches: Sequence[Batch]
+) -> tuple[float, float, str]:
+    """Images/s of the worker alone on ``batches``, GFLOP per image, resolved precision."""
+    worker = make_worker(load_checkpoint(ckpt).model, device, options)
+    gflop = gflop_per_image(worker.model, device)
+    rate = throughput(measure_worker(worker, batches, options.warmup), options.batch_size)
+    precision = worker.fast.precision
+    del worker
+    _release(device)
+    return rate, gflop, precision
+
+
+def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str]) -> dict[str, Any]:
+    """End-to-end benchmark plus model-only on the same frames.
+
+    Returns:
+        The result object (see ``inspector bench``).
+
+    Raises:
+        InspectorError: The broker or daemon failed, or results are missing.
+    """
+    n = options.n_frames
+    jpegs = synthetic_jpegs(n, options.image_size, options.seed)
+    batches = full_batches(decode_jpegs(jpegs), n, options.batch_size)
+    tag = uuid.uuid4().hex[:10]
+    with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
+        ckpt = write_checkpoint(Path(tmp), options, device, jpegs)
+        # Model only before and after the daemon: their mean is the reference, so a machine
+        # that speeds up or slows down during the run does not decide the ratio.
+        before, gflop, precision = _model_only(ckpt, device, options, batches)
+        with contextlib.ExitStack() as stack:
+            bootstrap = options.bootstrap_servers
+            if bootstrap is None:
+                bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
+            config = _daemon_config(options, device, bootstrap, tag, ckpt)
+            kafka = config.kafka
+            _create_topics(bootstrap, [kafka.frames_topic, kafka.results_topic, kafka.dlq_topic])
+            produce_s = _produce(bootstrap, kafka.frames_topic, jpegs)
+            log.info("produced %d frames in %.1f s; starting the daemon", n, produce_s)
+            got = _stream(config, n, options.timeout_s)
+        _release(device)  # the daemon's model
+        after, _, _ = _model_only(ckpt, device, options, batches)
+    results = len(got.stamps_ms)
+    span_s = (max(got.stamps_ms) - min(got.stamps_ms)) / 1e3 if results else 0.0
+    if results < 2 or span_s <= 0:
+        raise InspectorError(
+            f"e2e: {results} result(s) within one clock tick: too few to time a rate; "
+            "use more --frames"
+        )
+    model_rate = (before + after) / 2
+    e2e_rate = (results - 1) / span_s
+    result = base_fields(options, device, precision, n, command)
+    result.update(
+        {
+            "images_per_s": e2e_rate,
+            **latency_fields(got.latencies_ms, "frame"),
+            "results": results,
+            "dead_letters": got.dead_letters,
+            "anomalous_results": got.anomalous,
+            "model_only_images_per_s": model_rate,
+            "model_only_before_after": [before, after],
+            "e2e_ratio": e2e_rate / model_rate,
+            "broker": "external" if options.bootstrap_servers else "embedded",
+            "decode_threads": decode_threads(),
+            "decode_device": options.decode_device,
+            "produce_s": produce_s,
+        }
+    )
+    return finish(result, gflop, device)
