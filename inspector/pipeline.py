@@ -321,7 +321,7 @@ class Pipeline:
             error_type=kind,
             stage=stage,
             camera_id=frame.meta.camera_id,
-            raw=None,
+            raw=frame.raw,
             failed_at=datetime.now(UTC).isoformat(),
             ack=frame.ack,
         )

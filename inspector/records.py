@@ -185,11 +185,14 @@ class Frame:
         image: BGR uint8 pixels ``(h, w, 3)`` (numpy), or RGB uint8 ``(3, h, w)`` (a torch
             tensor, possibly on the GPU, when decoded there).
         ack: Call once its result is delivered.
+        raw: The message it was decoded from (Kafka input), so a frame that fails later
+            (inference, post-processing) is dead-lettered with its original payload.
     """
 
     meta: FrameMeta
     image: np.ndarray | torch.Tensor
     ack: AckFn = _no_ack
+    raw: RawMessage | None = None
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,14 @@ def to_item(
     headers = {key: value for key, value in (record.headers or [])}
     camera = _text(headers.get("camera_id")) or _text(record.key) or "unknown"
     value: bytes = record.value or b""
+    raw = RawMessage(
+        value=value,
+        key=record.key,
+        headers=tuple((key, v or b"") for key, v in (record.headers or [])),
+        topic=topic,
+        partition=partition,
+        offset=record.offset,
+    )
     if decoded is None or decoded.image is None:
         if not value:
             kind, reason = "empty", "empty message value (no image bytes)"
@@ -153,14 +161,6 @@ def to_item(
         else:
             kind, reason = "undecodable", decoded.error or "undecodable"
         log.debug("dead letter %s:%d:%d: %s", topic, partition, record.offset, reason)
-        raw = RawMessage(
-            value=value,
-            key=record.key,
-            headers=tuple((key, v or b"") for key, v in (record.headers or [])),
-            topic=topic,
-            partition=partition,
-            offset=record.offset,
-        )
         failed_at = datetime.now(UTC).isoformat()
         return DeadLetter(reason, kind, "decode", camera, raw, failed_at, ack)
     image = decoded.image
@@ -176,4 +176,4 @@ def to_item(
         received_monotonic=received,
         decode_ms=decoded.seconds * 1e3,
     )
-    return Frame(meta, image, ack)
+    return Frame(meta, image, ack, raw)

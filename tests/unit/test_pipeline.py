@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from inspector.metrics import Metrics
 from inspector.model import ReverseDistillation
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
-from inspector.records import Calibration, Frame
+from inspector.records import Calibration, Frame, RawMessage
 from inspector.testing import FakeSink, FakeSource, make_dead_letter, make_frame
 from inspector.worker import ModelWorker
 
@@ -118,7 +119,11 @@ def test_failed_delivery_is_not_acked(model: ReverseDistillation) -> None:
 def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> None:
     acks: list[str] = []
     sink = FakeSink()
-    pipeline = _pipeline(model, [FakeSource(_frames(3, acks))], [sink], CollectorRegistry())
+    raws = [
+        RawMessage(b"jpeg %d" % i, b"cam", (("frame_id", b"x"),), "frames", 0, i) for i in range(3)
+    ]
+    frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
+    pipeline = _pipeline(model, [FakeSource(frames)], [sink], CollectorRegistry())
 
     def broken(images: list[np.ndarray]) -> object:
         raise RuntimeError("CUDA error: out of memory")
@@ -128,6 +133,8 @@ def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> N
     assert len(sink.dead_letters) == 3 and not sink.results
     assert {d.stage for d in sink.dead_letters} == {"inference"}
     assert "out of memory" in sink.dead_letters[0].reason
+    # The original message travels with the frame: the dead letter can be replayed as it came.
+    assert sorted((d.raw for d in sink.dead_letters), key=lambda r: r.offset if r else -1) == raws
     assert len(acks) == 3
 
 

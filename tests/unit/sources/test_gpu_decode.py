@@ -76,6 +76,8 @@ def test_tensor_frames_carry_their_size() -> None:
         ack=lambda: None,
     )
     assert isinstance(item, Frame) and item.meta.image_size == (48, 64)
+    # The original message rides along, for a dead letter should the frame fail later.
+    assert item.raw is not None and (item.raw.value, item.raw.offset) == (data, 7)
 
 
 def test_worker_gives_the_same_maps_for_tensor_and_array_frames() -> None:
