@@ -332,13 +332,27 @@ class Pipeline:
 
         def finished(errors: list[BaseException]) -> None:
             if errors:
-                self._delivery_failed(frame.meta.frame_id, errors)
-            else:
-                frame.ack()
-                self.metrics.frames_processed.labels(camera=frame.meta.camera_id).inc()
-                self.metrics.end_to_end_seconds.observe(
-                    self.clock() - frame.meta.received_monotonic
+                # A result a sink refuses (too large, rejected) would otherwise be retried
+                # forever and hold back its partition's commits: it becomes a dead letter with
+                # the original message. If that fails too (broker down), nothing is acked and
+                # the frame comes again after a restart.
+                reason = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
+                log.error("delivery of %s failed: %s", frame.meta.frame_id, reason)
+                self._deliver_dead_letter(
+                    DeadLetter(
+                        reason=f"result not delivered: {reason}",
+                        error_type="publish_failed",
+                        stage="publish",
+                        camera_id=frame.meta.camera_id,
+                        raw=frame.raw,
+                        failed_at=datetime.now(UTC).isoformat(),
+                        ack=frame.ack,
+                    )
                 )
+                return  # the dead letter's delivery releases the slot
+            frame.ack()
+            self.metrics.frames_processed.labels(camera=frame.meta.camera_id).inc()
+            self.metrics.end_to_end_seconds.observe(self.clock() - frame.meta.received_monotonic)
             self._release()
 
         self._fan_out(lambda sink, done: sink.publish(inspection, done), finished)

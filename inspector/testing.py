@@ -145,11 +145,13 @@ class FakeSink(Sink):
     """Records what it receives; optionally slow or failing.
 
     A slow sink confirms ``delay_s`` after each publish, from its own thread; a failing one
-    confirms with ``fail_with``.
+    confirms with ``fail_with`` (dead letters too, unless ``fail_dead_letters`` is off: a
+    sink that refuses some results, e.g. too large, but takes dead letters).
     """
 
     delay_s: float = 0.0
     fail_with: BaseException | None = None
+    fail_dead_letters: bool = True
     name: str = "fake-sink"
     results: list[Inspection] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -157,13 +159,15 @@ class FakeSink(Sink):
     _outstanding: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _complete(self, done: DoneFn) -> None:
+    def _complete(self, done: DoneFn, *, dead_letter: bool = False) -> None:
+        error = None if dead_letter and not self.fail_dead_letters else self.fail_with
+
         def finish() -> None:
             if self.delay_s:
                 time.sleep(self.delay_s)
             with self._lock:
                 self._outstanding -= 1
-            done(self.fail_with)
+            done(error)
 
         with self._lock:
             self._outstanding += 1
@@ -183,4 +187,4 @@ class FakeSink(Sink):
         """Record the dead letter and confirm."""
         with self._lock:
             self.dead_letters.append(letter)
-        self._complete(done)
+        self._complete(done, dead_letter=True)

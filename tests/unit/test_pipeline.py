@@ -116,6 +116,25 @@ def test_failed_delivery_is_not_acked(model: ReverseDistillation) -> None:
     )
 
 
+def test_a_refused_result_becomes_a_dead_letter_and_is_acked(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    registry = CollectorRegistry()
+    # Refuses every result (as Kafka refuses one over its size limit) but takes dead letters.
+    picky = FakeSink(fail_with=ValueError("result too large"), fail_dead_letters=False)
+    raws = [RawMessage(b"img %d" % i, b"cam", (), "frames", 0, i) for i in range(3)]
+    frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
+    _run(_pipeline(model, [FakeSource(frames)], [picky], registry))
+    assert sorted(acks) == ["cam-0", "cam-1", "cam-2"]  # the partition is not held back
+    assert len(picky.dead_letters) == 3
+    letter = picky.dead_letters[0]
+    assert letter.stage == "publish" and letter.error_type == "publish_failed"
+    assert "result too large" in letter.reason
+    assert sorted(d.raw.offset for d in picky.dead_letters if d.raw) == [0, 1, 2]
+    failed = {"stage": "publish", "reason": "publish_failed"}
+    assert registry.get_sample_value("inspector_frames_failed_total", failed) == 3
+    assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "cam"}) is None
+
+
 def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> None:
     acks: list[str] = []
     sink = FakeSink()
