@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from inspector.messages import Defect, Latency, ModelRef, ResultMessage, ThresholdInfo
+from inspector.messages import (
+    Defect,
+    Latency,
+    ModelRef,
+    ResultMessage,
+    SourceRef,
+    ThresholdInfo,
+)
 from inspector.records import DeadLetter, Frame, FrameMeta, Inspection
 from inspector.sinks.base import DoneFn, Sink
 from inspector.sources.base import Source
@@ -46,11 +53,19 @@ def make_result(
     defects: list[Defect] | None = None,
     image_size: tuple[int, int] = (64, 64),
     total_ms: float = 0.0,
+    offset: int | None = None,
 ) -> ResultMessage:
-    """A valid result message (score 0.9 if ``anomalous`` else 0.1, threshold 0.5)."""
+    """A valid result message (score 0.9 if ``anomalous`` else 0.1, threshold 0.5).
+
+    With ``offset``, it claims to come from partition 0 of ``inspector.frames`` at that offset.
+    """
+    source = (
+        None if offset is None else SourceRef(topic="inspector.frames", partition=0, offset=offset)
+    )
     return ResultMessage(
         frame_id=frame_id,
         camera_id=camera_id,
+        source=source,
         processed_at="2025-01-01T00:00:00+00:00",
         model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
         score=0.9 if anomalous else 0.1,
@@ -62,6 +77,22 @@ def make_result(
         image_size=image_size,
         latency_ms=Latency(total=total_ms),
     )
+
+
+def make_inspection(
+    frame_id: str,
+    camera_id: str = "cam",
+    *,
+    anomalous: bool = False,
+    offset: int | None = None,
+    image_size: tuple[int, int] = (4, 6),
+) -> Inspection:
+    """A finished frame for sink tests: black pixels, a zero heat map, no mask."""
+    message = make_result(
+        frame_id, camera_id, anomalous=anomalous, image_size=image_size, total_ms=1.5, offset=offset
+    )
+    frame = make_frame(np.zeros((*image_size, 3), np.uint8), frame_id, camera_id)
+    return Inspection(message, frame, np.zeros(image_size, np.float32), None)
 
 
 def make_dead_letter(reason: str, acks: list[str] | None = None, key: str = "dl") -> DeadLetter:

@@ -7,18 +7,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from inspector.config import KafkaConfig
 from inspector.errors import InspectorError
-from inspector.messages import Latency, ModelRef, ResultMessage, SourceRef, ThresholdInfo
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection, RawMessage
 from inspector.sinks.kafka import KafkaSink
-from inspector.testing import make_frame
+from inspector.testing import make_inspection
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +38,7 @@ class Done:
 
 
 def _inspection(frame_id: str, camera_id: str, offset: int = 0) -> Inspection:
-    message = ResultMessage(
-        frame_id=frame_id,
-        camera_id=camera_id,
-        source=SourceRef(topic="inspector.frames", partition=0, offset=offset),
-        processed_at="2026-01-01T00:00:00+00:00",
-        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        score=0.7,
-        raw_score=0.4,
-        is_anomalous=True,
-        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
-        defects=[],
-        mask=None,
-        image_size=(4, 6),
-        latency_ms=Latency(total=1.5),
-    )
-    frame = make_frame(np.zeros((4, 6, 3), np.uint8), frame_id, camera_id)
-    return Inspection(message, frame, np.zeros((4, 6), np.float32), None)
+    return make_inspection(frame_id, camera_id, anomalous=True, offset=offset)
 
 
 def _sink(bootstrap: str, registry: CollectorRegistry, **kafka: Any) -> KafkaSink:

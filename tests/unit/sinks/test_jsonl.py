@@ -4,37 +4,20 @@ import json
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from inspector.config import JsonlSinkConfig
 from inspector.errors import ConfigError
-from inspector.messages import Latency, ModelRef, ResultMessage, SourceRef, ThresholdInfo
+from inspector.messages import ResultMessage
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection, RawMessage
 from inspector.sinks.jsonl import JsonlSink
-from inspector.testing import make_frame
+from inspector.testing import make_inspection
 
 
 def _inspection(frame_id: str, camera_id: str = "cam", offset: int = 0) -> Inspection:
-    message = ResultMessage(
-        frame_id=frame_id,
-        camera_id=camera_id,
-        source=SourceRef(topic="inspector.frames", partition=0, offset=offset),
-        processed_at="2025-01-01T00:00:00+00:00",
-        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        score=0.2,
-        raw_score=0.1,
-        is_anomalous=False,
-        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
-        defects=[],
-        mask=None,
-        image_size=(4, 6),
-        latency_ms=Latency(total=1.5),
-    )
-    frame = make_frame(np.zeros((4, 6, 3), np.uint8), frame_id, camera_id)
-    return Inspection(message, frame, np.zeros((4, 6), np.float32), None)
+    return make_inspection(frame_id, camera_id, offset=offset)
 
 
 class Done:

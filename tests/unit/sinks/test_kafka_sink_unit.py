@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pytest
 from kafka.errors import (
     ClusterAuthorizationFailedError,
@@ -18,11 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from inspector.config import KafkaConfig
 from inspector.errors import ConfigError, InspectorError
-from inspector.messages import Latency, ModelRef, ResultMessage, ThresholdInfo
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection, RawMessage
 from inspector.sinks.kafka import KafkaSink
-from inspector.testing import make_frame
+from inspector.testing import make_inspection
 
 
 class FakeProducer:
@@ -73,22 +71,7 @@ class Clock:
 
 
 def _inspection(camera: str = "cam-a") -> Inspection:
-    message = ResultMessage(
-        frame_id="f1",
-        camera_id=camera,
-        processed_at="2026-01-01T00:00:00+00:00",
-        model=ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        score=0.1,
-        raw_score=0.1,
-        is_anomalous=False,
-        threshold=ThresholdInfo(image=0.5, pixel=0.5, source="checkpoint"),
-        defects=[],
-        mask=None,
-        image_size=(2, 2),
-        latency_ms=Latency(total=1.0),
-    )
-    frame = make_frame(np.zeros((2, 2, 3), np.uint8), "f1", camera)
-    return Inspection(message, frame, np.zeros((2, 2), np.float32), None)
+    return make_inspection("f1", camera, image_size=(2, 2))
 
 
 def _sink(
