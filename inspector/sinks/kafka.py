@@ -28,6 +28,7 @@ from kafka.errors import (
 
 from inspector.config import KafkaConfig
 from inspector.errors import ConfigError, InspectorError
+from inspector.kafka_metrics import connection_count
 from inspector.messages import SCHEMA_ID
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection
@@ -48,21 +49,6 @@ _IDEMPOTENCE_REFUSED = (
     TransactionalIdAuthorizationFailedError,
     UnsupportedVersionError,
 )
-
-
-def _connection_count(client: Any) -> float | None:
-    # kafka-python 3's bootstrap_connected() is only true while bootstrapping; its own
-    # connection-count metric says whether a broker connection is open.
-    try:
-        groups = client.metrics()
-    except Exception:
-        return None
-    if not isinstance(groups, dict):
-        return None
-    for values in groups.values():
-        if isinstance(values, dict) and "connection-count" in values:
-            return float(values["connection-count"])
-    return None
 
 
 class KafkaSink(Sink):
@@ -187,7 +173,7 @@ class KafkaSink(Sink):
         producer = self._producer
         if producer is None or self._closed or self._failing:
             return False
-        connections = _connection_count(producer)
+        connections = connection_count(producer)
         # A producer idle for long may have closed its connections; earlier deliveries still
         # show the path works.
         return connections is None or connections > 0 or self._delivered

@@ -50,3 +50,21 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and devices."""
+
+
+class LocalSource(Source):
+    """A source whose backpressure is a flag its own :meth:`poll` checks (cameras, folders).
+
+    While paused, :meth:`poll` hands out nothing; a live camera keeps reading (and counts what
+    goes stale) so it never serves an old frame after :meth:`resume`.
+    """
+
+    _paused: bool = False
+
+    def pause(self) -> None:
+        """Hand out nothing until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Hand out frames again."""
+        self._paused = False

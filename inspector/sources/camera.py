@@ -28,7 +28,7 @@ import numpy as np
 from inspector.config import CameraSourceConfig
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame, FrameMeta
-from inspector.sources.base import Source
+from inspector.sources.base import LocalSource
 from inspector.sources.capture import (
     BACKENDS,
     CaptureFactory,
@@ -68,7 +68,7 @@ class _StreamBrokenError(Exception):
     """Reading failed; the capture must be reopened."""
 
 
-class CameraSource(Source):
+class CameraSource(LocalSource):
     """One OpenCV camera or video file as a frame source.
 
     :meth:`setup` never fails because a camera is down: cameras come and go, so the reader
@@ -107,7 +107,6 @@ class CameraSource(Source):
         self._thread: threading.Thread | None = None
         self._up = False
         self._ended = False  # the reader finished (file ended without loop, or closed)
-        self._paused = False
         self._next_due = float("-inf")
         self._last_warning = float("-inf")
         self._seq = 0  # frames read; ids count on across reconnects and loops, so stay unique
@@ -163,14 +162,6 @@ class CameraSource(Source):
             decode_ms=item.decode_ms,
         )
         return [Frame(meta=meta, image=item.image)]
-
-    def pause(self) -> None:
-        """Hand out nothing; a live reader keeps reading (and counts what goes stale)."""
-        self._paused = True
-
-    def resume(self) -> None:
-        """Hand out frames again."""
-        self._paused = False
 
     @property
     def exhausted(self) -> bool:

@@ -14,7 +14,7 @@ from inspector.errors import ConfigError, ImageDecodeError
 from inspector.imaging import read_image
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame, FrameMeta
-from inspector.sources.base import Source
+from inspector.sources.base import LocalSource
 
 #: Extensions taken from a folder (a glob pattern takes whatever it matches).
 IMAGE_SUFFIXES = frozenset(
@@ -27,7 +27,7 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-class DirectorySource(Source):
+class DirectorySource(LocalSource):
     """Image files replayed as frames, in natural name order (``frame_2`` before ``frame_10``).
 
     A file that cannot be read or decoded becomes a :class:`~inspector.records.DeadLetter`
@@ -59,7 +59,6 @@ class DirectorySource(Source):
         self._files: list[tuple[Path, str]] = []
         self._index = 0
         self._pass = 0
-        self._paused = False
         self._next_due = float("-inf")
         self._m_received = metrics.frames_received.labels(source="directory")
         self._m_decode = metrics.stage_seconds.labels(stage="decode")
@@ -141,14 +140,6 @@ class DirectorySource(Source):
             self._next_due += period
         else:
             self._next_due = now + period
-
-    def pause(self) -> None:
-        """Read nothing until :meth:`resume`."""
-        self._paused = True
-
-    def resume(self) -> None:
-        """Read again."""
-        self._paused = False
 
     @property
     def exhausted(self) -> bool:

@@ -30,6 +30,7 @@ from kafka.structs import MemberState
 
 from inspector.config import KafkaConfig, KafkaSourceConfig
 from inspector.errors import ConfigError, InspectorError
+from inspector.kafka_metrics import connection_count
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame
 from inspector.sources.base import Source
@@ -45,24 +46,6 @@ _FETCH_OVERHEAD_BYTES = 64 * 1024
 _DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024
 #: Repeat "broker unreachable" warnings at most this often (seconds).
 _LOG_EVERY_S = 30.0
-
-
-def _connection_count(client: Any) -> float | None:
-    """Open broker connections per kafka-python's own metrics; ``None`` when unavailable.
-
-    kafka-python 3's ``bootstrap_connected()`` is only true *while* bootstrapping, and the
-    group state stays "stable" with the broker gone, so the connection count is the signal.
-    """
-    try:
-        groups = client.metrics()
-    except Exception:  # fakes without metrics, or metrics disabled
-        return None
-    if not isinstance(groups, dict):
-        return None
-    for values in groups.values():
-        if isinstance(values, dict) and "connection-count" in values:
-            return float(values["connection-count"])
-    return None
 
 
 def _joining(consumer: Any) -> bool:
@@ -205,7 +188,7 @@ class KafkaSource(Source):
             self._warn(f"kafka source: poll failed, retrying: {exc!r}")
             time.sleep(min(timeout, 1.0))  # a broken connection fails fast: do not spin
             return []
-        connections = _connection_count(consumer)
+        connections = connection_count(consumer)
         self._ready = connections is None or connections > 0
         items = self._convert(batches) if batches else []
         self._update_lag(consumer)
