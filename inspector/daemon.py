@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import load_checkpoint
 from inspector.config import InspectorConfig
-from inspector.errors import ConfigError
+from inspector.errors import BrokerUnavailableError, ConfigError
 from inspector.messages import ModelRef
 from inspector.metrics import Metrics
 from inspector.model.device import resolve_device
@@ -31,6 +31,10 @@ from inspector.sources.base import Source
 from inspector.worker import ModelWorker
 
 log = logging.getLogger(__name__)
+
+#: Backoff while the broker is unreachable at start-up (seconds).
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
 
 
 def build_sinks(config: InspectorConfig, metrics: Metrics) -> list[Sink]:
@@ -72,6 +76,7 @@ class Daemon:
         # Components built but not yet owned by a running pipeline: closed here on failure.
         self._unstarted: list[Source | Sink] = []
         self.model_label = "(none)"
+        self._waiting_for: str | None = None
         self._reload_requested = threading.Event()
         self._reloader: threading.Thread | None = None
 
@@ -108,7 +113,7 @@ class Daemon:
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""
         if self.pipeline is None:
-            return ["starting"]
+            return [self._waiting_for or "starting"]
         if self.should_exit.is_set():
             return ["shutting down"]
         return self.pipeline.readiness_reasons()
@@ -128,10 +133,10 @@ class Daemon:
         sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
         sinks = build_sinks(cfg, self.metrics)
         self._unstarted = [*sinks, *sources]
-        for sink in sinks:
-            sink.setup()
-        for source in sources:
-            source.setup()
+        for component in self._unstarted:
+            self._set_up(component)
+        if self.should_exit.is_set():  # asked to stop while waiting for the broker
+            return
         self.pipeline = Pipeline(sources, cfg.batcher, worker, postprocessor, sinks, self.metrics)
         self.pipeline.start()
         self._unstarted = []
@@ -143,6 +148,25 @@ class Daemon:
             len(sinks),
             self.server.port,
         )
+
+    def _set_up(self, component: Source | Sink) -> None:
+        """Set a component up; while its broker is unreachable, wait and retry.
+
+        A plant's broker may come up after the daemon (power-on, maintenance): the daemon
+        stays alive (``/healthz`` 200, ``/readyz`` 503 "waiting for kafka") instead of
+        exiting, retrying with exponential backoff until it connects or is told to stop.
+        """
+        delay = _RETRY_FIRST_S
+        while not self.should_exit.is_set():
+            try:
+                component.setup()
+                self._waiting_for = None
+                return
+            except BrokerUnavailableError as exc:
+                self._waiting_for = f"waiting for kafka ({component.name})"
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                self.should_exit.wait(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
 
     def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.
@@ -216,7 +240,8 @@ class Daemon:
 
     def main_loop(self) -> None:
         """Refresh gauges until asked to exit, a stage dies, or finite sources are done."""
-        assert self.pipeline is not None
+        if self.pipeline is None:  # stopped during start-up
+            return
         while not self.should_exit.wait(0.1):
             if self._reload_requested.is_set() and not (
                 self._reloader is not None and self._reloader.is_alive()

@@ -42,3 +42,7 @@ class ImageDecodeError(InspectorError):
 
 class CalibrationError(InspectorError):
     """Calibration cannot be fitted from the data given (for example no validation images)."""
+
+
+class BrokerUnavailableError(InspectorError):
+    """No Kafka broker answered at ``kafka.bootstrap_servers``; the daemon waits and retries."""

@@ -27,7 +27,7 @@ from kafka.errors import (
 )
 
 from inspector.config import KafkaConfig
-from inspector.errors import ConfigError, InspectorError
+from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.kafka_metrics import connection_count
 from inspector.messages import SCHEMA_ID
 from inspector.metrics import Metrics
@@ -144,7 +144,7 @@ class KafkaSink(Sink):
             # kafka-python: "Libraries for snappy compression codec not found".
             raise ConfigError(f"kafka.compression={self.kafka.compression}: {exc}") from exc
         except (KafkaError, OSError) as exc:
-            raise InspectorError(
+            raise BrokerUnavailableError(
                 f"kafka sink: cannot connect to {servers} (kafka.bootstrap_servers): {exc!r}"
             ) from exc
 

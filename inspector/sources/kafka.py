@@ -29,7 +29,7 @@ from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
 from inspector.config import KafkaConfig, KafkaSourceConfig
-from inspector.errors import ConfigError, InspectorError
+from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.kafka_metrics import connection_count
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame
@@ -144,7 +144,7 @@ class KafkaSource(Source):
         try:
             consumer = self._factory(**self.consumer_settings())
         except (KafkaError, OSError) as exc:
-            raise InspectorError(
+            raise BrokerUnavailableError(
                 f"kafka source: cannot connect to {self.kafka.bootstrap_servers} "
                 f"(kafka.bootstrap_servers): {exc!r}"
             ) from exc

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inspector import daemon as daemon_module
 from inspector.checkpoint import LoadedCheckpoint, save_checkpoint
 from inspector.cli import main
 from inspector.config import InspectorConfig
 from inspector.daemon import Daemon
-from inspector.errors import CheckpointError
+from inspector.errors import BrokerUnavailableError, CheckpointError
+from inspector.testing import FakeSink
 
 
 def _config(ckpt: Path, frames: Path, out: Path, *, loop: bool = False) -> InspectorConfig:
@@ -238,3 +240,55 @@ def test_model_reload_keeps_serving_through_a_bad_file_and_switches_on_a_good_on
         daemon.request_exit()
         thread.join(timeout=60)
     assert not thread.is_alive()
+
+
+class FlakySink(FakeSink):
+    """Its broker answers only from the ``answers_after``-th connection attempt on."""
+
+    def __init__(self, answers_after: int) -> None:
+        super().__init__(name="kafka")
+        self.answers_after = answers_after
+        self.attempts = 0
+        self.readiness_seen: list[list[str]] = []
+        self.daemon: Daemon | None = None
+        self.closed = False
+
+    def setup(self) -> None:
+        self.attempts += 1
+        if self.daemon is not None:
+            self.readiness_seen.append(self.daemon.readiness())
+        if self.attempts < self.answers_after:
+            raise BrokerUnavailableError("kafka sink: cannot connect to nowhere:9092")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_daemon_waits_for_a_broker_that_comes_up_late(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.01)
+    sink = FlakySink(answers_after=3)
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
+    sink.daemon = daemon
+    assert daemon.run() == 0
+    assert sink.attempts == 3
+    assert sink.readiness_seen[1] == ["waiting for kafka (kafka)"]  # /readyz says why: 503
+    assert len(sink.results) == 9 and len(sink.dead_letters) == 1  # then everything flowed
+
+
+def test_stopping_while_waiting_for_the_broker_exits_cleanly(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.05)
+    sink = FlakySink(answers_after=10**9)  # never
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
+    timer = threading.Timer(1.0, daemon.request_exit)  # what SIGTERM does
+    timer.start()
+    try:
+        assert daemon.run() == 0
+    finally:
+        timer.cancel()
+    assert sink.attempts >= 2 and sink.closed and not sink.results
