@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -95,6 +96,9 @@ class Pipeline:
         self._input_closed = threading.Event()  # no frame will enter the frames queue again
         self._idle: list[threading.Event] = [threading.Event() for _ in self.sources]
         self._threads: list[threading.Thread] = []
+        # Dead letters for refused results are sent from here, not from the sink's callback:
+        # that may run on the Kafka client's I/O thread, which must never block on a send.
+        self._redeliver = ThreadPoolExecutor(1, thread_name_prefix="inspector-redeliver")
         self.fatal: BaseException | None = None
 
     @property
@@ -166,6 +170,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._redeliver.shutdown(wait=False)  # drained frames have their dead letters sent
         for sink in self.sinks:
             try:
                 sink.flush(max(0.1, deadline - time.monotonic()))
@@ -338,17 +343,16 @@ class Pipeline:
                 # the frame comes again after a restart.
                 reason = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
                 log.error("delivery of %s failed: %s", frame.meta.frame_id, reason)
-                self._deliver_dead_letter(
-                    DeadLetter(
-                        reason=f"result not delivered: {reason}",
-                        error_type="publish_failed",
-                        stage="publish",
-                        camera_id=frame.meta.camera_id,
-                        raw=frame.raw,
-                        failed_at=datetime.now(UTC).isoformat(),
-                        ack=frame.ack,
-                    )
+                letter = DeadLetter(
+                    reason=f"result not delivered: {reason}",
+                    error_type="publish_failed",
+                    stage="publish",
+                    camera_id=frame.meta.camera_id,
+                    raw=frame.raw,
+                    failed_at=datetime.now(UTC).isoformat(),
+                    ack=frame.ack,
                 )
+                self._redeliver.submit(self._deliver_dead_letter, letter)
                 return  # the dead letter's delivery releases the slot
             frame.ack()
             self.metrics.frames_processed.labels(camera=frame.meta.camera_id).inc()
