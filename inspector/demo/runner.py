@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
-from inspector.broker import EmbeddedBroker
+from inspector.broker import EmbeddedBroker, create_topics
 from inspector.config import KafkaConfig
 from inspector.daemon import Daemon
 from inspector.demo.setup import (
@@ -31,7 +31,6 @@ from inspector.demo.setup import (
     DemoError,
     DemoOptions,
     DemoSummary,
-    create_topics,
     demo_config,
     demo_model,
     port_or_free,
@@ -126,7 +125,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
     ):
         run_id = None if opts.bootstrap_servers is None else uuid.uuid4().hex[:8]
         config = demo_config(opts, bootstrap, checkpoint, port_or_free(opts.port), run_id)
-        create_topics(config.kafka)
+        kafka = config.kafka
+        # Two frame partitions: one per camera key, and room for a second daemon in the group.
+        create_topics(
+            kafka.bootstrap_servers,
+            {kafka.frames_topic: 2, kafka.results_topic: 1, kafka.dlq_topic: 1},
+        )
         daemon = Daemon(config)
         stopper.daemon = daemon
         return _run_line(opts, console, live, daemon, stopper, images)

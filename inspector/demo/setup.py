@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import socket
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from rich.console import Console
 
 from inspector.broker import free_port
 from inspector.config import (
     InspectorConfig,
-    KafkaConfig,
     ModelConfig,
     TrainConfig,
     explicit_config,
@@ -130,20 +125,6 @@ def demo_model(opts: DemoOptions, data: Path, console: Console) -> Path:
         name="demo-line",
     )
     return path
-
-
-def create_topics(kafka: KafkaConfig) -> None:
-    """Create the frames, results and dead-letter topics (existing ones are kept)."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        # Two frame partitions: one per camera key, and room for a second daemon in the group.
-        for name, partitions in ((kafka.frames_topic, 2), (kafka.results_topic, 1)):
-            with suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, 1)])
-        with suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(kafka.dlq_topic, 1, 1)])
-    finally:
-        admin.close()
 
 
 def demo_config(
