@@ -82,9 +82,11 @@ class Postprocessor:
         The model worker asks this to bring back only those frames' maps; it is the same
         comparison :meth:`decide` makes.
         """
-        normalised = self.calibration.normalise_image(raw_scores.float())
-        # Compared in float64, as decide() compares a Python float: a float32 comparison
-        # rounds a threshold such as 0.8 and could disagree at the boundary.
+        return self._above_threshold(self.calibration.normalise_image(raw_scores.float()))
+
+    def _above_threshold(self, normalised: torch.Tensor) -> torch.Tensor:
+        # One comparison for needs_map() and decide(), in float64: in float32 a threshold
+        # such as 0.8 is rounded and the two could disagree at the boundary.
         return normalised.double() > self.threshold.image
 
     def decide(
@@ -105,8 +107,9 @@ class Postprocessor:
             ValueError: An anomalous frame came without its map.
         """
         cal = self.calibration
-        score = float(cal.normalise_image(torch.tensor([raw_score], dtype=torch.float32))[0])
-        anomalous = score > self.threshold.image
+        normalised = cal.normalise_image(torch.tensor([raw_score], dtype=torch.float32))
+        score = float(normalised[0])
+        anomalous = bool(self._above_threshold(normalised)[0])
         heat = None
         if raw_map is not None:
             heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
