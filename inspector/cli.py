@@ -11,12 +11,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from inspector import __version__
+from inspector.config import Backbone
 from inspector.errors import ConfigError, InspectorError
 
 log = logging.getLogger("inspector")
@@ -56,31 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from inspector.config import ModelConfig, TrainConfig
     from inspector.training.trainer import train
 
-    model_cfg = ModelConfig(
-        backbone=args.backbone,
-        image_size=args.image_size,
-        ocbe_width=args.ocbe_width,
-        anomaly_map_mode=args.anomaly_map_mode,
-    )
-    overrides = {
-        k: v
-        for k, v in {
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "learning_rate": args.lr,
-            "device": args.device,
-            "seed": args.seed,
-            "weights": args.weights,
-            "patience": args.patience,
-            "val_fraction": args.val_fraction,
-            "calibration": args.calibration,
-            "target_false_alarm_rate": args.false_alarm_rate,
-        }.items()
-        if v is not None
-    }
-    if args.offline:
-        overrides["download"] = False
-    train_cfg = TrainConfig(**overrides)
+    model_cfg = ModelConfig(**_flags(args, ModelConfig.model_fields))
+    train_cfg = TrainConfig(**_flags(args, TrainConfig.model_fields))
     result = train(
         args.data,
         args.out,
@@ -173,21 +152,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from inspector.demo.runner import run_demo
     from inspector.demo.setup import DemoOptions
 
-    opts = DemoOptions(
-        workdir=args.workdir,
-        frames=args.frames,
-        fps=args.fps,
-        cameras=args.cameras,
-        defect_rate=args.defect_rate,
-        bad_every=args.bad_every,
-        epochs=args.epochs,
-        port=args.port,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        bootstrap_servers=args.bootstrap_servers,
-        live=False if args.plain else None,
-        seed=args.seed,
-    )
+    opts = DemoOptions(**_flags(args, DemoOptions.__dataclass_fields__))
     summary = run_demo(opts)
     overlays = sorted(summary.overlays.rglob("*.png")) if summary.overlays.is_dir() else []
     print(f"sent {summary.sent} frames: {summary.tally.summary()}")
@@ -199,41 +164,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    import threading
+    from inspector.demo.simulator import simulate
 
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    from inspector.demo.simulator import LineSimulator, describe, synthetic_line
-
-    images = synthetic_line(args.data, image_size=args.image_size, seed=args.seed)
-    cameras = [f"line1-cam{i + 1}" for i in range(args.cameras)]
-    simulator = LineSimulator(
-        images, cameras, defect_rate=args.defect_rate, bad_every=args.bad_every, seed=args.seed
-    )
-    try:
-        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all")
-    except KafkaError as exc:
-        raise InspectorError(
-            f"cannot reach Kafka at {args.bootstrap_servers} ({exc}); "
-            "check --bootstrap-servers / INSPECTOR_KAFKA__BOOTSTRAP_SERVERS"
-        ) from exc
-    log.info(
-        "publishing to %s on %s: %d cameras, %g frames/s, parts %s",
-        args.topic,
+    simulate(
         args.bootstrap_servers,
-        len(cameras),
-        args.fps,
-        describe(images),
+        args.topic,
+        args.data,
+        image_size=args.image_size,
+        cameras=args.cameras,
+        fps=args.fps,
+        frames=args.frames,
+        defect_rate=args.defect_rate,
+        bad_every=args.bad_every,
+        seed=args.seed,
     )
-    stop = threading.Event()
-    try:
-        sent = simulator.publish(producer, args.topic, fps=args.fps, frames=args.frames, stop=stop)
-    except KeyboardInterrupt:
-        sent = simulator.count
-    finally:
-        producer.close(timeout=10)
-    log.info("published %d frames", sent)
     return 0
 
 
@@ -242,46 +186,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from inspector.benchmark import BenchOptions, run_benchmark
 
-    options = BenchOptions(
-        mode=args.mode,
-        backbone=args.backbone,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        frames=args.frames,
-        device=args.device,
-        precision=args.precision,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        cuda_graphs=args.cuda_graphs,
-        warmup=args.warmup,
-        compare_anomalib=args.compare_anomalib,
-        bootstrap_servers=args.bootstrap_servers,
-        decode_device=args.decode_device,
-        seed=args.seed,
-    )
-    # The equivalent command with every flag spelled out, so a result can be re-run as is.
-    command = ["inspector", "bench", "--mode", options.mode, "--backbone", options.backbone]
-    command += ["--image-size", str(options.image_size), "--batch-size", str(options.batch_size)]
-    command += ["--frames", str(options.n_frames), "--device", options.device]
-    command += ["--precision", options.precision, "--warmup", str(options.warmup)]
-    command += ["--seed", str(options.seed)]
-    command.append("--channels-last" if options.channels_last else "--no-channels-last")
-    command += [
-        flag
-        for flag, on in (
-            ("--compile", options.compile),
-            ("--cuda-graphs", options.cuda_graphs),
-            ("--compare-anomalib", options.compare_anomalib),
-        )
-        if on
-    ]
-    if options.decode_device != "cpu":
-        command += ["--decode-device", options.decode_device]
-    if options.bootstrap_servers:
-        command += ["--bootstrap-servers", options.bootstrap_servers]
+    options = BenchOptions(**_flags(args, BenchOptions.__dataclass_fields__))
     # stdout carries the one JSON object only: anything a library prints goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_benchmark(options, command)
+        result = run_benchmark(options, options.argv())
     text = json.dumps(result, allow_nan=False)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -322,20 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backbone",
         default="wide_resnet50_2",
-        choices=["resnet18", "resnet34", "resnet50", "wide_resnet50_2"],
+        choices=get_args(Backbone),
     )
     p.add_argument("--weights", help="imagenet (default), none, or a torchvision .pth file")
-    p.add_argument("--offline", action="store_true", help="never download ImageNet weights")
+    p.add_argument(
+        "--offline",
+        dest="download",
+        action="store_const",
+        const=False,
+        help="never download ImageNet weights",
+    )
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--ocbe-width", default="anomalib", type=_width)
     p.add_argument("--anomaly-map-mode", default="add", choices=["add", "multiply"])
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", dest="learning_rate", type=float)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--calibration", choices=["auto", "f1", "good_only"])
-    p.add_argument("--false-alarm-rate", type=float, help="good_only target, e.g. 0.005")
+    p.add_argument(
+        "--false-alarm-rate",
+        dest="target_false_alarm_rate",
+        type=float,
+        help="good_only target, e.g. 0.005",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
     p.add_argument("--name", help="model name stored in the checkpoint")
@@ -392,7 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap-servers", help="use this Kafka instead of the embedded broker (fresh topics)"
     )
-    p.add_argument("--plain", action="store_true", help="log lines instead of the live view")
+    p.add_argument(
+        "--plain",
+        dest="live",
+        action="store_const",
+        const=False,
+        help="log lines instead of the live view (default: live view on a terminal)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_cmd_demo)
 
@@ -423,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backbone",
         default="wide_resnet50_2",
-        choices=["resnet18", "resnet34", "resnet50", "wide_resnet50_2"],
+        choices=get_args(Backbone),
     )
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--batch-size", type=_positive, default=8)
@@ -454,6 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)
     return parser
+
+
+def _flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The flags among ``names`` that have a value, as keyword arguments.
+
+    For a config or options class whose fields the flags are named after; a flag not given
+    leaves the class's default.
+    """
+    given = vars(args)
+    return {name: given[name] for name in names if given.get(name) is not None}
 
 
 def _positive(value: str) -> int:

@@ -91,6 +91,29 @@ class BenchOptions:
             reason = "; ".join(str(e["msg"]) for e in exc.errors())
             raise ConfigError(f"--image-size {self.image_size}: {reason}") from exc
 
+    def argv(self) -> list[str]:
+        """The equivalent ``inspector bench`` command with every flag spelled out.
+
+        Recorded in each result, so that a result can be re-run as it is.
+        """
+        command = ["inspector", "bench", "--mode", self.mode, "--backbone", self.backbone]
+        command += ["--image-size", str(self.image_size), "--batch-size", str(self.batch_size)]
+        command += ["--frames", str(self.n_frames), "--device", self.device]
+        command += ["--precision", self.precision, "--warmup", str(self.warmup)]
+        command += ["--seed", str(self.seed)]
+        command.append("--channels-last" if self.channels_last else "--no-channels-last")
+        switches = {
+            "--compile": self.compile,
+            "--cuda-graphs": self.cuda_graphs,
+            "--compare-anomalib": self.compare_anomalib,
+        }
+        command += [flag for flag, on in switches.items() if on]
+        if self.decode_device != "cpu":
+            command += ["--decode-device", self.decode_device]
+        if self.bootstrap_servers:
+            command += ["--bootstrap-servers", self.bootstrap_servers]
+        return command
+
     def validate(self) -> None:
         """Refuse combinations that cannot be measured.
 

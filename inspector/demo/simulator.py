@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import cv2
 
-from inspector.errors import DatasetError
+from inspector.errors import DatasetError, InspectorError
 
 log = logging.getLogger(__name__)
 
@@ -242,3 +242,71 @@ def synthetic_line(
         log.info("generating a synthetic line in %s", data_dir)
         generate_dataset(data_dir, image_size=image_size, seed=seed, n_train=n_train)
     return load_line(data_dir)
+
+
+def simulate(
+    bootstrap_servers: str,
+    topic: str,
+    data_dir: Path,
+    *,
+    image_size: int = 256,
+    cameras: int = 2,
+    fps: float = 5.0,
+    frames: int | None = None,
+    defect_rate: float = 0.2,
+    bad_every: int = 0,
+    seed: int = 0,
+) -> int:
+    """``inspector simulate``: publish a simulated line to a Kafka cluster.
+
+    Runs until ``frames`` were sent (``None``: forever) or Ctrl+C.
+
+    Args:
+        bootstrap_servers: The cluster.
+        topic: The frames topic.
+        data_dir: The synthetic line (generated there first if absent).
+        image_size: Frame size in pixels when generating.
+        cameras: Cameras ``line1-cam1`` ... taking turns.
+        fps: Frames per second over all cameras (0: as fast as the producer takes them).
+        frames: How many to send.
+        defect_rate: Fraction of defective parts.
+        bad_every: Every n-th frame is corrupt (0: never).
+        seed: Seed of the line and of the part sequence.
+
+    Returns:
+        How many frames were sent.
+
+    Raises:
+        InspectorError: The cluster cannot be reached.
+    """
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    images = synthetic_line(data_dir, image_size=image_size, seed=seed)
+    names = [f"line1-cam{i + 1}" for i in range(cameras)]
+    simulator = LineSimulator(
+        images, names, defect_rate=defect_rate, bad_every=bad_every, seed=seed
+    )
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    except KafkaError as exc:
+        raise InspectorError(
+            f"cannot reach Kafka at {bootstrap_servers} ({exc}); "
+            "check --bootstrap-servers / INSPECTOR_KAFKA__BOOTSTRAP_SERVERS"
+        ) from exc
+    log.info(
+        "publishing to %s on %s: %d cameras, %g frames/s, parts %s",
+        topic,
+        bootstrap_servers,
+        len(names),
+        fps,
+        describe(images),
+    )
+    try:
+        sent = simulator.publish(producer, topic, fps=fps, frames=frames, stop=threading.Event())
+    except KeyboardInterrupt:
+        sent = simulator.count
+    finally:
+        producer.close(timeout=10)
+    log.info("published %d frames", sent)
+    return sent

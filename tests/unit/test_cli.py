@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
+from inspector.benchmark import BenchOptions
 from inspector.cli import main
+from inspector.config import TrainConfig
+from inspector.demo.setup import DemoOptions
+from inspector.errors import InspectorError
 
 
 def test_schema_command_prints_the_result_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,3 +182,73 @@ def test_module_entry_point_and_version() -> None:
         [sys.executable, "-m", "inspector", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("inspector ")
+
+
+class _CapturedError(InspectorError):
+    """Raised by a replaced command body once it has the options the CLI built."""
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch, target: str, name: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def record(*args: Any, **kwargs: Any) -> NoReturn:
+        seen["args"], seen["kwargs"] = args, kwargs
+        raise _CapturedError("captured")
+
+    monkeypatch.setattr(importlib.import_module(target), name, record)
+    return seen
+
+
+def test_train_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen = _capture(monkeypatch, "inspector.training.trainer", "train")
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors")]
+    argv += ["--backbone", "resnet18", "--image-size", "96", "--ocbe-width", "64"]
+    argv += ["--anomaly-map-mode", "multiply", "--lr", "0.01", "--offline", "--epochs", "3"]
+    argv += ["--false-alarm-rate", "0.02", "--calibration", "good_only", "--weights", "none"]
+    assert main(argv) == 1
+    model, train = seen["kwargs"]["model_config"], seen["kwargs"]["train_config"]
+    assert (model.backbone, model.image_size, model.ocbe_width) == ("resnet18", (96, 96), 64)
+    assert model.anomaly_map_mode == "multiply"
+    assert (train.learning_rate, train.download, train.epochs) == (0.01, False, 3)
+    assert (train.target_false_alarm_rate, train.calibration) == (0.02, "good_only")
+    assert train.weights == "none"
+    # Flags not given keep the configs' defaults.
+    assert train.batch_size == TrainConfig().batch_size
+    assert train.patience == TrainConfig().patience
+
+
+def test_demo_plain_turns_the_live_view_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _capture(monkeypatch, "inspector.demo.runner", "run_demo")
+    assert main(["demo", "--frames", "5", "--plain", "--fps", "0"]) == 1
+    opts: DemoOptions = seen["args"][0]
+    assert (opts.frames, opts.fps, opts.live) == (5, 0.0, False)
+    assert opts.image_size == DemoOptions().image_size
+    assert main(["demo"]) == 1
+    assert seen["args"][0] == DemoOptions()  # live None: decided by the terminal
+
+
+def test_bench_records_a_command_that_reproduces_every_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = BenchOptions(
+        mode="e2e",
+        backbone="resnet34",
+        image_size=128,
+        batch_size=4,
+        frames=40,
+        device="cuda",
+        precision="bf16",
+        channels_last=False,
+        compile=True,
+        cuda_graphs=True,
+        warmup=5,
+        bootstrap_servers="broker:9092",
+        decode_device="cuda",
+        seed=7,
+    )
+    seen = _capture(monkeypatch, "inspector.benchmark", "run_benchmark")
+    assert main(options.argv()[1:]) == 1
+    assert seen["args"] == (options, options.argv())
+    with_anomalib = BenchOptions(compare_anomalib=True, frames=8)
+    assert main(with_anomalib.argv()[1:]) == 1
+    assert seen["args"][0] == with_anomalib
