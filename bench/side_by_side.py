@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from typing import Any
+
+from inspector.benchmark.sweep import format_table, run_isolated
 
 #: Named configurations: our switches (anomalib always runs plain fp32, contiguous).
 CONFIGS: dict[str, list[str]] = {
@@ -28,50 +28,15 @@ CONFIGS: dict[str, list[str]] = {
 
 
 def run(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "inspector",
-        "bench",
-        "--mode",
-        "model",
-        "--compare-anomalib",
-        "--backbone",
-        args.backbone,
-        "--image-size",
-        str(args.image_size),
-        "--batch-size",
-        str(args.batch_size),
-        "--frames",
-        str(args.frames),
-        "--device",
-        args.device,
-        "--warmup",
-        str(args.warmup),
-        *CONFIGS[name],
-    ]
-    print(f"+ {' '.join(command[2:])}", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=None if args.verbose else subprocess.PIPE,
-        text=True,
-        timeout=args.timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or "")[-2000:]
-        print(f"  failed (exit {proc.returncode}):\n{tail}", file=sys.stderr, flush=True)
-        return {"config": name, "failed": True, "rc": proc.returncode}
-    result: dict[str, Any] = {"config": name, **json.loads(proc.stdout)}
-    print(f"  done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-    return result
+    flags = ["--mode", "model", "--compare-anomalib", "--backbone", args.backbone]
+    flags += ["--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+    flags += ["--frames", str(args.frames), "--device", args.device]
+    flags += ["--warmup", str(args.warmup), *CONFIGS[name]]
+    return {"config": name, **run_isolated(flags, timeout_s=args.timeout, verbose=args.verbose)}
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ("config", "ours img/s", "anomalib img/s", "speedup", "max|diff|", "p50 ms", "rss MB")
-    rows = [head]
+    rows = [("config", "ours img/s", "anomalib img/s", "speedup", "max|diff|", "p50 ms", "rss MB")]
     for r in results:
         if r.get("failed"):
             rows.append((r["config"], "failed", "", "", "", "", ""))
@@ -87,10 +52,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['peak_rss_mb']:.0f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
+    return format_table(rows)
 
 
 def main() -> int:
