@@ -185,5 +185,15 @@ for line in open(sys.argv[1]):
 widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 for row in rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+# Which batcher.max_batch_size to run, per backbone and precision (plain runs only).
+from inspector.benchmark.sweep import recommend_batch_size
+groups = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("mode") == "model" and not (r["compile"] or r["cuda_graphs"]):
+        groups.setdefault((r["backbone"], r["precision"]), []).append(r)
+for (backbone, precision), runs in groups.items():
+    choice = recommend_batch_size(runs)
+    print(f"{backbone} {precision}: batch {choice.batch_size} ({choice.reason})")
 EOF
 say "total $SECONDS s; results in $JSONL"
