@@ -107,7 +107,10 @@ class FastModel:
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
         if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            # No weight-cast cache: each weight is used once per forward, so it saves nothing,
+            # and cached casts must not outlive a CUDA graph capture (as make_graphed_callables
+            # requires).
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 yield
         else:
             yield
