@@ -165,23 +165,36 @@ if ((COMPILE_LIMIT > 0)); then
     --precision bf16 --compile --batch-size 32 --frames "$(model_frames 32)"
 fi
 
+# Latency at a load the line could put on one GPU: frames offered at a fixed rate, each
+# frame's produce-to-result time (the saturated runs above measure throughput, not this).
+if [[ $DEVICE == cuda ]]; then
+  bench 90 --mode e2e --backbone "$wide" --image-size "$SIZE" --device "$DEVICE" \
+    --precision bf16 --batch-size 32 --frames 4000 --rate 1000
+else
+  bench "$LIMIT" --mode e2e --backbone "$wide" --image-size "$SIZE" --device "$DEVICE" \
+    --precision bf16 --batch-size 2 --frames 16 --rate 20
+fi
+
 # --- the table --------------------------------------------------------------------------------
 $PY - "$JSONL" <<'EOF'
 import json, sys
 rows = [("mode", "backbone", "prec", "batch", "switches", "img/s", "p50 ms", "p99 ms",
-         "TFLOP/s", "GPU MB", "e2e/model")]
+         "TFLOP/s", "GPU MB", "e2e/model", "rate", "p2r p50/p99 ms")]
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if "images_per_s" not in r:
         rows.append(("failed" if r.get("failed") else "skipped", r.get("args", "")[:60],
-                     "", "", "", "", "", "", "", "", ""))
+                     "", "", "", "", "", "", "", "", "", "", ""))
         continue
     switches = ",".join(k for k in ("channels_last", "compile", "cuda_graphs") if r[k])
     gpu = r["peak_gpu_mb"]
     rows.append((r["mode"], r["backbone"], r["precision"], str(r["batch_size"]), switches,
                  f"{r['images_per_s']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
                  f"{r['achieved_tflops']:.3g}", "-" if gpu is None else f"{gpu:.0f}",
-                 f"{r['e2e_ratio']:.2f}" if "e2e_ratio" in r else ""))
+                 f"{r['e2e_ratio']:.2f}" if "e2e_ratio" in r else "",
+                 f"{r['rate']:g}" if "rate" in r else "",
+                 f"{r['produce_to_result_p50_ms']:.0f}/{r['produce_to_result_p99_ms']:.0f}"
+                 if "rate" in r else ""))
 widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 for row in rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))

@@ -372,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--decode-device", default="cpu", choices=["cpu", "cuda"], help="e2e: JPEG decoding"
     )
+    p.add_argument("--rate", type=float, help="e2e: offer frames/s and report latency at that load")
     p.add_argument("--seed", type=int, default=0, help="random weights and synthetic frames")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.set_defaults(handler=_cmd_bench)

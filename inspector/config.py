@@ -201,6 +201,10 @@ class KafkaSourceConfig(_Frozen):
         decode_device: ``cuda`` decodes JPEG frames on the GPU (nvJPEG through torchvision),
             so pixels go straight to the model without a host round trip; other formats are
             decoded by OpenCV as with ``cpu``.
+        fetch_max_wait_ms: Longest a fetch may wait at the broker for new frames. Apache
+            Kafka answers as soon as a frame arrives; brokers that hold the fetch to the end
+            (the embedded test broker) add up to this much latency per frame. Kafka's 500
+            added ~125 ms there; 50 costs at most 20 empty fetches/s on an idle topic.
     """
 
     type: Literal["kafka"] = "kafka"
@@ -208,6 +212,7 @@ class KafkaSourceConfig(_Frozen):
     decode_threads: int = Field(default=2, ge=1)
     max_poll_records: int = Field(default=64, ge=1)
     decode_device: Literal["cpu", "cuda"] = "cpu"
+    fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
 
 
 class CameraSourceConfig(_Frozen):

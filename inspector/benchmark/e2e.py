@@ -6,6 +6,10 @@ the benchmark's model switches; the rate is timed from the first result to the l
 results' record timestamps, set by the daemon's producer), so start-up, warm-up and the
 group join are excluded. The model alone is timed on the same frames at the same batch size,
 in the same process, before and after the daemon; ``e2e_ratio`` is relative to their mean.
+
+With ``rate`` the frames are offered at that rate instead, once a probe frame has come back
+(the group has joined and the model is warm), and every frame's produce-to-result latency is
+reported: what a frame sees at that load, without the queueing of a saturated run.
 """
 
 from __future__ import annotations
@@ -47,8 +51,14 @@ class _Collected:
 
     stamps_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
-    anomalous: int = 0
+    #: Frames-topic offset of each result's frame (results in arrival order).
+    offsets: list[int] = field(default_factory=list)
+    flagged: list[bool] = field(default_factory=list)
     dead_letters: int = 0
+
+    @property
+    def accounted(self) -> int:
+        return len(self.stamps_ms) + self.dead_letters
 
     def add_result(self, timestamp_ms: int, value: bytes) -> None:
         message = json.loads(value)
@@ -56,7 +66,53 @@ class _Collected:
         # without timestamps, where the arrival time here is the best left.
         self.stamps_ms.append(timestamp_ms if timestamp_ms >= 0 else time.time() * 1e3)
         self.latencies_ms.append(float(message["latency_ms"]["total"]))
-        self.anomalous += bool(message["is_anomalous"])
+        self.offsets.append(int(message["source"]["offset"]))
+        self.flagged.append(bool(message["is_anomalous"]))
+
+
+@dataclass
+class _Paced:
+    """Frames offered at a fixed rate from a thread once the daemon consumes."""
+
+    bootstrap: str
+    topic: str
+    payloads: Sequence[bytes]
+    rate: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: Frames-topic offset -> wall-clock send time (ms), filled when the thread ends.
+    sent_ms: dict[int, float] = field(default_factory=dict)
+    failure: list[BaseException] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="bench-producer", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.failure:
+            raise self.failure[0]
+
+    def _run(self) -> None:
+        # No lingering: a frame leaves when it is offered, as a camera's would.
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        try:
+            sends = []
+            period, next_at = 1.0 / self.rate, time.monotonic()
+            for i, payload in enumerate(self.payloads):
+                if self.stop.wait(max(0.0, next_at - time.monotonic())):
+                    break
+                sent_at = time.time() * 1e3
+                future = producer.send(self.topic, payload, key=f"cam-{i % 4}".encode())
+                sends.append((future, sent_at))
+                next_at += period
+            producer.flush(120)
+            self.sent_ms = {future.get(60).offset: at for future, at in sends}
+        except BaseException as exc:  # re-raised by join()
+            self.failure.append(exc)
+        finally:
+            producer.close()
 
 
 def decode_threads() -> int:
@@ -123,8 +179,14 @@ def _daemon_config(
     )
 
 
-def _stream(config: InspectorConfig, n_frames: int, timeout_s: float) -> _Collected:
-    """Run the daemon in a thread until every frame has a result or a dead letter."""
+def _stream(
+    config: InspectorConfig, n_frames: int, timeout_s: float, paced: _Paced | None = None
+) -> _Collected:
+    """Run the daemon in a thread until every frame has a result or a dead letter.
+
+    With ``paced``, ``paced`` starts offering its frames once the first of ``n_frames`` (the
+    probe, produced beforehand) has come back.
+    """
     kafka = config.kafka
     consumer = KafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
@@ -146,7 +208,7 @@ def _stream(config: InspectorConfig, n_frames: int, timeout_s: float) -> _Collec
     got = _Collected()
     deadline = time.monotonic() + timeout_s
     try:
-        while len(got.stamps_ms) + got.dead_letters < n_frames:
+        while got.accounted < n_frames:
             if not thread.is_alive() or time.monotonic() > deadline:
                 break
             for tp, records in consumer.poll(timeout_ms=200).items():
@@ -155,13 +217,18 @@ def _stream(config: InspectorConfig, n_frames: int, timeout_s: float) -> _Collec
                     continue
                 for record in records:
                     got.add_result(record.timestamp, record.value)
+            if paced is not None and paced.thread is None and got.accounted:
+                paced.start()
     finally:
+        if paced is not None:
+            paced.stop.set()
+            paced.join()
         daemon.request_exit()
         thread.join()
         consumer.close(autocommit=False)
     if failure:
         raise failure[0]
-    missing = n_frames - len(got.stamps_ms) - got.dead_letters
+    missing = n_frames - got.accounted
     if missing:
         raise InspectorError(
             f"e2e: {missing} of {n_frames} frames had neither a result nor a dead letter "
@@ -217,11 +284,20 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             create_topics(
                 bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
             )
-            produce_s = _produce(bootstrap, kafka.frames_topic, jpegs)
-            log.info("produced %d frames in %.1f s; starting the daemon", n, produce_s)
-            got = _stream(config, n, options.timeout_s)
+            paced = None
+            if options.rate is None:
+                produce_s = _produce(bootstrap, kafka.frames_topic, jpegs)
+                log.info("produced %d frames in %.1f s; starting the daemon", n, produce_s)
+            else:
+                # One probe frame first: its result shows the group joined and the model warm.
+                produce_s = _produce(bootstrap, kafka.frames_topic, jpegs[:1])
+                paced = _Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
+            got = _stream(config, n + (paced is not None), options.timeout_s, paced)
         _release(device)  # the daemon's model
         after, _, _ = _model_only(ckpt, device, options, batches)
+    paced_fields: dict[str, Any] = {}
+    if paced is not None:
+        got, paced_fields = _paced_results(got, paced)
     results = len(got.stamps_ms)
     span_s = (max(got.stamps_ms) - min(got.stamps_ms)) / 1e3 if results else 0.0
     if results < 2 or span_s <= 0:
@@ -238,7 +314,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             **latency_fields(got.latencies_ms, "frame"),
             "results": results,
             "dead_letters": got.dead_letters,
-            "anomalous_results": got.anomalous,
+            "anomalous_results": sum(got.flagged),
             "model_only_images_per_s": model_rate,
             "model_only_before_after": [before, after],
             "e2e_ratio": e2e_rate / model_rate,
@@ -246,6 +322,36 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             "decode_threads": decode_threads(),
             "decode_device": options.decode_device,
             "produce_s": produce_s,
+            **paced_fields,
         }
     )
     return finish(result, gflop, device)
+
+
+def _paced_results(got: _Collected, paced: _Paced) -> tuple[_Collected, dict[str, Any]]:
+    """The paced frames' results (the probe's left out) and their latency fields.
+
+    Produce-to-result latency: the frame's send time here to its result's record timestamp
+    (the daemon's producer, same clock on one machine; another machine's clock skew would
+    show in it).
+    """
+    kept = _Collected(dead_letters=got.dead_letters)
+    waits = []
+    rows = zip(got.stamps_ms, got.latencies_ms, got.offsets, got.flagged, strict=True)
+    for stamp, latency, offset, flagged in rows:
+        if offset in paced.sent_ms:
+            kept.stamps_ms.append(stamp)
+            kept.latencies_ms.append(latency)
+            kept.offsets.append(offset)
+            kept.flagged.append(flagged)
+            waits.append(max(0.0, stamp - paced.sent_ms[offset]))
+    if not waits:
+        raise InspectorError("e2e --rate: no paced frame came back; see the daemon's log")
+    fields = latency_fields(waits, "frame")
+    p50, p95, p99 = fields["p50_ms"], fields["p95_ms"], fields["p99_ms"]
+    return kept, {
+        "rate": paced.rate,
+        "produce_to_result_p50_ms": p50,
+        "produce_to_result_p95_ms": p95,
+        "produce_to_result_p99_ms": p99,
+    }

@@ -39,6 +39,9 @@ class BenchOptions:
         compare_anomalib: Also run anomalib's model with the same weights (model mode only).
         bootstrap_servers: e2e: this broker instead of the embedded one.
         decode_device: e2e: where the daemon decodes JPEG frames (``cuda``: nvJPEG).
+        rate: e2e: offer the frames at this rate (frames/s) once the daemon is consuming, and
+            report produce-to-result latency at that load; ``None``: all frames up front
+            (throughput under saturation).
         seed: Seeds the random weights and the synthetic frames.
         timeout_s: e2e: longest wait for every result.
     """
@@ -57,6 +60,7 @@ class BenchOptions:
     compare_anomalib: bool = False
     bootstrap_servers: str | None = None
     decode_device: Literal["cpu", "cuda"] = "cpu"
+    rate: float | None = None
     seed: int = 0
     timeout_s: float = 1800.0
 
@@ -112,6 +116,8 @@ class BenchOptions:
             command += ["--decode-device", self.decode_device]
         if self.bootstrap_servers:
             command += ["--bootstrap-servers", self.bootstrap_servers]
+        if self.rate is not None:
+            command += ["--rate", str(self.rate)]
         return command
 
     def validate(self) -> None:
@@ -136,6 +142,8 @@ class BenchOptions:
             raise ConfigError("--compare-anomalib works in --mode model only")
         if self.bootstrap_servers is not None and self.mode != "e2e":
             raise ConfigError("--bootstrap-servers works in --mode e2e only")
+        if self.rate is not None and (self.mode != "e2e" or self.rate <= 0):
+            raise ConfigError(f"--rate {self.rate:g}: a positive rate, in --mode e2e only")
         if self.decode_device != "cpu" and self.mode != "e2e":
             # Model mode decodes once, before timing: the decoder is not part of it.
             raise ConfigError("--decode-device works in --mode e2e only")

@@ -125,6 +125,7 @@ class KafkaSource(Source):
             "heartbeat_interval_ms": k.heartbeat_interval_ms,
             "request_timeout_ms": k.request_timeout_ms,
             "max_poll_records": self.config.max_poll_records,
+            "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
             # Size limits live in the client: a broker may have none (the test broker).
             "max_partition_fetch_bytes": partition_fetch,
             "fetch_max_bytes": max(_DEFAULT_FETCH_MAX_BYTES, partition_fetch),

@@ -62,3 +62,23 @@ def test_e2e_bench_counts_every_frame(
     # The benchmark checkpoint flags some frames, not all or none (post-processing work).
     assert 0 < result["anomalous_results"] < FRAMES
     assert result["command"][-2:] == ["--bootstrap-servers", bootstrap]
+
+
+def test_paced_e2e_reports_produce_to_result_latency(
+    bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--backbone", "resnet18", "--image-size", "64", "--batch-size", "4"]
+    flags += ["--frames", str(FRAMES), "--device", "cpu", "--warmup", "1", "--rate", "20"]
+    code = main(["bench", "--mode", "e2e", *flags, "--bootstrap-servers", bootstrap])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    # Every offered frame is counted once; the probe frame sent first is not among them.
+    assert (result["frames"], result["results"], result["dead_letters"]) == (FRAMES, FRAMES, 0)
+    assert result["rate"] == 20.0
+    assert result["command"][-4:] == ["--bootstrap-servers", bootstrap, "--rate", "20.0"]
+    p50, p95, p99 = (result[f"produce_to_result_{q}_ms"] for q in ("p50", "p95", "p99"))
+    assert 0 < p50 <= p95 <= p99
+    # A frame's time inside the daemon is part of its time from producer to result.
+    # (1 ms: record timestamps are whole milliseconds.)
+    assert p50 >= result["p50_ms"] - 1 and p99 >= result["p99_ms"] - 1

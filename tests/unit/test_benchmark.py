@@ -172,6 +172,8 @@ def _exit_code(argv: list[str]) -> int | str | None:
         (["--bootstrap-servers", "localhost:9092"], "--bootstrap-servers"),
         (["--decode-device", "cuda"], "--decode-device"),
         (["--mode", "e2e", "--frames", "3"], "twice --batch-size"),
+        (["--rate", "10"], "--rate 10: a positive rate, in --mode e2e only"),
+        (["--mode", "e2e", "--rate", "0"], "--rate 0: a positive rate"),
     ],
 )
 def test_bad_flags_exit_2(

@@ -244,6 +244,7 @@ def test_bench_records_a_command_that_reproduces_every_option(
         warmup=5,
         bootstrap_servers="broker:9092",
         decode_device="cuda",
+        rate=12.5,
         seed=7,
     )
     seen = _capture(monkeypatch, "inspector.benchmark", "run_benchmark")

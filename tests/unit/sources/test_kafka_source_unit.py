@@ -156,10 +156,11 @@ def test_consumer_settings_commit_manually_from_earliest_with_client_side_limits
             sasl_password=SecretStr("s3cret"),
             ssl_cafile="/etc/ca.pem",
         ),
-        KafkaSourceConfig(max_poll_records=7),
+        KafkaSourceConfig(max_poll_records=7, fetch_max_wait_ms=35),
         Metrics(CollectorRegistry()),
     )
     settings = source.consumer_settings()
+    assert settings["fetch_max_wait_ms"] == 35
     assert settings["bootstrap_servers"] == ["a:9092", "b:9092"]
     assert settings["group_id"] == "g"
     assert settings["enable_auto_commit"] is False
