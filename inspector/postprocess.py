@@ -82,12 +82,10 @@ class Postprocessor:
         The model worker asks this to bring back only those frames' maps; it is the same
         comparison :meth:`decide` makes.
         """
-        return self._above_threshold(self.calibration.normalise_image(raw_scores.float()))
-
-    def _above_threshold(self, normalised: torch.Tensor) -> torch.Tensor:
-        # One comparison for needs_map() and decide(), in float64: in float32 a threshold
-        # such as 0.8 is rounded and the two could disagree at the boundary.
-        return normalised.double() > self.threshold.image
+        # float64, as decide() computes each score: the two agree at the boundary bit for bit
+        # (in float32 a threshold such as 0.8 is rounded and they could disagree).
+        normalised = self.calibration.normalise_image(raw_scores.double())
+        return normalised > self.threshold.image
 
     def decide(
         self, raw_map: torch.Tensor | None, raw_score: float, image_size: tuple[int, int]
@@ -107,9 +105,8 @@ class Postprocessor:
             ValueError: An anomalous frame came without its map.
         """
         cal = self.calibration
-        normalised = cal.normalise_image(torch.tensor([raw_score], dtype=torch.float32))
-        score = float(normalised[0])
-        anomalous = bool(self._above_threshold(normalised)[0])
+        score = cal.normalise_score(raw_score)
+        anomalous = score > self.threshold.image
         heat = None
         if raw_map is not None:
             heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
@@ -130,7 +127,10 @@ class Postprocessor:
         ]
         regions.sort(key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
         regions = regions[: self.config.max_defects]
-        mask = np.isin(labels, regions) if regions else np.zeros((h, w), bool)
+        # A lookup table by label: one pass over the pixels (np.isin sorts them).
+        keep = np.zeros(count, dtype=bool)
+        keep[regions] = True
+        mask = keep[labels]
         defects = []
         for i in regions:
             x, y, bw, bh, area = (int(v) for v in stats[i, :5])

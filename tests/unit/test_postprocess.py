@@ -97,6 +97,33 @@ def test_needs_map_agrees_with_decide() -> None:
             assert decision.is_anomalous == need
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.55, 0.7, 0.8, 0.9])
+def test_needs_map_agrees_with_decide_at_the_exact_boundary(threshold: float) -> None:
+    # Awkward calibration numbers, and raw scores as the worker gives them (float32): every
+    # float32 within 256 steps of the score that normalises exactly to the threshold. Computed
+    # in float32, some of them land on the other side of the threshold than in float64.
+    cal = CAL.model_copy(update={"image_threshold": 0.7311, "image_min": 0.013, "image_max": 1.9})
+    post = Postprocessor(cal, MODEL, PostprocessConfig(image_threshold=threshold))
+    edge = cal.image_threshold + (threshold - 0.5) * (cal.image_max - cal.image_min)
+    bits = np.array([edge], dtype=np.float32).view(np.int32)[0] + np.arange(-256, 257)
+    raw = torch.from_numpy(bits.astype(np.int32).view(np.float32).copy())
+    needed = post.needs_map(raw)
+    assert 0 < int(needed.sum()) < len(raw)  # both sides of the boundary are exercised
+    for value, need in zip(raw.tolist(), needed.tolist(), strict=True):
+        decision = post.decide(torch.full((8, 8), value), value, (8, 8))
+        assert decision.is_anomalous == need
+
+
+def test_normalise_score_is_normalise_image_for_one_score() -> None:
+    cal = CAL.model_copy(update={"image_threshold": 0.7311, "image_min": 0.013, "image_max": 1.9})
+    raw = torch.cat([torch.rand(500, dtype=torch.float64) * 3 - 0.5, torch.tensor([0.7311])])
+    batch = cal.normalise_image(raw)
+    for value, expected in zip(raw.tolist(), batch.tolist(), strict=True):
+        assert cal.normalise_score(value) == expected  # exactly, not approximately
+    assert cal.normalise_score(0.7311) == 0.5
+    assert cal.normalise_score(0.2, threshold=0.2) == 0.5
+
+
 def test_a_frame_without_its_map() -> None:
     post = Postprocessor(CAL, MODEL, PostprocessConfig())
     normal = post.decide(None, 0.3, (32, 32))
