@@ -182,7 +182,11 @@ def encode_png_base64(mask: np.ndarray) -> str:
     Raises:
         InspectorError: The mask cannot be encoded (for example, it is empty).
     """
-    binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        binary = mask.view(np.uint8) * np.uint8(255)  # one pass (frame-sized masks are MBs)
+    else:
+        binary = (mask > 0).astype(np.uint8) * 255
     try:
         ok, buf = cv2.imencode(".png", binary)
     except cv2.error as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -109,42 +110,55 @@ class Postprocessor:
         anomalous = score > self.threshold.image
         heat = None
         if raw_map is not None:
-            heat = cal.normalise_pixel(raw_map.float()).cpu().numpy().astype(np.float32)
+            heat = cal.normalise_pixel_array(raw_map.detach().float().cpu().numpy())
         if not anomalous:
             return FrameDecision(score, raw_score, False, [], None, heat)
         if heat is None:
             raise ValueError("an anomalous frame needs its anomaly map")
+        defects, mask = self._segment(heat, image_size)
+        return FrameDecision(score, raw_score, True, defects, mask, heat)
+
+    def _segment(
+        self, heat: np.ndarray, image_size: tuple[int, int]
+    ) -> tuple[list[Defect], np.ndarray]:
+        """Defect regions and mask of a normalised map ``(H, W)``, in frame pixels ``(h, w)``.
+
+        Regions are found at the map's own resolution, the resolution its information has,
+        and their geometry is scaled to the frame: on a 1920 x 1080 frame, labelling the
+        upscaled map took ~30 ms per anomalous frame, this ~1 ms plus the mask's upscaling.
+        """
         h, w = image_size
-        # Resize the continuous map, then threshold: a smoother outline than upscaling a binary
-        # mask, and the same decision at the model's own resolution.
-        full = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
-        binary = (full > self.threshold.pixel).astype(np.uint8)
+        sx, sy = w / heat.shape[1], h / heat.shape[0]
+        binary = (heat > self.threshold.pixel).astype(np.uint8)
         count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        regions = [
-            i
-            for i in range(1, count)
-            if stats[i, cv2.CC_STAT_AREA] >= self.config.min_defect_area_px
-        ]
-        regions.sort(key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+        areas = stats[:, cv2.CC_STAT_AREA] * (sx * sy)  # in frame pixels
+        regions = [i for i in range(1, count) if areas[i] >= self.config.min_defect_area_px]
+        regions.sort(key=lambda i: -float(areas[i]))
         regions = regions[: self.config.max_defects]
-        # A lookup table by label: one pass over the pixels (np.isin sorts them).
-        keep = np.zeros(count, dtype=bool)
-        keep[regions] = True
-        mask = keep[labels]
         defects = []
         for i in regions:
-            x, y, bw, bh, area = (int(v) for v in stats[i, :5])
-            values = full[labels == i]
+            x, y, bw, bh = (int(v) for v in stats[i, :4])
+            x0, y0 = int(x * sx), int(y * sy)
+            x1, y1 = min(w, math.ceil((x + bw) * sx)), min(h, math.ceil((y + bh) * sy))
+            values = heat[labels == i]
             defects.append(
                 Defect(
-                    bbox=(x, y, bw, bh),
-                    area_px=area,
-                    max_score=float(np.clip(values.max(), 0, 1)),
-                    mean_score=float(np.clip(values.mean(), 0, 1)),
-                    centroid=(float(centroids[i, 0]), float(centroids[i, 1])),
+                    bbox=(x0, y0, x1 - x0, y1 - y0),
+                    area_px=round(float(areas[i])),
+                    max_score=float(values.max()),
+                    mean_score=float(values.mean()),
+                    # Pixel centres: model pixel c covers frame pixels [c * s, (c + 1) * s).
+                    centroid=(
+                        float((centroids[i, 0] + 0.5) * sx - 0.5),
+                        float((centroids[i, 1] + 0.5) * sy - 0.5),
+                    ),
                 )
             )
-        return FrameDecision(score, raw_score, True, defects, mask, heat)
+        # The kept regions upscaled smoothly (linear, then halfway), not in blocks of s pixels.
+        keep = np.zeros(count, dtype=np.uint8)
+        keep[regions] = 255
+        mask = cv2.resize(keep[labels], (w, h), interpolation=cv2.INTER_LINEAR) > 127
+        return defects, mask
 
     def to_message(
         self, frame: FrameMeta, decision: FrameDecision, latency: Latency

@@ -36,11 +36,14 @@ def test_regions_are_in_original_frame_pixels() -> None:
     assert decision.is_anomalous
     assert decision.mask is not None and decision.mask.shape == (128, 256)
     assert len(decision.defects) == 1  # the speck is below the minimum area once resized
-    x, y, w, h = decision.defects[0].bbox
-    assert abs(x - 120) <= 4 and abs(y - 20) <= 3 and abs(w - 64) <= 6 and abs(h - 20) <= 4
-    cx, cy = decision.defects[0].centroid
-    assert x <= cx <= x + w and y <= cy <= y + h
-    assert decision.defects[0].area_px == int(decision.mask.sum())
+    # The 16 x 10 blob at (30, 10) of the 64 x 64 map, scaled by 4 across and 2 down.
+    assert decision.defects[0].bbox == (120, 20, 64, 20)
+    assert decision.defects[0].centroid == (151.5, 29.5)
+    assert decision.defects[0].area_px == 16 * 10 * 4 * 2
+    # The mask is the region upscaled smoothly: its outline is within a pixel of the bbox.
+    assert int(decision.mask.sum()) == pytest.approx(16 * 10 * 4 * 2, rel=0.02)
+    rows, cols = np.nonzero(decision.mask)
+    assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (120, 20, 184, 40)
     assert 0.5 < decision.defects[0].mean_score <= decision.defects[0].max_score <= 1.0
 
 
@@ -122,6 +125,33 @@ def test_normalise_score_is_normalise_image_for_one_score() -> None:
         assert cal.normalise_score(value) == expected  # exactly, not approximately
     assert cal.normalise_score(0.7311) == 0.5
     assert cal.normalise_score(0.2, threshold=0.2) == 0.5
+
+
+def test_normalise_pixel_array_is_normalise_pixel_on_the_host() -> None:
+    cal = CAL.model_copy(update={"pixel_threshold": 0.61, "pixel_min": 0.02, "pixel_max": 1.7})
+    raw = torch.rand(64, 48) * 6 - 3
+    expected = cal.normalise_pixel(raw).numpy()
+    got = cal.normalise_pixel_array(raw.numpy())
+    assert got.dtype == np.float32 and got.shape == (64, 48)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert got.min() == 0.0 and got.max() == 1.0  # clipped at both ends
+
+
+def test_regions_on_a_frame_of_another_aspect_and_size() -> None:
+    # A 256 x 256 map on a 1920 x 1080 frame: 7.5 frame pixels per map pixel across, 4.22 down.
+    raw = torch.full((256, 256), 0.2)
+    raw[100:120, 40:80] = 1.8
+    decision = Postprocessor(CAL, MODEL, PostprocessConfig()).decide(raw, 1.8, (1080, 1920))
+    assert decision.mask is not None and decision.mask.shape == (1080, 1920)
+    (defect,) = decision.defects
+    x, y, w, h = defect.bbox
+    assert (x, y, x + w, y + h) == (300, 421, 600, 507)  # [40, 80) * 7.5, [100, 120) * 4.22
+    assert defect.area_px == round(40 * 20 * 7.5 * 1080 / 256)
+    rows, cols = np.nonzero(decision.mask)
+    assert x <= cols.min() and cols.max() < x + w and y <= rows.min() and rows.max() < y + h
+    assert int(decision.mask.sum()) == pytest.approx(defect.area_px, rel=0.02)
+    cx, cy = defect.centroid
+    assert cx == pytest.approx(450, abs=0.5) and cy == pytest.approx(464, abs=0.5)
 
 
 def test_a_frame_without_its_map() -> None:
