@@ -321,16 +321,7 @@ class Pipeline:
     # --- delivery ----------------------------------------------------------------------------
 
     def _fail_frame(self, frame: Frame, stage: str, kind: str, exc: BaseException) -> None:
-        letter = DeadLetter(
-            reason=f"{type(exc).__name__}: {exc}",
-            error_type=kind,
-            stage=stage,
-            camera_id=frame.meta.camera_id,
-            raw=frame.raw,
-            failed_at=datetime.now(UTC).isoformat(),
-            ack=frame.ack,
-        )
-        self._deliver_dead_letter(letter)
+        self._deliver_dead_letter(_dead_letter(frame, stage, kind, _describe(exc)))
 
     def _deliver(self, inspection: Inspection) -> None:
         frame = inspection.frame
@@ -341,16 +332,10 @@ class Pipeline:
                 # forever and hold back its partition's commits: it becomes a dead letter with
                 # the original message. If that fails too (broker down), nothing is acked and
                 # the frame comes again after a restart.
-                reason = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
+                reason = "; ".join(_describe(e) for e in errors)
                 log.error("delivery of %s failed: %s", frame.meta.frame_id, reason)
-                letter = DeadLetter(
-                    reason=f"result not delivered: {reason}",
-                    error_type="publish_failed",
-                    stage="publish",
-                    camera_id=frame.meta.camera_id,
-                    raw=frame.raw,
-                    failed_at=datetime.now(UTC).isoformat(),
-                    ack=frame.ack,
+                letter = _dead_letter(
+                    frame, "publish", "publish_failed", f"result not delivered: {reason}"
                 )
                 self._redeliver.submit(self._deliver_dead_letter, letter)
                 return  # the dead letter's delivery releases the slot
@@ -411,3 +396,20 @@ class Pipeline:
         with self._lock:
             self._in_flight -= 1
         self._slots.release()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _dead_letter(frame: Frame, stage: str, kind: str, reason: str) -> DeadLetter:
+    """A frame that failed after decoding, with its original message (Kafka input)."""
+    return DeadLetter(
+        reason=reason,
+        error_type=kind,
+        stage=stage,
+        camera_id=frame.meta.camera_id,
+        raw=frame.raw,
+        failed_at=datetime.now(UTC).isoformat(),
+        ack=frame.ack,
+    )

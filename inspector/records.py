@@ -122,7 +122,7 @@ class Calibration(BaseModel):
         )
 
     def normalise_pixel_array(self, maps: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """:meth:`normalise_pixel` for one float32 map on the host, ``(H, W)`` -> float32.
+        """:meth:`normalise_pixel` for maps on the host (any shape) -> float32, same shape.
 
         NumPy in place: on a 256 x 256 map torch's per-call overhead was most of the cost.
         """

@@ -104,7 +104,7 @@ class _Paced:
                 if self.stop.wait(max(0.0, next_at - time.monotonic())):
                     break
                 sent_at = time.time() * 1e3
-                future = producer.send(self.topic, payload, key=f"cam-{i % 4}".encode())
+                future = producer.send(self.topic, payload, key=_camera_key(i))
                 sends.append((future, sent_at))
                 next_at += period
             producer.flush(120)
@@ -120,6 +120,11 @@ def decode_threads() -> int:
     return max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
+def _camera_key(i: int) -> bytes:
+    """Frame ``i``'s key: four cameras taking turns, in both the saturated and the paced run."""
+    return f"cam-{i % 4}".encode()
+
+
 def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
     """Send every frame (keyed by four cameras); returns the seconds it took."""
     t0 = time.perf_counter()
@@ -129,7 +134,7 @@ def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
     )
     try:
         for i, payload in enumerate(payloads):
-            producer.send(topic, payload, key=f"cam-{i % 4}".encode())
+            producer.send(topic, payload, key=_camera_key(i))
         producer.flush(120)
     finally:
         producer.close()

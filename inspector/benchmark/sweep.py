@@ -36,6 +36,13 @@ class BatchChoice:
     best_images_per_s: float | None
     reason: str
 
+    @classmethod
+    def of(cls, run: Mapping[str, Any], best: float | None, reason: str) -> BatchChoice:
+        """The choice of the batch size that ``run`` (a benchmark result) measured."""
+        return cls(
+            int(run["batch_size"]), float(run["images_per_s"]), float(run["p95_ms"]), best, reason
+        )
+
     def as_json(self) -> dict[str, Any]:
         """JSON-ready fields, prefixed so they cannot clash with a benchmark result's."""
         return {
@@ -83,10 +90,8 @@ def recommend_batch_size(
     within = [r for r in measured if latency_budget_ms is None or r["p95_ms"] <= latency_budget_ms]
     if not within:
         fastest = min(measured, key=lambda r: float(r["p95_ms"]))
-        return BatchChoice(
-            int(fastest["batch_size"]),
-            float(fastest["images_per_s"]),
-            float(fastest["p95_ms"]),
+        return BatchChoice.of(
+            fastest,
             None,
             f"no batch size meets the {latency_budget_ms:g} ms budget; batch "
             f"{fastest['batch_size']} has the lowest p95 ({fastest['p95_ms']:.1f} ms)",
@@ -94,10 +99,8 @@ def recommend_batch_size(
     best = max(float(r["images_per_s"]) for r in within)
     chosen = next(r for r in within if r["images_per_s"] >= (1 - tolerance) * best)
     budget = "" if latency_budget_ms is None else f" within the {latency_budget_ms:g} ms budget"
-    return BatchChoice(
-        int(chosen["batch_size"]),
-        float(chosen["images_per_s"]),
-        float(chosen["p95_ms"]),
+    return BatchChoice.of(
+        chosen,
         best,
         f"smallest batch size reaching {100 * (1 - tolerance):g} % of the best throughput "
         f"({best:.1f} images/s){budget}",

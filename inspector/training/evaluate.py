@@ -123,7 +123,7 @@ def _plots(
         cal.image_threshold if cal is not None else None,
     )
     if cal is not None:
-        heat = cal.normalise_pixel(torch.from_numpy(maps)).numpy()
+        heat = cal.normalise_pixel_array(maps)
     else:  # uncalibrated: stretch to 0..1 so the overlay still shows where the model looks
         heat = (maps - maps.min()) / max(float(maps.max() - maps.min()), 1e-12)
     bgr = (images.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).round().astype(np.uint8)
