@@ -199,8 +199,8 @@ class KafkaSourceConfig(_Frozen):
         decode_threads: Threads decoding images (OpenCV releases the GIL).
         max_poll_records: Records fetched per poll.
         decode_device: ``cuda`` decodes JPEG frames on the GPU (nvJPEG through torchvision),
-            so pixels go straight to the model without a host round trip; other formats are
-            decoded by OpenCV as with ``cpu``.
+            each poll's JPEG frames as one batch, so pixels go straight to the model without a
+            host round trip; other formats, and JPEGs nvJPEG refuses, are decoded by OpenCV.
         fetch_max_wait_ms: Longest a fetch may wait at the broker for new frames. Apache
             Kafka answers as soon as a frame arrives; brokers that hold the fetch to the end
             (the embedded test broker) add up to this much latency per frame. Kafka's 500

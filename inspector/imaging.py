@@ -59,17 +59,27 @@ def decode_image(data: bytes) -> np.ndarray:
     """
     if not data:
         raise ImageDecodeError("empty payload")
-    # OpenCV 4.x decodes a cut-off JPEG into a grey-filled picture with only a log line
-    # (5.x returns None); inspecting half a frame would report a huge bogus defect, so a JPEG
-    # must end with its EOI marker, whichever OpenCV is installed.
-    if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-_JPEG_TAIL:]:
-        raise ImageDecodeError(f"truncated JPEG ({len(data)} bytes, no end-of-image marker)")
+    check_jpeg_complete(data)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageDecodeError(
             f"not a decodable image ({len(data)} bytes, starts with {data[:8]!r})"
         )
     return _to_bgr8(image)
+
+
+def check_jpeg_complete(data: bytes) -> None:
+    """Refuse a JPEG cut off in transit, whichever decoder is to read it.
+
+    OpenCV 4.x decodes a cut-off JPEG into a grey-filled picture with only a log line (5.x
+    returns None) and GPU decoders may fill the missing rows too; inspecting half a frame
+    would report a huge bogus defect, so a JPEG must end with its EOI marker.
+
+    Raises:
+        ImageDecodeError: ``data`` starts like a JPEG and has no end-of-image marker.
+    """
+    if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-_JPEG_TAIL:]:
+        raise ImageDecodeError(f"truncated JPEG ({len(data)} bytes, no end-of-image marker)")
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ from inspector.kafka_metrics import connection_count
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame
 from inspector.sources.base import Source
-from inspector.sources.kafka_records import decode_timed, to_item, wants_decoding
+from inspector.sources.kafka_records import decode_values, to_item, wants_decoding
 from inspector.sources.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -223,13 +223,8 @@ class KafkaSource(Source):
         self.metrics.frames_received.labels(source=self.name).inc(len(records))
         limit = self.kafka.max_message_bytes
         assert self._executor is not None
-        futures = [
-            self._executor.submit(decode_timed, record.value, self._jpeg_device)
-            if wants_decoding(record.value, limit)
-            else None
-            for _, record in records
-        ]
-        decoded = [None if f is None else f.result() for f in futures]
+        values = [r.value if wants_decoding(r.value, limit) else None for _, r in records]
+        decoded = decode_values(values, self._executor, self._jpeg_device)
         received = self._clock()
         items: list[Frame | DeadLetter] = []
         for (tp, record), result in zip(records, decoded, strict=True):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from inspector.errors import ImageDecodeError
-from inspector.imaging import decode_image
+from inspector.imaging import check_jpeg_complete, decode_image
 from inspector.records import AckFn, DeadLetter, Frame, FrameMeta, RawMessage
 
 log = logging.getLogger(__name__)
@@ -84,27 +86,101 @@ class Decoded:
     seconds: float
 
 
+def _jpeg_tensor(data: bytes) -> torch.Tensor:
+    # torchvision reads the bytes from a CPU uint8 tensor; bytearray: frombuffer wants it writable.
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
 def decode_timed(data: bytes, jpeg_device: torch.device | None = None) -> Decoded:
     """Decode ``data`` like :func:`inspector.imaging.decode_image`, never raising.
 
     Args:
         data: The encoded image.
         jpeg_device: Decode JPEG with torchvision on this device (``cuda``: nvJPEG) into an
-            RGB ``(3, h, w)`` tensor; ``None``, or another format: OpenCV, BGR ``(h, w, 3)``.
+            RGB ``(3, h, w)`` tensor; ``None``, another format, or a JPEG torchvision refuses
+            (nvJPEG lacks some JPEG variants that OpenCV reads): OpenCV, BGR ``(h, w, 3)``.
     """
     started = time.perf_counter()
     try:
-        image: np.ndarray | torch.Tensor
+        image: np.ndarray | torch.Tensor | None = None
         if jpeg_device is not None and data[:3] == _JPEG_MAGIC:
-            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            image = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=jpeg_device)
-        else:
+            check_jpeg_complete(data)
+            try:
+                image = decode_jpeg(_jpeg_tensor(data), mode=ImageReadMode.RGB, device=jpeg_device)
+            except RuntimeError as exc:
+                log.debug("torchvision refused a JPEG (%s); decoding it with OpenCV", exc)
+        if image is None:
             image = decode_image(data)
     except ImageDecodeError as exc:
         return Decoded(None, str(exc), time.perf_counter() - started)
     except Exception as exc:  # OpenCV raising on hostile input is still bad input, not a bug
         return Decoded(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
     return Decoded(image, None, time.perf_counter() - started)
+
+
+def decode_jpegs(values: Sequence[bytes], device: torch.device) -> list[Decoded]:
+    """Decode JPEG values with torchvision in one call: one nvJPEG batch on CUDA.
+
+    torchvision documents a list as faster than a call per image on CUDA, and returns nothing
+    when any image of the list fails; then each value is decoded on its own
+    (:func:`decode_timed`), so one bad frame costs its batch the batching, not its frames.
+
+    Args:
+        values: JPEG-encoded images.
+        device: Where to decode (and keep) them.
+
+    Returns:
+        One outcome per value, in order; a batch's time is shared equally among its frames.
+    """
+    if not values:
+        return []
+    started = time.perf_counter()
+    try:
+        for data in values:
+            check_jpeg_complete(data)
+        images = decode_jpeg(
+            [_jpeg_tensor(data) for data in values], mode=ImageReadMode.RGB, device=device
+        )
+    except Exception as exc:  # a truncated or refused image among them: find it alone
+        log.debug("batched JPEG decoding failed (%s); decoding one by one", exc)
+        return [decode_timed(data, device) for data in values]
+    share = (time.perf_counter() - started) / len(values)
+    return [Decoded(image, None, share) for image in images]
+
+
+def decode_values(
+    values: Sequence[bytes | None], executor: Executor, jpeg_device: torch.device | None
+) -> list[Decoded | None]:
+    """Decode a poll's values: JPEG on ``jpeg_device`` as one batch, the rest on ``executor``.
+
+    Args:
+        values: Encoded images; ``None`` for a value not to decode (empty or oversized).
+        executor: Thread pool for OpenCV (which releases the GIL while decoding).
+        jpeg_device: Device for torchvision's JPEG decoding; ``None``: everything by OpenCV.
+
+    Returns:
+        One outcome per value, in order (``None`` for ``None``).
+    """
+    on_device = [
+        i
+        for i, data in enumerate(values)
+        if jpeg_device is not None and data is not None and data[:3] == _JPEG_MAGIC
+    ]
+    batched = set(on_device)
+    futures = {
+        i: executor.submit(decode_timed, data)
+        for i, data in enumerate(values)
+        if data is not None and i not in batched
+    }
+    outcomes: list[Decoded | None] = [None] * len(values)
+    if jpeg_device is not None and on_device:
+        # On this thread, while the pool decodes the other formats.
+        batch = decode_jpegs([values[i] or b"" for i in on_device], jpeg_device)
+        for i, outcome in zip(on_device, batch, strict=True):
+            outcomes[i] = outcome
+    for i, future in futures.items():
+        outcomes[i] = future.result()
+    return outcomes
 
 
 def wants_decoding(value: bytes | None, max_message_bytes: int) -> bool:

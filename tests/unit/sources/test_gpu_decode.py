@@ -7,6 +7,7 @@ answers as OpenCV-decoded BGR arrays everywhere downstream.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
+from torchvision.io import decode_jpeg
 
 from inspector.config import KafkaConfig, KafkaSourceConfig, ModelConfig, OverlaySinkConfig
 from inspector.errors import ConfigError
@@ -22,6 +24,7 @@ from inspector.metrics import Metrics
 from inspector.model import ReverseDistillation
 from inspector.records import Frame, Inspection
 from inspector.sinks.overlays import OverlaySink
+from inspector.sources import kafka_records
 from inspector.sources.kafka import KafkaSource
 from inspector.sources.kafka_records import decode_timed, to_item
 from inspector.testing import make_frame, make_result
@@ -120,3 +123,70 @@ def test_cuda_decoding_without_a_gpu_is_a_config_error() -> None:
     )
     with pytest.raises(ConfigError, match="decode_device"):
         source.setup()
+
+
+def test_a_poll_of_jpegs_is_decoded_in_one_torchvision_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def counting(encoded: torch.Tensor | list[torch.Tensor], **kwargs: object) -> object:
+        calls.append(len(encoded) if isinstance(encoded, list) else 1)
+        return decode_jpeg(encoded, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kafka_records, "decode_jpeg", counting)
+    jpegs = [_jpeg(seed)[0] for seed in range(3)]
+    out = kafka_records.decode_jpegs(jpegs, CPU)
+    assert calls == [3]
+    for data, outcome in zip(jpegs, out, strict=True):
+        alone = decode_timed(data, CPU).image
+        assert isinstance(outcome.image, torch.Tensor) and isinstance(alone, torch.Tensor)
+        assert torch.equal(outcome.image, alone) and outcome.error is None
+
+
+def test_one_bad_jpeg_in_a_batch_spoils_only_itself() -> None:
+    good = [_jpeg(seed)[0] for seed in range(2)]
+    truncated = good[0][: len(good[0]) // 2]
+    garbage = b"\xff\xd8\xff" + bytes(200) + b"\xff\xd9"
+    out = kafka_records.decode_jpegs([good[0], truncated, good[1], garbage], CPU)
+    assert [o.image is not None for o in out] == [True, False, True, False]
+    assert out[1].error is not None and "truncated" in out[1].error
+    assert out[3].error
+    for data, outcome in zip(good, (out[0], out[2]), strict=True):
+        assert isinstance(outcome.image, torch.Tensor)
+        assert torch.equal(outcome.image, decode_timed(data, CPU).image)  # type: ignore[arg-type]
+
+
+def test_a_jpeg_torchvision_refuses_is_decoded_by_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    # nvJPEG lacks some JPEG variants OpenCV reads: such a frame must not become a dead letter.
+    def refusing(encoded: object, **kwargs: object) -> object:
+        raise RuntimeError("unsupported JPEG variant")
+
+    monkeypatch.setattr(kafka_records, "decode_jpeg", refusing)
+    data, bgr = _jpeg()
+    out = kafka_records.decode_jpegs([data, data], CPU)
+    for outcome in out:
+        assert isinstance(outcome.image, np.ndarray) and np.array_equal(outcome.image, bgr)
+
+
+def test_decode_values_keeps_order_and_splits_jpeg_from_other_formats() -> None:
+    data, bgr = _jpeg(0)
+    data2, _ = _jpeg(1)
+    png = cv2.imencode(".png", bgr)[1].tobytes()
+    values = [data, None, bytes(png), data2, b"not an image"]
+    with ThreadPoolExecutor(2) as pool:
+        on_cpu = kafka_records.decode_values(values, pool, None)
+        on_device = kafka_records.decode_values(values, pool, CPU)
+    assert on_cpu[1] is None and on_device[1] is None
+    kinds = [type(o.image) if o is not None else None for o in on_device]
+    assert kinds == [torch.Tensor, None, np.ndarray, torch.Tensor, type(None)]
+    assert all(isinstance(o.image, np.ndarray) for o in (on_cpu[0], on_cpu[2], on_cpu[3]) if o)
+    assert on_device[4] is not None and on_device[4].error
+    assert on_device[0] is not None and on_device[3] is not None
+    assert not torch.equal(on_device[0].image, on_device[3].image)  # type: ignore[arg-type]
+
+
+def test_truncated_jpeg_is_refused_before_torchvision_sees_it() -> None:
+    data, _ = _jpeg()
+    out = decode_timed(data[:-100], CPU)
+    assert out.image is None and out.error is not None and "truncated" in out.error
