@@ -127,7 +127,7 @@ else
   DEVICE=cuda
   # At least 16 timed batches and 256 frames: p99 over fewer batches is just the maximum.
   model_frames() { local f=$((16 * $1)); echo $((f < 256 ? 256 : f)); }
-  # Enough frames that first-to-last spans seconds at ~2500 frames/s; producing 4800 JPEGs
+  # Enough frames that the results span seconds at ~2500 frames/s; producing 4800 JPEGs
   # of 256 px takes a few seconds and happens before the timed window.
   E2E_FRAMES=(4800 4800)
   E2E_BATCHES=(32 64)

@@ -2,10 +2,11 @@
 
 The embedded Tansu broker (or ``--bootstrap-servers``) gets fresh, uniquely named topics and
 group. N JPEG frames are produced before the daemon starts; the daemon runs in a thread with
-the benchmark's model switches; the rate is timed from the first result to the last (the
-results' record timestamps, set by the daemon's producer), so start-up, warm-up and the
-group join are excluded. The model alone is timed on the same frames at the same batch size,
-in the same process, before and after the daemon; ``e2e_ratio`` is relative to their mean.
+the benchmark's model switches; the rate is the slope of the results' count over their
+record timestamps (set by the daemon's producer; see :func:`result_rate`), so start-up,
+warm-up and the group join are excluded. The model alone is timed on the same frames at the
+same batch size, in the same process, before and after the daemon; ``e2e_ratio`` is relative
+to their mean.
 
 With ``rate`` the frames are offered at that rate instead, once a probe frame has come back
 (the group has joined and the model is warm), and every frame's produce-to-result latency is
@@ -19,6 +20,7 @@ import gc
 import json
 import logging
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -54,6 +56,8 @@ class _Collected:
     #: Frames-topic offset of each result's frame (results in arrival order).
     offsets: list[int] = field(default_factory=list)
     flagged: list[bool] = field(default_factory=list)
+    #: The daemon's inference time of each result's batch (``latency_ms.inference``).
+    inference_ms: list[float] = field(default_factory=list)
     dead_letters: int = 0
 
     @property
@@ -68,6 +72,7 @@ class _Collected:
         self.latencies_ms.append(float(message["latency_ms"]["total"]))
         self.offsets.append(int(message["source"]["offset"]))
         self.flagged.append(bool(message["is_anomalous"]))
+        self.inference_ms.append(float(message["latency_ms"]["inference"]))
 
 
 @dataclass
@@ -113,6 +118,22 @@ class _Paced:
             self.failure.append(exc)
         finally:
             producer.close()
+
+
+def result_rate(stamps_ms: Sequence[float]) -> float:
+    """Results per second: the least-squares slope of the results' count over their times.
+
+    The daemon sends a batch's results together, so they come in bursts. Counting from the
+    first result to the last, ``(n - 1) / span``, credits the first burst's frames to no time
+    at all and overstates the rate by one batch in ``n`` (12.5 % for 64 frames in batches of
+    8); the slope is exact for evenly spaced bursts of any size as for one-by-one results.
+
+    Args:
+        stamps_ms: The results' times (ms), any order; at least two distinct ones.
+    """
+    times = sorted(stamp / 1e3 for stamp in stamps_ms)
+    slope, _ = statistics.linear_regression(times, range(1, len(times) + 1))
+    return slope
 
 
 def decode_threads() -> int:
@@ -249,17 +270,27 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass(frozen=True)
+class _ModelOnly:
+    """The worker alone on the benchmark's batches."""
+
+    images_per_s: float
+    batch_seconds: list[float]
+    gflop: float
+    precision: str
+
+
 def _model_only(
     ckpt: Path, device: torch.device, options: BenchOptions, batches: Sequence[Batch]
-) -> tuple[float, float, str]:
-    """Images/s of the worker alone on ``batches``, GFLOP per image, resolved precision."""
+) -> _ModelOnly:
+    """The worker alone on ``batches``: images/s, seconds per batch, GFLOP, precision."""
     worker = make_worker(load_checkpoint(ckpt).model, device, options)
     gflop = gflop_per_image(worker.model, device)
-    rate = throughput(measure_worker(worker, batches, options.warmup), options.batch_size)
+    seconds = measure_worker(worker, batches, options.warmup)
     precision = worker.fast.precision
     del worker
     _release(device)
-    return rate, gflop, precision
+    return _ModelOnly(throughput(seconds, options.batch_size), seconds, gflop, precision)
 
 
 def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str]) -> dict[str, Any]:
@@ -279,7 +310,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
         ckpt = write_checkpoint(Path(tmp), options, device, jpegs)
         # Model only before and after the daemon: their mean is the reference, so a machine
         # that speeds up or slows down during the run does not decide the ratio.
-        before, gflop, precision = _model_only(ckpt, device, options, batches)
+        before = _model_only(ckpt, device, options, batches)
         with contextlib.ExitStack() as stack:
             bootstrap = options.bootstrap_servers
             if bootstrap is None:
@@ -299,20 +330,20 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
                 paced = _Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
             got = _stream(config, n + (paced is not None), options.timeout_s, paced)
         _release(device)  # the daemon's model
-        after, _, _ = _model_only(ckpt, device, options, batches)
+        after = _model_only(ckpt, device, options, batches)
     paced_fields: dict[str, Any] = {}
     if paced is not None:
         got, paced_fields = _paced_results(got, paced)
     results = len(got.stamps_ms)
-    span_s = (max(got.stamps_ms) - min(got.stamps_ms)) / 1e3 if results else 0.0
-    if results < 2 or span_s <= 0:
+    if len(set(got.stamps_ms)) < 2:
         raise InspectorError(
             f"e2e: {results} result(s) within one clock tick: too few to time a rate; "
             "use more --frames"
         )
-    model_rate = (before + after) / 2
-    e2e_rate = (results - 1) / span_s
-    result = base_fields(options, device, precision, n, command)
+    model_rate = (before.images_per_s + after.images_per_s) / 2
+    e2e_rate = result_rate(got.stamps_ms)
+    model_batch_ms = statistics.median(before.batch_seconds + after.batch_seconds) * 1e3
+    result = base_fields(options, device, before.precision, n, command)
     result.update(
         {
             "images_per_s": e2e_rate,
@@ -321,8 +352,13 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             "dead_letters": got.dead_letters,
             "anomalous_results": sum(got.flagged),
             "model_only_images_per_s": model_rate,
-            "model_only_before_after": [before, after],
+            "model_only_before_after": [before.images_per_s, after.images_per_s],
             "e2e_ratio": e2e_rate / model_rate,
+            # Inference alone, per batch: in the daemon (from the results) and model-only.
+            # Their ratio says how much of a low e2e_ratio is the model running slower inside
+            # the daemon (sharing the cores) rather than the pipeline leaving it idle.
+            "daemon_inference_ms_p50": statistics.median(got.inference_ms),
+            "model_only_batch_ms_p50": model_batch_ms,
             "broker": "external" if options.bootstrap_servers else "embedded",
             "decode_threads": decode_threads(),
             "decode_device": options.decode_device,
@@ -330,7 +366,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             **paced_fields,
         }
     )
-    return finish(result, gflop, device)
+    return finish(result, before.gflop, device)
 
 
 def _paced_results(got: _Collected, paced: _Paced) -> tuple[_Collected, dict[str, Any]]:
@@ -342,13 +378,16 @@ def _paced_results(got: _Collected, paced: _Paced) -> tuple[_Collected, dict[str
     """
     kept = _Collected(dead_letters=got.dead_letters)
     waits = []
-    rows = zip(got.stamps_ms, got.latencies_ms, got.offsets, got.flagged, strict=True)
-    for stamp, latency, offset, flagged in rows:
+    rows = zip(
+        got.stamps_ms, got.latencies_ms, got.offsets, got.flagged, got.inference_ms, strict=True
+    )
+    for stamp, latency, offset, flagged, inference in rows:
         if offset in paced.sent_ms:
             kept.stamps_ms.append(stamp)
             kept.latencies_ms.append(latency)
             kept.offsets.append(offset)
             kept.flagged.append(flagged)
+            kept.inference_ms.append(inference)
             waits.append(max(0.0, stamp - paced.sent_ms[offset]))
     if not waits:
         raise InspectorError("e2e --rate: no paced frame came back; see the daemon's log")

@@ -131,7 +131,7 @@ class BenchOptions:
         if self.n_frames < 1:
             raise ConfigError(f"--frames must be at least 1, got {self.n_frames}")
         if self.mode == "e2e" and self.n_frames < 2 * self.batch_size:
-            # The rate runs from the first result to the last: it needs several batches.
+            # The rate is a slope over the results' times: it needs several batches.
             raise ConfigError(
                 f"--frames {self.n_frames}: e2e mode needs at least twice --batch-size "
                 f"({2 * self.batch_size})"
