@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 #: How much of the broker's log an error message quotes.
 _LOG_TAIL_CHARS = 2000
+#: ``sources[kafka].fetch_max_wait_ms`` for daemons on the embedded broker: Tansu holds a fetch
+#: to its max wait even when frames arrive meanwhile, so Kafka's 500 ms would add ~125 ms to every
+#: frame; Apache Kafka answers at once, and there the default (500) saves idle fetches.
+EMBEDDED_FETCH_MAX_WAIT_MS = 50
 
 
 class BrokerError(InspectorError):

@@ -38,7 +38,7 @@ from inspector.benchmark.checkpoint import write_checkpoint
 from inspector.benchmark.model import Batch, make_worker, measure_worker, throughput
 from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
 from inspector.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
-from inspector.broker import EmbeddedBroker, create_topics
+from inspector.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker, create_topics
 from inspector.checkpoint import load_checkpoint
 from inspector.config import InspectorConfig, explicit_config
 from inspector.daemon import Daemon
@@ -162,9 +162,10 @@ def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-def _daemon_config(
+def daemon_config_for(
     options: BenchOptions, device: torch.device, bootstrap: str, tag: str, ckpt: Path
 ) -> InspectorConfig:
+    """The benchmark daemon's configuration: fresh topics and group named by ``tag``."""
     return explicit_config(
         {
             "kafka": {
@@ -184,6 +185,11 @@ def _daemon_config(
                     "max_poll_records": max(64, options.batch_size),
                     "decode_device": options.decode_device,
                 }
+                | (
+                    {}
+                    if options.bootstrap_servers
+                    else {"fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS}
+                )
             ],
             "model": {
                 "checkpoint": str(ckpt),
@@ -315,7 +321,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             bootstrap = options.bootstrap_servers
             if bootstrap is None:
                 bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
-            config = _daemon_config(options, device, bootstrap, tag, ckpt)
+            config = daemon_config_for(options, device, bootstrap, tag, ckpt)
             kafka = config.kafka
             create_topics(
                 bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}

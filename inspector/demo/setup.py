@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from inspector.broker import free_port
+from inspector.broker import EMBEDDED_FETCH_MAX_WAIT_MS, free_port
 from inspector.config import (
     InspectorConfig,
     ModelConfig,
@@ -156,7 +156,10 @@ def demo_config(
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,
             },
-            "sources": [{"type": "kafka", "decode_threads": 2}],
+            "sources": [
+                {"type": "kafka", "decode_threads": 2}
+                | ({"fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS} if run_id is None else {})
+            ],
             "batcher": {"max_batch_size": 8, "max_wait_ms": 50},
             "model": {"checkpoint": str(checkpoint), "device": opts.device, "warmup_batches": 1},
             "sinks": {
