@@ -21,7 +21,7 @@ from inspector.errors import BrokerUnavailableError, ConfigError
 from inspector.messages import ModelRef
 from inspector.metrics import Metrics
 from inspector.model.device import resolve_device
-from inspector.model.runtime import RuntimeOptions
+from inspector.model.runtime import RuntimeOptions, in_passing_thread
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
 from inspector.server import HealthServer
@@ -171,9 +171,15 @@ class Daemon:
     def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.
 
+        The torch work runs on a thread that ends with it, so that only the inference thread
+        keeps an OpenMP team (see :func:`inspector.model.runtime.in_passing_thread`).
+
         Raises:
             InspectorError: No checkpoint configured, or it cannot be loaded.
         """
+        return in_passing_thread(self._load_and_warm)
+
+    def _load_and_warm(self) -> tuple[ModelWorker, Postprocessor]:
         cfg = self.config
         if cfg.model.checkpoint is None:
             raise ConfigError(

@@ -43,6 +43,7 @@ from inspector.checkpoint import load_checkpoint
 from inspector.config import InspectorConfig, explicit_config
 from inspector.daemon import Daemon
 from inspector.errors import InspectorError
+from inspector.model.runtime import in_passing_thread
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +314,12 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
     batches = full_batches(decode_jpegs(jpegs), n, options.batch_size)
     tag = uuid.uuid4().hex[:10]
     with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
-        ckpt = write_checkpoint(Path(tmp), options, device, jpegs)
+        # Every torch step of the benchmark's own runs on a thread that ends with it: a thread
+        # kept alive with an OpenMP team would slow the daemon's model (in_passing_thread).
+        ckpt = in_passing_thread(lambda: write_checkpoint(Path(tmp), options, device, jpegs))
         # Model only before and after the daemon: their mean is the reference, so a machine
         # that speeds up or slows down during the run does not decide the ratio.
-        before = _model_only(ckpt, device, options, batches)
+        before = in_passing_thread(lambda: _model_only(ckpt, device, options, batches))
         with contextlib.ExitStack() as stack:
             bootstrap = options.bootstrap_servers
             if bootstrap is None:
@@ -336,7 +339,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
                 paced = _Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
             got = _stream(config, n + (paced is not None), options.timeout_s, paced)
         _release(device)  # the daemon's model
-        after = _model_only(ckpt, device, options, batches)
+        after = in_passing_thread(lambda: _model_only(ckpt, device, options, batches))
     paced_fields: dict[str, Any] = {}
     if paced is not None:
         got, paced_fields = _paced_results(got, paced)

@@ -17,6 +17,7 @@ from inspector.config import (
 )
 from inspector.demo.view import LineTally
 from inspector.errors import InspectorError
+from inspector.model.runtime import in_passing_thread
 
 #: Topic names on the embedded broker; on a broker of the user's, each run gets fresh ones.
 TOPICS = {
@@ -107,22 +108,26 @@ def demo_model(opts: DemoOptions, data: Path, console: Console) -> Path:
     from inspector.training.trainer import train
 
     console.print(f"training the demo model once (cached as {path}) ...")
-    train(
-        data,
-        path,
-        model_config=ModelConfig(
-            backbone="resnet18", image_size=(opts.image_size, opts.image_size)
-        ),
-        train_config=TrainConfig(
-            weights="none",
-            epochs=opts.epochs,
-            batch_size=8,
-            patience=0,
-            val_fraction=0.3,
-            device=opts.device,  # type: ignore[arg-type]
-            seed=opts.seed,
-        ),
-        name="demo-line",
+    # On a thread that ends with the training: its OpenMP team must not outlive it and slow
+    # the daemon's model (in_passing_thread).
+    in_passing_thread(
+        lambda: train(
+            data,
+            path,
+            model_config=ModelConfig(
+                backbone="resnet18", image_size=(opts.image_size, opts.image_size)
+            ),
+            train_config=TrainConfig(
+                weights="none",
+                epochs=opts.epochs,
+                batch_size=8,
+                patience=0,
+                val_fraction=0.3,
+                device=opts.device,  # type: ignore[arg-type]
+                seed=opts.seed,
+            ),
+            name="demo-line",
+        )
     )
     return path
 

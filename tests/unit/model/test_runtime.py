@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -14,7 +17,12 @@ from inspector.checkpoint import LoadedCheckpoint
 from inspector.config import ModelConfig
 from inspector.model import ReverseDistillation, runtime
 from inspector.model.preprocess import preprocess, to_tensor_rgb
-from inspector.model.runtime import FastModel, RuntimeOptions, resolve_precision
+from inspector.model.runtime import (
+    FastModel,
+    RuntimeOptions,
+    in_passing_thread,
+    resolve_precision,
+)
 from inspector.synth import SynthSummary
 
 CPU = torch.device("cpu")
@@ -113,3 +121,55 @@ def test_cuda_graphs_are_ignored_on_cpu() -> None:
     assert not fast.use_cuda_graphs
     out = fast(torch.randn(3, 3, 64, 64))
     assert out.anomaly_map.shape == (3, 1, 64, 64)
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _threads_settle_at(expected: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _os_threads() != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _os_threads() == expected
+
+
+def _parallel_op() -> float:
+    # Large enough for torch to split it across its intra-op (OpenMP) threads.
+    return float(torch.ones(1 << 22).add_(1).sum())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2+ intra-op threads")
+def test_a_passing_thread_takes_its_openmp_team_with_it() -> None:
+    before = _os_threads()
+    assert in_passing_thread(_parallel_op) == float(2 * (1 << 22))
+    assert _threads_settle_at(before), "the set-up thread's OpenMP workers outlived it"
+    # The contrast: a thread that stays alive keeps its team (itself plus its workers).
+    stop = threading.Event()
+    live = threading.Thread(target=lambda: (_parallel_op(), stop.wait()))
+    live.start()
+    try:
+        time.sleep(0.5)
+        assert _os_threads() >= before + 2
+    finally:
+        stop.set()
+        live.join()
+    assert _threads_settle_at(before)
+
+
+def test_a_passing_thread_returns_results_and_raises_failures() -> None:
+    seen: list[threading.Thread] = []
+
+    def work() -> str:
+        seen.append(threading.current_thread())
+        return "done"
+
+    assert in_passing_thread(work) == "done"
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+    def broken() -> None:
+        raise ValueError("no checkpoint")
+
+    with pytest.raises(ValueError, match="no checkpoint"):
+        in_passing_thread(broken)
