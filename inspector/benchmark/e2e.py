@@ -3,8 +3,9 @@
 The embedded Tansu broker (or ``--bootstrap-servers``) gets fresh, uniquely named topics and
 group. N JPEG frames are produced before the daemon starts; the daemon runs in a thread with
 the benchmark's model switches; the rate is the slope of the results' count over their
-record timestamps (set by the daemon's producer; see :func:`result_rate`), so start-up,
-warm-up and the group join are excluded. The model alone is timed on the same frames at the
+record timestamps (set by the daemon's producer; see
+:func:`inspector.benchmark.traffic.result_rate`), so start-up, warm-up and the group join
+are excluded. The model alone is timed on the same frames at the
 same batch size, in the same process, before and after the daemon; ``e2e_ratio`` is relative
 to their mean.
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import statistics
@@ -26,18 +26,25 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from inspector.benchmark.checkpoint import write_checkpoint
 from inspector.benchmark.model import Batch, make_worker, measure_worker, throughput
 from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
 from inspector.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.benchmark.traffic import (
+    Collected,
+    Paced,
+    paced_results,
+    produce,
+    result_rate,
+)
 from inspector.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker, create_topics
 from inspector.checkpoint import load_checkpoint
 from inspector.config import InspectorConfig, explicit_config
@@ -48,119 +55,9 @@ from inspector.model.runtime import in_passing_thread
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Collected:
-    """What came back on the results and dead-letter topics."""
-
-    stamps_ms: list[float] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
-    #: Frames-topic offset of each result's frame (results in arrival order).
-    offsets: list[int] = field(default_factory=list)
-    flagged: list[bool] = field(default_factory=list)
-    #: The daemon's inference time of each result's batch (``latency_ms.inference``).
-    inference_ms: list[float] = field(default_factory=list)
-    dead_letters: int = 0
-
-    @property
-    def accounted(self) -> int:
-        return len(self.stamps_ms) + self.dead_letters
-
-    def add_result(self, timestamp_ms: int, value: bytes) -> None:
-        message = json.loads(value)
-        # Record timestamps are the daemon producer's send times; -1 only from brokers
-        # without timestamps, where the arrival time here is the best left.
-        self.stamps_ms.append(timestamp_ms if timestamp_ms >= 0 else time.time() * 1e3)
-        self.latencies_ms.append(float(message["latency_ms"]["total"]))
-        self.offsets.append(int(message["source"]["offset"]))
-        self.flagged.append(bool(message["is_anomalous"]))
-        self.inference_ms.append(float(message["latency_ms"]["inference"]))
-
-
-@dataclass
-class _Paced:
-    """Frames offered at a fixed rate from a thread once the daemon consumes."""
-
-    bootstrap: str
-    topic: str
-    payloads: Sequence[bytes]
-    rate: float
-    stop: threading.Event = field(default_factory=threading.Event)
-    #: Frames-topic offset -> wall-clock send time (ms), filled when the thread ends.
-    sent_ms: dict[int, float] = field(default_factory=dict)
-    failure: list[BaseException] = field(default_factory=list)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="bench-producer", daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-        if self.failure:
-            raise self.failure[0]
-
-    def _run(self) -> None:
-        # No lingering: a frame leaves when it is offered, as a camera's would.
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
-        try:
-            sends = []
-            period, next_at = 1.0 / self.rate, time.monotonic()
-            for i, payload in enumerate(self.payloads):
-                if self.stop.wait(max(0.0, next_at - time.monotonic())):
-                    break
-                sent_at = time.time() * 1e3
-                future = producer.send(self.topic, payload, key=_camera_key(i))
-                sends.append((future, sent_at))
-                next_at += period
-            producer.flush(120)
-            self.sent_ms = {future.get(60).offset: at for future, at in sends}
-        except BaseException as exc:  # re-raised by join()
-            self.failure.append(exc)
-        finally:
-            producer.close()
-
-
-def result_rate(stamps_ms: Sequence[float]) -> float:
-    """Results per second: the least-squares slope of the results' count over their times.
-
-    The daemon sends a batch's results together, so they come in bursts. Counting from the
-    first result to the last, ``(n - 1) / span``, credits the first burst's frames to no time
-    at all and overstates the rate by one batch in ``n`` (12.5 % for 64 frames in batches of
-    8); the slope is exact for evenly spaced bursts of any size as for one-by-one results.
-
-    Args:
-        stamps_ms: The results' times (ms), any order; at least two distinct ones.
-    """
-    times = sorted(stamp / 1e3 for stamp in stamps_ms)
-    slope, _ = statistics.linear_regression(times, range(1, len(times) + 1))
-    return slope
-
-
 def decode_threads() -> int:
     """Decode threads for the daemon: half the cores, 2 to 8 (OpenCV releases the GIL)."""
     return max(2, min(8, (os.cpu_count() or 2) // 2))
-
-
-def _camera_key(i: int) -> bytes:
-    """Frame ``i``'s key: four cameras taking turns, in both the saturated and the paced run."""
-    return f"cam-{i % 4}".encode()
-
-
-def _produce(bootstrap: str, topic: str, payloads: Sequence[bytes]) -> float:
-    """Send every frame (keyed by four cameras); returns the seconds it took."""
-    t0 = time.perf_counter()
-    # Large batches: JPEG frames are tens of kB, and producing must not dominate the run.
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=1 << 20
-    )
-    try:
-        for i, payload in enumerate(payloads):
-            producer.send(topic, payload, key=_camera_key(i))
-        producer.flush(120)
-    finally:
-        producer.close()
-    return time.perf_counter() - t0
 
 
 def daemon_config_for(
@@ -213,8 +110,8 @@ def daemon_config_for(
 
 
 def _stream(
-    config: InspectorConfig, n_frames: int, timeout_s: float, paced: _Paced | None = None
-) -> _Collected:
+    config: InspectorConfig, n_frames: int, timeout_s: float, paced: Paced | None = None
+) -> Collected:
     """Run the daemon in a thread until every frame has a result or a dead letter.
 
     With ``paced``, ``paced`` starts offering its frames once the first of ``n_frames`` (the
@@ -238,7 +135,7 @@ def _stream(
 
     thread = threading.Thread(target=run, name="bench-daemon", daemon=True)
     thread.start()
-    got = _Collected()
+    got = Collected()
     deadline = time.monotonic() + timeout_s
     try:
         while got.accounted < n_frames:
@@ -331,18 +228,18 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
             )
             paced = None
             if options.rate is None:
-                produce_s = _produce(bootstrap, kafka.frames_topic, jpegs)
+                produce_s = produce(bootstrap, kafka.frames_topic, jpegs)
                 log.info("produced %d frames in %.1f s; starting the daemon", n, produce_s)
             else:
                 # One probe frame first: its result shows the group joined and the model warm.
-                produce_s = _produce(bootstrap, kafka.frames_topic, jpegs[:1])
-                paced = _Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
+                produce_s = produce(bootstrap, kafka.frames_topic, jpegs[:1])
+                paced = Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
             got = _stream(config, n + (paced is not None), options.timeout_s, paced)
         _release(device)  # the daemon's model
         after = in_passing_thread(lambda: _model_only(ckpt, device, options, batches))
     paced_fields: dict[str, Any] = {}
     if paced is not None:
-        got, paced_fields = _paced_results(got, paced)
+        got, paced_fields = paced_results(got, paced)
     results = len(got.stamps_ms)
     if len(set(got.stamps_ms)) < 2:
         raise InspectorError(
@@ -376,35 +273,3 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
         }
     )
     return finish(result, before.gflop, device)
-
-
-def _paced_results(got: _Collected, paced: _Paced) -> tuple[_Collected, dict[str, Any]]:
-    """The paced frames' results (the probe's left out) and their latency fields.
-
-    Produce-to-result latency: the frame's send time here to its result's record timestamp
-    (the daemon's producer, same clock on one machine; another machine's clock skew would
-    show in it).
-    """
-    kept = _Collected(dead_letters=got.dead_letters)
-    waits = []
-    rows = zip(
-        got.stamps_ms, got.latencies_ms, got.offsets, got.flagged, got.inference_ms, strict=True
-    )
-    for stamp, latency, offset, flagged, inference in rows:
-        if offset in paced.sent_ms:
-            kept.stamps_ms.append(stamp)
-            kept.latencies_ms.append(latency)
-            kept.offsets.append(offset)
-            kept.flagged.append(flagged)
-            kept.inference_ms.append(inference)
-            waits.append(max(0.0, stamp - paced.sent_ms[offset]))
-    if not waits:
-        raise InspectorError("e2e --rate: no paced frame came back; see the daemon's log")
-    fields = latency_fields(waits, "frame")
-    p50, p95, p99 = fields["p50_ms"], fields["p95_ms"], fields["p99_ms"]
-    return kept, {
-        "rate": paced.rate,
-        "produce_to_result_p50_ms": p50,
-        "produce_to_result_p95_ms": p95,
-        "produce_to_result_p99_ms": p99,
-    }

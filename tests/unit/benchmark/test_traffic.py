@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from inspector.benchmark.e2e import result_rate
+from inspector.benchmark.traffic import result_rate
 
 
 def test_batched_results_are_not_credited_a_free_first_batch() -> None:
