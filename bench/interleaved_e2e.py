@@ -1,0 +1,220 @@
+"""End to end vs model only, in alternating windows, so machine drift hits both sides alike.
+
+``inspector bench --mode e2e`` times the model alone before and after the daemon: on a
+machine whose speed swings within seconds (this project's 2-core VM: 2x) the phases, seconds
+apart, can see different machines. Here one daemon (embedded broker, or
+``--bootstrap-servers``) runs throughout; each window produces ``--batches-per-window``
+batches of frames and times them through the daemon (slope of the results' timestamps), then
+times the same number of batches on the model alone in a separate process (its own OpenMP
+team: two teams in one process make libgomp sleep between ops). Prints one JSON line: the
+windows' pairs and the ratio of the summed rates.
+
+    .venv/bin/python bench/interleaved_e2e.py --precision bf16 --windows 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from inspector.benchmark.checkpoint import write_checkpoint
+from inspector.benchmark.e2e import daemon_config_for
+from inspector.benchmark.model import make_worker, timed
+from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
+from inspector.benchmark.traffic import Collected, produce, result_rate
+from inspector.broker import EmbeddedBroker, create_topics
+from inspector.checkpoint import load_checkpoint
+from inspector.daemon import Daemon
+from inspector.model.device import resolve_device
+from inspector.model.runtime import in_passing_thread
+
+log = logging.getLogger("interleaved_e2e")
+
+
+def child(options_json: str, checkpoint: str, out: IO[str]) -> int:
+    """The model-only side: ``ready``, then per ``K`` line a JSON list of K batch seconds."""
+    options = BenchOptions(**json.loads(options_json))
+    device = resolve_device(options.device)
+    worker = make_worker(load_checkpoint(Path(checkpoint)).model, device, options)
+    jpegs = synthetic_jpegs(options.n_frames, options.image_size, options.seed)
+    batches = full_batches(decode_jpegs(jpegs), options.n_frames, options.batch_size)
+    worker.warm_up()
+    print("ready", file=out, flush=True)
+    done = 0
+    for line in sys.stdin:
+        if not line.strip() or line.strip() == "quit":
+            break
+        count = int(line)
+        seconds = [timed(worker.infer, batches[(done + j) % len(batches)])[1] for j in range(count)]
+        done += count
+        print(json.dumps(seconds), file=out, flush=True)
+    return 0
+
+
+class ModelProcess:
+    """The parent's handle on :func:`child`."""
+
+    def __init__(self, options: BenchOptions, checkpoint: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                json.dumps(dataclasses.asdict(options)),
+                str(checkpoint),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._line() != "ready":
+            raise RuntimeError("the model-only process did not start (its log is above)")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def time(self, batches: int) -> list[float]:
+        """Seconds of each of ``batches`` model-only batches, run now."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{batches}\n")
+        self.proc.stdin.flush()
+        return [float(s) for s in json.loads(self._line())]
+
+    def close(self) -> None:
+        """Stop the process."""
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _collect(consumer: KafkaConsumer, got: Collected, until: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while got.accounted < until:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {got.accounted} of {until} frames came back in time")
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            if tp.topic.endswith(".dlq"):
+                got.dead_letters += len(records)
+            else:
+                for record in records:
+                    got.add_result(record.timestamp, record.value)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        out = sys.stdout
+        sys.stdout = sys.stderr  # stdout carries the protocol only
+        return child(sys.argv[2], sys.argv[3], out)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="wide_resnet50_2")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--windows", type=int, default=6)
+    parser.add_argument("--batches-per-window", type=int, default=4)
+    parser.add_argument("--bootstrap-servers", help="a broker of yours instead of the embedded one")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    per_window = args.batches_per_window * args.batch_size
+    options = BenchOptions(
+        mode="e2e",
+        backbone=args.backbone,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        frames=per_window,
+        precision=args.precision,
+        device=args.device,
+        bootstrap_servers=args.bootstrap_servers,
+    )
+    options.validate()
+    device = resolve_device(args.device)
+    jpegs = synthetic_jpegs(per_window, args.image_size, options.seed)
+    pairs: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inspector-il-")))
+        ckpt = in_passing_thread(lambda: write_checkpoint(tmp, options, device, jpegs))
+        model = ModelProcess(options, ckpt)
+        stack.callback(model.close)
+        bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
+        config = daemon_config_for(options, device, bootstrap, uuid.uuid4().hex[:10], ckpt)
+        kafka = config.kafka
+        create_topics(
+            bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
+        )
+        daemon = Daemon(config, registry=CollectorRegistry())
+        thread = threading.Thread(target=daemon.run, name="il-daemon", daemon=True)
+        thread.start()
+        stack.callback(thread.join)
+        stack.callback(daemon.request_exit)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
+        stack.callback(consumer.close)
+        parts = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        got = Collected()
+        # One window first, untimed: group join, first fetches, the daemon's first batches.
+        for window in range(args.windows + 1):
+            start = len(got.stamps_ms)
+            produce(bootstrap, kafka.frames_topic, jpegs)
+            _collect(consumer, got, (window + 1) * per_window, 600)
+            e2e = result_rate(got.stamps_ms[start:])
+            seconds = model.time(args.batches_per_window)
+            model_rate = len(seconds) * args.batch_size / sum(seconds)
+            if window:
+                pairs.append(
+                    {
+                        "e2e_images_per_s": round(e2e, 3),
+                        "model_only_images_per_s": round(model_rate, 3),
+                    }
+                )
+                print(
+                    f"window {window}: e2e {e2e:6.2f}  model only {model_rate:6.2f} images/s",
+                    file=sys.stderr,
+                )
+    e2e_mean = statistics.fmean(p["e2e_images_per_s"] for p in pairs)
+    model_mean = statistics.fmean(p["model_only_images_per_s"] for p in pairs)
+    result = {
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "windows": pairs,
+        "e2e_images_per_s": e2e_mean,
+        "model_only_images_per_s": model_mean,
+        "e2e_ratio": e2e_mean / model_mean,
+        "median_window_ratio": statistics.median(
+            p["e2e_images_per_s"] / p["model_only_images_per_s"] for p in pairs
+        ),
+        "dead_letters": got.dead_letters,
+        "command": ["python", *sys.argv],
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
