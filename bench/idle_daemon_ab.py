@@ -19,21 +19,18 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import torch
-from prometheus_client import CollectorRegistry
 
 from inspector.benchmark.checkpoint import write_checkpoint
-from inspector.benchmark.e2e import daemon_config_for
+from inspector.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
 from inspector.benchmark.model import make_worker
 from inspector.benchmark.options import BenchOptions, decode_jpegs, synthetic_jpegs
-from inspector.broker import EmbeddedBroker, create_topics
+from inspector.broker import EmbeddedBroker
 from inspector.checkpoint import load_checkpoint
-from inspector.daemon import Daemon
 
 
 def main() -> int:
@@ -78,20 +75,14 @@ def main() -> int:
         if args.fetch_max_wait_ms is not None:
             source = source.model_copy(update={"fetch_max_wait_ms": args.fetch_max_wait_ms})
             daemon_config = daemon_config.model_copy(update={"sources": (source,)})
-        kafka = daemon_config.kafka
-        create_topics(
-            broker.bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
-        )
+        create_bench_topics(daemon_config)
         pairs = []
         for _ in range(args.pairs):
             quiet = phase()
-            daemon = Daemon(daemon_config, registry=CollectorRegistry())
-            thread = threading.Thread(target=daemon.run, name="ab-daemon", daemon=True)
-            thread.start()
+            daemon = DaemonThread(daemon_config, name="ab-daemon")
             time.sleep(args.settle_s)
             beside = phase()
-            daemon.request_exit()
-            thread.join()
+            daemon.stop()
             pairs.append((quiet, beside))
             print(f"quiet {quiet:6.2f}  beside an idle daemon {beside:6.2f}", file=sys.stderr)
     result = {

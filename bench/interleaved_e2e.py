@@ -23,24 +23,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-from kafka import KafkaConsumer, TopicPartition
-from prometheus_client import CollectorRegistry
+from kafka import KafkaConsumer
 
 from inspector.benchmark.checkpoint import write_checkpoint
-from inspector.benchmark.e2e import daemon_config_for
-from inspector.benchmark.model import make_worker, timed
+from inspector.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
+from inspector.benchmark.model import make_worker, measure_worker, throughput
 from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
-from inspector.benchmark.traffic import Collected, produce, result_rate
-from inspector.broker import EmbeddedBroker, create_topics
+from inspector.benchmark.traffic import Collected, produce, result_rate, results_consumer
+from inspector.broker import EmbeddedBroker
 from inspector.checkpoint import load_checkpoint
-from inspector.daemon import Daemon
 from inspector.model.device import resolve_device
 from inspector.model.runtime import in_passing_thread
 
@@ -61,7 +58,8 @@ def child(options_json: str, checkpoint: str, out: IO[str]) -> int:
         if not line.strip() or line.strip() == "quit":
             break
         count = int(line)
-        seconds = [timed(worker.infer, batches[(done + j) % len(batches)])[1] for j in range(count)]
+        chunk = [batches[(done + j) % len(batches)] for j in range(count)]
+        seconds = measure_worker(worker, chunk, warmup=0)
         done += count
         print(json.dumps(seconds), file=out, flush=True)
     return 0
@@ -106,17 +104,16 @@ class ModelProcess:
         self.proc.wait(timeout=60)
 
 
-def _collect(consumer: KafkaConsumer, got: Collected, until: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+def _collect(
+    daemon: DaemonThread, consumer: KafkaConsumer, got: Collected, until: int, dlq: str
+) -> None:
+    deadline = time.monotonic() + 600
     while got.accounted < until:
+        if not daemon.alive():  # why it stopped is re-raised by its stop() on the way out
+            raise RuntimeError("the daemon stopped before every frame came back")
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {got.accounted} of {until} frames came back in time")
-        for tp, records in consumer.poll(timeout_ms=200).items():
-            if tp.topic.endswith(".dlq"):
-                got.dead_letters += len(records)
-            else:
-                for record in records:
-                    got.add_result(record.timestamp, record.value)
+        got.poll(consumer, dlq)
 
 
 def main() -> int:
@@ -157,31 +154,19 @@ def main() -> int:
         stack.callback(model.close)
         bootstrap = args.bootstrap_servers or stack.enter_context(EmbeddedBroker()).bootstrap
         config = daemon_config_for(options, device, bootstrap, uuid.uuid4().hex[:10], ckpt)
-        kafka = config.kafka
-        create_topics(
-            bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
-        )
-        daemon = Daemon(config, registry=CollectorRegistry())
-        thread = threading.Thread(target=daemon.run, name="il-daemon", daemon=True)
-        thread.start()
-        stack.callback(thread.join)
-        stack.callback(daemon.request_exit)
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
-        )
+        create_bench_topics(config)
+        daemon = DaemonThread(config, name="il-daemon")
+        stack.callback(daemon.stop)
+        consumer = results_consumer(config.kafka)
         stack.callback(consumer.close)
-        parts = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
         got = Collected()
         # One window first, untimed: group join, first fetches, the daemon's first batches.
         for window in range(args.windows + 1):
             start = len(got.stamps_ms)
-            produce(bootstrap, kafka.frames_topic, jpegs)
-            _collect(consumer, got, (window + 1) * per_window, 600)
+            produce(bootstrap, config.kafka.frames_topic, jpegs)
+            _collect(daemon, consumer, got, (window + 1) * per_window, config.kafka.dlq_topic)
             e2e = result_rate(got.stamps_ms[start:])
-            seconds = model.time(args.batches_per_window)
-            model_rate = len(seconds) * args.batch_size / sum(seconds)
+            model_rate = throughput(model.time(args.batches_per_window), args.batch_size)
             if window:
                 pairs.append(
                     {

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from inspector.benchmark.checkpoint import write_checkpoint
@@ -44,6 +43,7 @@ from inspector.benchmark.traffic import (
     paced_results,
     produce,
     result_rate,
+    results_consumer,
 )
 from inspector.broker import EMBEDDED_FETCH_MAX_WAIT_MS, EmbeddedBroker, create_topics
 from inspector.checkpoint import load_checkpoint
@@ -109,6 +109,42 @@ def daemon_config_for(
     )
 
 
+def create_bench_topics(config: InspectorConfig) -> None:
+    """The benchmark daemon's frames, results and dead-letter topics, one partition each."""
+    kafka = config.kafka
+    create_topics(
+        kafka.bootstrap_servers,
+        {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1},
+    )
+
+
+class DaemonThread:
+    """A daemon running on a thread of its own; :meth:`stop` re-raises what it failed with."""
+
+    def __init__(self, config: InspectorConfig, name: str = "bench-daemon") -> None:
+        self.daemon = Daemon(config, registry=CollectorRegistry())
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # re-raised by stop()
+            self._failure.append(exc)
+
+    def alive(self) -> bool:
+        """Whether the daemon still runs."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Ask the daemon to exit, wait for it, and re-raise its failure if it failed."""
+        self.daemon.request_exit()
+        self._thread.join()
+        if self._failure:
+            raise self._failure[0]
+
+
 def _stream(
     config: InspectorConfig, n_frames: int, timeout_s: float, paced: Paced | None = None
 ) -> Collected:
@@ -117,47 +153,24 @@ def _stream(
     With ``paced``, ``paced`` starts offering its frames once the first of ``n_frames`` (the
     probe, produced beforehand) has come back.
     """
-    kafka = config.kafka
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
-    )
-    partitions = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    daemon = Daemon(config, registry=CollectorRegistry())
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:  # re-raised in the calling thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="bench-daemon", daemon=True)
-    thread.start()
     got = Collected()
     deadline = time.monotonic() + timeout_s
-    try:
+    # Undone in reverse, each step even if one before it failed: paced producer, daemon
+    # (re-raising its failure), consumer.
+    with contextlib.ExitStack() as stack:
+        consumer = results_consumer(config.kafka)
+        stack.callback(consumer.close, autocommit=False)
+        daemon = DaemonThread(config)
+        stack.callback(daemon.stop)
+        if paced is not None:
+            stack.callback(paced.join)
+            stack.callback(paced.stop.set)
         while got.accounted < n_frames:
-            if not thread.is_alive() or time.monotonic() > deadline:
+            if not daemon.alive() or time.monotonic() > deadline:
                 break
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                if tp.topic == kafka.dlq_topic:
-                    got.dead_letters += len(records)
-                    continue
-                for record in records:
-                    got.add_result(record.timestamp, record.value)
+            got.poll(consumer, config.kafka.dlq_topic)
             if paced is not None and paced.thread is None and got.accounted:
                 paced.start()
-    finally:
-        if paced is not None:
-            paced.stop.set()
-            paced.join()
-        daemon.request_exit()
-        thread.join()
-        consumer.close(autocommit=False)
-    if failure:
-        raise failure[0]
     missing = n_frames - got.accounted
     if missing:
         raise InspectorError(
@@ -223,9 +236,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
                 bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
             config = daemon_config_for(options, device, bootstrap, tag, ckpt)
             kafka = config.kafka
-            create_topics(
-                bootstrap, {kafka.frames_topic: 1, kafka.results_topic: 1, kafka.dlq_topic: 1}
-            )
+            create_bench_topics(config)
             paced = None
             if options.rate is None:
                 produce_s = produce(bootstrap, kafka.frames_topic, jpegs)

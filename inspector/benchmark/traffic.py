@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from inspector.benchmark.report import latency_fields
+from inspector.config import KafkaConfig
 from inspector.errors import InspectorError
 
 
@@ -48,6 +49,26 @@ class Collected:
         self.offsets.append(int(message["source"]["offset"]))
         self.flagged.append(bool(message["is_anomalous"]))
         self.inference_ms.append(float(message["latency_ms"]["inference"]))
+
+    def poll(self, consumer: KafkaConsumer, dlq_topic: str) -> None:
+        """Record what one poll of :func:`results_consumer` brings (waits up to 200 ms)."""
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            if tp.topic == dlq_topic:
+                self.dead_letters += len(records)
+                continue
+            for record in records:
+                self.add_result(record.timestamp, record.value)
+
+
+def results_consumer(kafka: KafkaConfig) -> KafkaConsumer:
+    """A consumer of the results and dead-letter topics from their start (fresh topics)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    partitions = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    return consumer
 
 
 @dataclass

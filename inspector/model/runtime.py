@@ -33,9 +33,9 @@ def in_passing_thread(work: Callable[[], _T], name: str = "inspector-model-setup
     inference. On CPU, torch's OpenMP runtime (libgomp) gives every thread that runs a parallel
     op a team of worker threads for as long as that thread lives; once the teams hold more
     threads than there are cores, every team stops spinning between ops and sleeps instead
-    (1000+ context switches/s instead of ~50, ~14 % fewer images/s measured with one idle
-    second team beside the model on 2 cores). A thread that ends takes its team with it, so
-    only the inference thread keeps one.
+    (``bench/openmp_teams_ab.py`` on 2 cores: 770-1000 context switches/s instead of 36-56,
+    median 16 % fewer images/s). A thread that ends takes its team with it, so only the
+    inference thread keeps one.
     """
     outcome: list[_T] = []
     failure: list[BaseException] = []
