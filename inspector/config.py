@@ -14,6 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+#: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
+#: (same value as :data:`inspector.imaging.DEFAULT_MAX_PIXELS`; this module is a leaf).
+DEFAULT_MAX_PIXELS = 50_000_000
+
 #: Backbones the encoder/decoder pair is defined for.
 Backbone = Literal["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 
@@ -207,6 +211,11 @@ class KafkaSourceConfig(_Frozen):
             6.2 % of a core at 50 vs 3.2 % at 500). Brokers that hold every fetch to its end
             (Tansu, the embedded test broker) add up to this much latency per frame: the demo
             and the benchmark use 50 on it.
+        max_pixels: Largest frame decoded, in pixels, read from the image header before
+            decoding; larger frames are dead letters ``too_large`` (a 32 KB PNG can declare
+            12000 x 12000 px: 432 MB once decoded).
+        max_poll_decoded_bytes: Decoded bytes one poll may hold; the records beyond it are
+            fetched again by the next poll (at least one record per poll).
     """
 
     type: Literal["kafka"] = "kafka"
@@ -215,6 +224,8 @@ class KafkaSourceConfig(_Frozen):
     max_poll_records: int = Field(default=64, ge=1)
     decode_device: Literal["cpu", "cuda"] = "cpu"
     fetch_max_wait_ms: int = Field(default=500, ge=0, le=10_000)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    max_poll_decoded_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
 
 
 class CameraSourceConfig(_Frozen):
@@ -253,6 +264,8 @@ class DirectorySourceConfig(_Frozen):
         path: Folder or glob pattern (``frames/*.png``).
         fps: Replay rate (``None``: as fast as the pipeline takes them).
         loop: Start again after the last file.
+        max_pixels: Largest image decoded, in pixels, read from the header before decoding;
+            larger files are dead letters ``too_large``.
     """
 
     type: Literal["directory"] = "directory"
@@ -260,6 +273,7 @@ class DirectorySourceConfig(_Frozen):
     path: str
     fps: float | None = Field(default=None, gt=0)
     loop: bool = False
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
 
 
 SourceConfig = Annotated[
@@ -274,11 +288,15 @@ class BatcherConfig(_Frozen):
         max_batch_size: Frames per inference batch at most.
         max_wait_ms: Longest wait for a batch to fill once its first frame arrived.
         queue_size: Capacity of each bounded queue between stages.
+        max_in_flight_bytes: Decoded frame bytes admitted and not yet delivered, at most;
+            sources wait (Kafka pauses its partitions) beyond it. One frame is always let in,
+            so a frame larger than the budget still runs, alone.
     """
 
     max_batch_size: int = Field(default=8, ge=1)
     max_wait_ms: float = Field(default=20.0, ge=0)
     queue_size: int = Field(default=64, ge=1)
+    max_in_flight_bytes: int = Field(default=2 * 1024**3, ge=1)
 
 
 class WorkerConfig(_Frozen):
@@ -364,10 +382,28 @@ class DaemonConfig(_Frozen):
     """Lifecycle.
 
     Attributes:
-        drain_timeout_s: On SIGTERM, how long in-flight frames may take to finish.
+        drain_timeout_s: On SIGTERM, how long shutdown may take in all: in-flight frames,
+            flushing the sinks, committing and closing share this one deadline.
+        stall_timeout_s: Frames in flight and nothing delivered for this long: ``/readyz``
+            answers 503 ("delivery stalled"), whatever the connections say.
     """
 
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class MetricsConfig(_Frozen):
+    """Bounds on metric labels.
+
+    Attributes:
+        cameras: Camera ids that always get a ``camera`` label of their own (besides the ids of
+            configured camera and directory sources).
+        max_camera_labels: Further camera ids (from Kafka headers or keys) labelled as
+            themselves, first come first served; the rest are counted as ``other``.
+    """
+
+    cameras: tuple[str, ...] = ()
+    max_camera_labels: int = Field(default=64, ge=0)
 
 
 class InspectorConfig(BaseSettings):
@@ -389,6 +425,7 @@ class InspectorConfig(BaseSettings):
     sinks: SinksConfig = SinksConfig()
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,27 +1,41 @@
 """The daemon: builds every component, owns the lifecycle (startup, main loop, drain).
 
-Like uvicorn: startup, then a main loop that watches ``should_exit``, then a drain bounded by
-``daemon.drain_timeout_s``. The first SIGTERM/SIGINT drains (stop fetching, finish in-flight
-frames, flush, commit, exit 0); a second one forces exit without waiting.
+Like uvicorn: startup, then a main loop that watches ``should_exit``, then a shutdown bounded
+by ``daemon.drain_timeout_s`` as one deadline: stop fetching, finish in-flight frames, stop the
+model, flush the sinks, commit, close the consumers, stop HTTP; a final ``inspector stopped``
+line says what was delivered and what was left. The first SIGTERM/SIGINT starts that (also
+while start-up still waits for a broker or a model); a second one exits at once.
+
+Signals are read by a thread of their own from the interpreter's wake-up pipe
+(``signal.set_wakeup_fd``), not by Python-level handlers: those run only when the main thread
+gets back to Python, which a blocking client call can delay by tens of seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
-from types import FrameType
+from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import load_checkpoint
-from inspector.config import InspectorConfig
-from inspector.errors import BrokerUnavailableError, ConfigError
+from inspector.config import (
+    CameraSourceConfig,
+    DirectorySourceConfig,
+    InspectorConfig,
+)
+from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.messages import ModelRef
-from inspector.metrics import Metrics
+from inspector.metrics import CameraLabels, Metrics
 from inspector.model.device import resolve_device
-from inspector.model.runtime import RuntimeOptions, in_passing_thread
+from inspector.model.runtime import RuntimeOptions
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
 from inspector.server import HealthServer
@@ -35,6 +49,26 @@ log = logging.getLogger(__name__)
 #: Backoff while the broker is unreachable at start-up (seconds).
 _RETRY_FIRST_S = 1.0
 _RETRY_MAX_S = 30.0
+#: Share of ``daemon.drain_timeout_s`` kept for flushing, committing and closing (at most 5 s):
+#: frames still in flight by then are left uncommitted, but what was delivered is committed.
+_CLOSE_SHARE = 0.2
+_CLOSE_MAX_S = 5.0
+
+_T = TypeVar("_T")
+
+
+class _InterruptedError(InspectorError):
+    """Start-up was asked to stop while it waited for a component."""
+
+
+def _camera_labels(config: InspectorConfig) -> CameraLabels:
+    """Bounded camera labels: the configured cameras, then the first N others seen."""
+    configured = {
+        s.camera_id
+        for s in config.sources
+        if isinstance(s, CameraSourceConfig | DirectorySourceConfig)
+    }
+    return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
 
 
 def build_sinks(config: InspectorConfig, metrics: Metrics) -> list[Sink]:
@@ -68,9 +102,10 @@ class Daemon:
     ) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(self.registry, cameras=_camera_labels(config))
         self.should_exit = threading.Event()
         self.force_exit = False
+        self.exit_code: int | None = None
         self.pipeline: Pipeline | None = None
         self.server: HealthServer | None = None
         # Components built but not yet owned by a running pipeline: closed here on failure.
@@ -83,25 +118,58 @@ class Daemon:
     # --- signals ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: first drains, second forces; SIGHUP reloads the model (main thread)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle_signal)
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
+        """SIGTERM/SIGINT: first drains, second exits at once; SIGHUP reloads the model.
+
+        Call from the main thread. A watcher thread acts on each signal as it arrives (see the
+        module docs), so neither a blocked main thread nor a long drain delays it.
+        """
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            # The Python-level handler only replaces the default action (termination).
+            signal.signal(sig, lambda signum, frame: None)
+        threading.Thread(
+            target=self._watch_signals, args=(read_fd,), name="inspector-signals", daemon=True
+        ).start()
+
+    def _watch_signals(self, read_fd: int) -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                self.handle_signal(signum)
 
     def request_reload(self) -> None:
         """Ask the main loop to reload the model in the background (thread-safe)."""
         self._reload_requested.set()
 
-    def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
-        del frame
+    def handle_signal(self, signum: int) -> None:
+        """What one signal does (thread-safe): reload, drain, or on the second exit now."""
+        if signum == signal.SIGHUP:
+            self.request_reload()
+            return
+        name = signal.Signals(signum).name
         if self.should_exit.is_set():
-            log.warning(
-                "second %s: exiting without waiting for in-flight frames",
-                signal.Signals(signum).name,
-            )
             self.force_exit = True
-        else:
-            log.info("%s: draining (send again to force)", signal.Signals(signum).name)
+            in_flight = self.pipeline.in_flight if self.pipeline is not None else 0
+            log.warning(
+                "second %s: exiting now; %d frame(s) in flight are not committed and will be "
+                "processed again",
+                name,
+                in_flight,
+            )
+            log.warning("inspector stopped (forced, exit code 1)")
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):  # exiting anyway
+                    handler.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        log.info("%s: shutting down (send again to exit at once)", name)
         self.request_exit()
 
     def request_exit(self) -> None:
@@ -129,15 +197,26 @@ class Daemon:
             cfg.http.host, cfg.http.port, self.registry, self.readiness, self.metrics
         )
         self.server.start()
-        worker, postprocessor = self._load_model()
-        sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
-        sinks = build_sinks(cfg, self.metrics)
-        self._unstarted = [*sinks, *sources]
-        for component in self._unstarted:
-            self._set_up(component)
+        try:
+            worker, postprocessor = self._load_model()
+            sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
+            sinks = build_sinks(cfg, self.metrics)
+            self._unstarted = [*sinks, *sources]
+            for component in self._unstarted:
+                self._set_up(component)
+        except _InterruptedError:
+            return
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
-        self.pipeline = Pipeline(sources, cfg.batcher, worker, postprocessor, sinks, self.metrics)
+        self.pipeline = Pipeline(
+            sources,
+            cfg.batcher,
+            worker,
+            postprocessor,
+            sinks,
+            self.metrics,
+            stall_timeout_s=cfg.daemon.stall_timeout_s,
+        )
         self.pipeline.start()
         self._unstarted = []
         log.info(
@@ -159,7 +238,9 @@ class Daemon:
         delay = _RETRY_FIRST_S
         while not self.should_exit.is_set():
             try:
-                component.setup()
+                # A client constructor blocks while it looks for a broker (kafka-python: up to
+                # request_timeout_ms): a thread of its own keeps SIGTERM answered meanwhile.
+                self._interruptible(component.setup, f"inspector-setup-{component.name}")
                 self._waiting_for = None
                 return
             except BrokerUnavailableError as exc:
@@ -177,7 +258,34 @@ class Daemon:
         Raises:
             InspectorError: No checkpoint configured, or it cannot be loaded.
         """
-        return in_passing_thread(self._load_and_warm)
+        return self._interruptible(self._load_and_warm, "inspector-model-setup")
+
+    def _interruptible(self, work: Callable[[], _T], name: str) -> _T:
+        """Run ``work`` on a thread that ends with it; stop waiting when asked to exit.
+
+        Raises:
+            _InterruptedError: Asked to exit first; the work is abandoned (a daemon thread that
+                ends with the process).
+        """
+        outcome: list[_T] = []
+        failure: list[BaseException] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome.append(work())
+            except BaseException as exc:  # re-raised on the caller's thread
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        while not finished.wait(0.05):
+            if self.should_exit.is_set():
+                raise _InterruptedError(f"stopped while waiting for {name}")
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def _load_and_warm(self) -> tuple[ModelWorker, Postprocessor]:
         cfg = self.config
@@ -264,24 +372,38 @@ class Daemon:
                 break
 
     def shutdown(self) -> bool:
-        """Drain within the time limit, then stop everything. Returns ``True`` if clean."""
-        clean = True
+        """Stop everything under one deadline; returns ``True`` if nothing was left undone.
+
+        Not clean: frames left undelivered (their offsets stay uncommitted, they come again),
+        or a pipeline thread died.
+        """
+        timeout = self.config.daemon.drain_timeout_s
+        deadline = time.monotonic() + timeout
+        close_from = deadline - min(_CLOSE_MAX_S, _CLOSE_SHARE * timeout)
         self.metrics.ready.set(0)
-        if self.pipeline is not None:
-            self.pipeline.stop_fetching()
-            deadline = time.monotonic() + self.config.daemon.drain_timeout_s
-            while not self.force_exit and time.monotonic() < deadline:
-                if self.pipeline.wait_drained(0.1):
-                    break
-            else:
-                clean = False
+        clean = True
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.stop_fetching()
+            drained = False
+            while not (drained or self.force_exit) and time.monotonic() < close_from:
+                drained = pipeline.wait_drained(min(0.1, max(0.0, close_from - time.monotonic())))
+            if self.force_exit:  # asked again (the demo's second Ctrl+C): no drain, short closes
+                deadline = min(deadline, time.monotonic() + 0.5)
+            elif not drained:
                 log.warning(
-                    "drain incomplete: %d frame(s) still in flight; their offsets are not "
-                    "committed and will be processed again",
-                    self.pipeline.in_flight,
+                    "drain incomplete: %d frame(s) still in flight after %.1f s",
+                    pipeline.in_flight,
+                    timeout,
                 )
-            self.pipeline.close(timeout=0.5 if self.force_exit else 10.0)
-            clean = clean and self.pipeline.fatal is None
+            pipeline.close(deadline)
+            if pipeline.undelivered:
+                log.error(
+                    "%d frame(s) left undelivered: their offsets are not committed and they "
+                    "will be processed again",
+                    pipeline.undelivered,
+                )
+            clean = pipeline.undelivered == 0 and pipeline.fatal is None
         for component in self._unstarted:
             try:
                 component.close()
@@ -292,10 +414,22 @@ class Daemon:
         return clean
 
     def run(self) -> int:
-        """Start, serve until told to stop, drain; returns the process exit code."""
+        """Start, serve until told to stop, shut down; returns the process exit code."""
         try:
             self.startup()
             self.main_loop()
-        finally:
-            clean = self.shutdown()
-        return 0 if clean else 1
+        except BaseException:
+            self.shutdown()
+            log.info("inspector stopped: start-up or the main loop failed (see above)")
+            raise
+        code = 0 if self.shutdown() else 1
+        pipeline = self.pipeline
+        log.info(
+            "inspector stopped: %d result(s) and %d dead letter(s) delivered, %d frame(s) left "
+            "undelivered; exit code %d",
+            pipeline.outcomes.results_delivered if pipeline else 0,
+            pipeline.outcomes.dead_letters_delivered if pipeline else 0,
+            pipeline.undelivered if pipeline else 0,
+            code,
+        )
+        return code

@@ -40,9 +40,55 @@ class ImageDecodeError(InspectorError):
     """Bytes or a file that cannot be decoded into an image."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image with more pixels than ``sources[*].max_pixels``, refused before decoding.
+
+    The size comes from the encoded header, so a decompression bomb (a 32 KB PNG declaring
+    12000 x 12000 px) costs no memory. The message reads ``height x width``, like the shapes.
+
+    Attributes:
+        height: Height in pixels.
+        width: Width in pixels.
+        max_pixels: The limit ``height * width`` exceeds.
+        where: What the image is (a file path), prefixed to the message; ``""``: nothing.
+    """
+
+    def __init__(self, height: int, width: int, max_pixels: int, where: str = "") -> None:
+        pixels = height * width
+
+        def amount(n: int) -> str:
+            return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{n} px"
+
+        size, limit = amount(pixels), amount(max_pixels)
+        if size == limit:  # 50_000_001 vs 50_000_000 px: rounding would hide the difference
+            size, limit = f"{pixels} px", f"{max_pixels} px"
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}{height} x {width} px ({size}) exceeds the pixel limit of {limit} "
+            "(sources[*].max_pixels)"
+        )
+        self.height = height
+        self.width = width
+        self.max_pixels = max_pixels
+        self.where = where
+
+    def __reduce__(self) -> tuple[type[ImageTooLargeError], tuple[int, int, int, str]]:
+        # Exceptions pickle as type(*args) and args is the message only: rebuild from fields,
+        # so the error survives a trip through a process pool or a DataLoader worker.
+        return type(self), (self.height, self.width, self.max_pixels, self.where)
+
+
 class CalibrationError(InspectorError):
     """Calibration cannot be fitted from the data given (for example no validation images)."""
 
 
 class BrokerUnavailableError(InspectorError):
     """No Kafka broker answered at ``kafka.bootstrap_servers``; the daemon waits and retries."""
+
+
+class RecordRefusedError(InspectorError):
+    """A sink refuses one record for good (too large, invalid): retrying cannot help.
+
+    Any other delivery failure may pass (a broker restarting) and is retried; this one ends
+    the attempt, so the frame becomes a dead letter instead.
+    """

@@ -3,15 +3,18 @@
 Threads and bounded queues:
 
 - one thread per source polls it and admits frames into the frames queue; dead letters go
-  straight to the sinks. Admission takes a slot of a global in-flight bound, so a slow sink
-  pushes back all the way: the source pauses (Kafka pauses its partitions) instead of memory
-  growing;
+  straight to the sinks. Admission takes a share of two global bounds, frames in flight and
+  decoded bytes in flight, so a slow sink pushes back all the way: the source pauses (Kafka
+  pauses its partitions) instead of memory growing;
 - an inference thread batches frames and runs the model;
-- a postprocess thread turns raw maps into results and hands them to every sink.
+- a postprocess thread turns raw maps into results and hands them to every sink
+  (:class:`~inspector.delivery.Delivery`, which retries a failing sink until it takes them).
 
 A frame is acked to its source (so its Kafka offset may be committed) only when every sink has
 confirmed delivery. Shutdown is :meth:`Pipeline.stop_fetching`, :meth:`Pipeline.wait_drained`,
-:meth:`Pipeline.close`.
+:meth:`Pipeline.close`, in that order, under one deadline: stop the model, flush the sinks,
+then let the sources commit what was delivered and close (never before the flush: results
+confirmed during it must be committed too).
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from inspector.admission import Admission, footprint
 from inspector.batcher import Batcher
 from inspector.config import BatcherConfig
+from inspector.delivery import Delivery, Outcomes
+from inspector.ids import for_log
 from inspector.messages import Latency
 from inspector.metrics import Metrics
 from inspector.postprocess import Postprocessor
@@ -59,12 +63,13 @@ class Pipeline:
 
     Args:
         sources: Frame sources, one thread each.
-        batcher: Batch size/wait and queue capacity.
+        batcher: Batch size/wait, queue capacity and the in-flight byte budget.
         worker: Warmed-up model worker.
         postprocessor: Turns raw maps into results.
         sinks: Result destinations; a frame is acked when all of them confirmed.
         metrics: Metrics registry wrapper.
         max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
+        stall_timeout_s: Frames in flight and no delivery for this long: not ready.
         clock: Monotonic clock.
     """
 
@@ -78,6 +83,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         max_in_flight: int | None = None,
+        stall_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sources = list(sources)
@@ -88,17 +94,20 @@ class Pipeline:
         self.frames: queue.Queue[Frame] = queue.Queue(batcher.queue_size)
         self._post: queue.Queue[_Inferred | None] = queue.Queue(max(2, batcher.queue_size // 8))
         self._batcher = Batcher(self.frames, batcher, metrics, clock=clock)
-        self._slots = threading.Semaphore(max_in_flight or 4 * batcher.queue_size)
-        self._lock = threading.Lock()
-        self._in_flight = 0
+        self.admission = Admission(
+            max_in_flight or 4 * batcher.queue_size, batcher.max_in_flight_bytes, clock
+        )
+        self._stall_timeout_s = stall_timeout_s
         self._stop_fetch = threading.Event()  # sources take no new frames
+        self._stop_model = threading.Event()  # the model takes no new batch
         self._stop_all = threading.Event()  # source threads commit, close and end
         self._input_closed = threading.Event()  # no frame will enter the frames queue again
         self._idle: list[threading.Event] = [threading.Event() for _ in self.sources]
-        self._threads: list[threading.Thread] = []
-        # Dead letters for refused results are sent from here, not from the sink's callback:
-        # that may run on the Kafka client's I/O thread, which must never block on a send.
-        self._redeliver = ThreadPoolExecutor(1, thread_name_prefix="inspector-redeliver")
+        self._source_threads: list[threading.Thread] = []
+        self._model_threads: list[threading.Thread] = []
+        self._delivery = Delivery(self.sinks, metrics, clock=clock)
+        self.outcomes = Outcomes(self._delivery, metrics, self.admission.release, clock)
+        self._commit_deadline = float("inf")
         self.fatal: BaseException | None = None
 
     @property
@@ -123,11 +132,19 @@ class Pipeline:
     def start(self) -> None:
         """Start every thread (sources and sinks must be set up, the worker warmed)."""
         for i, source in enumerate(self.sources):
-            self._spawn(f"source-{source.name}", functools.partial(self._source_loop, i, source))
-        self._spawn("inference", self._inference_loop)
-        self._spawn("postprocess", self._postprocess_loop)
+            self._source_threads.append(
+                self._spawn(
+                    f"source-{source.name}",
+                    functools.partial(self._source_loop, i, source),
+                    on_death=functools.partial(self._mark_idle, i),
+                )
+            )
+        self._model_threads.append(self._spawn("inference", self._inference_loop))
+        self._model_threads.append(self._spawn("postprocess", self._postprocess_loop))
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def _spawn(
+        self, name: str, target: Callable[[], None], on_death: Callable[[], None] | None = None
+    ) -> threading.Thread:
         def run() -> None:
             try:
                 target()
@@ -135,10 +152,12 @@ class Pipeline:
                 log.exception("pipeline thread %s died", name)
                 self.fatal = exc
                 self._stop_fetch.set()
+                if on_death is not None:
+                    on_death()  # a dead source sends nothing more: draining need not wait
 
         thread = threading.Thread(target=run, name=f"inspector-{name}", daemon=True)
         thread.start()
-        self._threads.append(thread)
+        return thread
 
     def stop_fetching(self) -> None:
         """Take no new frames; frames already admitted still run to delivery."""
@@ -147,33 +166,57 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         """Frames and dead letters admitted but not yet delivered."""
-        return self._in_flight
+        return self.admission.items
+
+    @property
+    def undelivered(self) -> int:
+        """Frames neither delivered nor dead-lettered (left uncommitted: they come again)."""
+        return self.admission.items + self.outcomes.unsendable
 
     @property
     def finished(self) -> bool:
         """All sources are exhausted or stopped and everything admitted was delivered."""
-        return self._input_closed.is_set() and self._in_flight == 0
+        return self._input_closed.is_set() and self.admission.items == 0
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until every admitted frame is delivered; ``False`` on timeout."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._input_closed.is_set() and self._in_flight == 0:
+        while True:
+            if self.finished:
                 return True
-            time.sleep(0.02)
-        return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.02, remaining))
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop every thread; sources commit what was delivered and close, sinks flush."""
+    def close(self, deadline: float | None = None) -> None:
+        """Stop every thread by ``deadline`` (monotonic; default 10 s from now), in order.
+
+        The model stops, the sinks flush (their confirmations ack frames), retries stop, then
+        the sources commit what was delivered and close, and last the sinks close. Frames not
+        delivered by then stay uncommitted (see :attr:`undelivered`).
+        """
+        end = time.monotonic() + 10.0 if deadline is None else deadline
+
+        def left() -> float:
+            return max(0.0, end - time.monotonic())
+
         self._stop_fetch.set()
-        self._stop_all.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._redeliver.shutdown(wait=False)  # drained frames have their dead letters sent
+        self._stop_model.set()
+        for thread in self._model_threads:
+            thread.join(left())
         for sink in self.sinks:
             try:
-                sink.flush(max(0.1, deadline - time.monotonic()))
+                sink.flush(left())
+            except Exception:
+                log.exception("flushing sink %s failed", sink.name)
+        self._delivery.close()
+        self._commit_deadline = end
+        self._stop_all.set()
+        for thread in self._source_threads:
+            thread.join(left())
+        for sink in self.sinks:
+            try:
                 sink.close()
             except Exception:
                 log.exception("closing sink %s failed", sink.name)
@@ -182,16 +225,35 @@ class Pipeline:
         """Why the pipeline is not ready (empty when ready)."""
         reasons = [] if self.worker.ready else ["model not warmed up"]
         reasons += [f"source {s.name} not connected" for s in self.sources if not s.ready()]
-        reasons += [f"sink {s.name} not connected" for s in self.sinks if not s.ready()]
+        reasons += [r for s in self.sinks if (r := s.unready_reason()) is not None]
         if self.fatal is not None:
             reasons.append(f"pipeline failed: {self.fatal!r}")
+        stalled = self._stalled_for()
+        if stalled is not None:
+            reasons.append(
+                f"delivery stalled: {self.in_flight} frame(s) in flight and nothing delivered "
+                f"for {stalled:.0f} s"
+            )
+        if self.outcomes.unsendable:
+            reasons.append(
+                f"{self.outcomes.unsendable} dead letter(s) refused by a sink: left uncommitted "
+                "(see log)"
+            )
         return reasons
+
+    def _stalled_for(self) -> float | None:
+        if self.in_flight == 0:
+            return None
+        quiet = self.clock() - max(self._delivery.last_confirmed, self.admission.busy_since)
+        return quiet if quiet > self._stall_timeout_s else None
 
     def update_gauges(self) -> None:
         """Refresh queue depth gauges (called by the daemon's main loop)."""
         self.metrics.queue_depth.labels(queue="frames").set(self.frames.qsize())
         self.metrics.queue_depth.labels(queue="postprocess").set(self._post.qsize())
-        self.metrics.queue_depth.labels(queue="in_flight").set(self._in_flight)
+        self.metrics.queue_depth.labels(queue="in_flight").set(self.in_flight)
+        self.metrics.queue_depth.labels(queue="retry").set(self._delivery.retrying)
+        self.metrics.in_flight_bytes.set(self.admission.bytes)
 
     # --- sources ----------------------------------------------------------------------------
 
@@ -213,7 +275,7 @@ class Pipeline:
             self._mark_idle(index)
         finally:
             try:
-                source.drain(5.0)
+                source.drain(max(0.1, self._commit_deadline - time.monotonic()))
             finally:
                 source.close()
 
@@ -227,7 +289,8 @@ class Pipeline:
     ) -> bool:
         paused = False
         last_poll = time.monotonic()
-        while not self._slots.acquire(timeout=0.1):
+        nbytes = footprint(item)
+        while not self.admission.reserve(nbytes):
             if self._stop_fetch.is_set():
                 if paused:
                     source.resume()
@@ -238,18 +301,16 @@ class Pipeline:
             if time.monotonic() - last_poll > _KEEPALIVE_S:
                 pending.extend(source.poll(0))
                 last_poll = time.monotonic()
-        with self._lock:
-            self._in_flight += 1
         if isinstance(item, DeadLetter):
-            self._deliver_dead_letter(item)
+            self.outcomes.dead_letter(item, nbytes)
         else:
             while True:
                 try:
                     self.frames.put(item, timeout=0.1)
                     break
                 except queue.Full:
-                    if self._stop_all.is_set():  # the model thread is gone: nothing will take it
-                        self._release()
+                    if self._stop_model.is_set():  # nothing will take it any more
+                        self.admission.release(nbytes)
                         return False
                     if not paused:
                         source.pause()
@@ -262,7 +323,7 @@ class Pipeline:
 
     def _inference_loop(self) -> None:
         try:
-            while True:
+            while not self._stop_model.is_set():
                 batch = self._batcher.next_batch(self._input_closed)
                 if not batch:
                     return
@@ -273,7 +334,7 @@ class Pipeline:
                 except Exception as exc:
                     log.exception("inference failed for a batch of %d", len(batch))
                     for frame in batch:
-                        self._fail_frame(frame, "inference", "inference_error", exc)
+                        self.outcomes.failed(frame, "inference", "inference_error", exc)
                     continue
                 self._post.put(_Inferred(batch, output, started, self.clock(), postprocessor))
         finally:
@@ -286,10 +347,10 @@ class Pipeline:
                 try:
                     inspection = self._postprocess_one(frame, item, i, infer_ms)
                 except Exception as exc:
-                    log.exception("postprocess failed for %s", frame.meta.frame_id)
-                    self._fail_frame(frame, "postprocess", "postprocess_error", exc)
+                    log.exception("postprocess failed for %s", for_log(frame.meta.frame_id))
+                    self.outcomes.failed(frame, "postprocess", "postprocess_error", exc)
                     continue
-                self._deliver(inspection)
+                self.outcomes.result(inspection)
 
     def _postprocess_one(
         self, frame: Frame, item: _Inferred, i: int, infer_ms: float
@@ -309,7 +370,8 @@ class Pipeline:
             total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
         )
         message = item.postprocessor.to_message(meta, decision, latency)
-        m, camera = self.metrics, meta.camera_id
+        m = self.metrics
+        camera = m.camera(meta.camera_id)
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)
         m.stage_seconds.labels(stage="postprocess").observe(post_ms / 1e3)
         m.anomaly_score.labels(camera=camera).observe(decision.score)
@@ -317,99 +379,3 @@ class Pipeline:
             m.anomalies.labels(camera=camera).inc()
             m.defects.labels(camera=camera).inc(len(decision.defects))
         return Inspection(message, frame, decision.heatmap, decision.mask)
-
-    # --- delivery ----------------------------------------------------------------------------
-
-    def _fail_frame(self, frame: Frame, stage: str, kind: str, exc: BaseException) -> None:
-        self._deliver_dead_letter(_dead_letter(frame, stage, kind, _describe(exc)))
-
-    def _deliver(self, inspection: Inspection) -> None:
-        frame = inspection.frame
-
-        def finished(errors: list[BaseException]) -> None:
-            if errors:
-                # A result a sink refuses (too large, rejected) would otherwise be retried
-                # forever and hold back its partition's commits: it becomes a dead letter with
-                # the original message. If that fails too (broker down), nothing is acked and
-                # the frame comes again after a restart.
-                reason = "; ".join(_describe(e) for e in errors)
-                log.error("delivery of %s failed: %s", frame.meta.frame_id, reason)
-                letter = _dead_letter(
-                    frame, "publish", "publish_failed", f"result not delivered: {reason}"
-                )
-                self._redeliver.submit(self._deliver_dead_letter, letter)
-                return  # the dead letter's delivery releases the slot
-            frame.ack()
-            self.metrics.frames_processed.labels(camera=frame.meta.camera_id).inc()
-            self.metrics.end_to_end_seconds.observe(self.clock() - frame.meta.received_monotonic)
-            self._release()
-
-        self._fan_out(lambda sink, done: sink.publish(inspection, done), finished)
-
-    def _deliver_dead_letter(self, letter: DeadLetter) -> None:
-        self.metrics.frames_failed.labels(stage=letter.stage, reason=letter.error_type).inc()
-
-        def finished(errors: list[BaseException]) -> None:
-            if errors:
-                self._delivery_failed(f"dead letter ({letter.reason})", errors)
-            else:
-                letter.ack()
-            self._release()
-
-        self._fan_out(lambda sink, done: sink.publish_dead_letter(letter, done), finished)
-
-    def _fan_out(
-        self,
-        send: Callable[[Sink, Callable[[BaseException | None], None]], None],
-        finished: Callable[[list[BaseException]], None],
-    ) -> None:
-        remaining = [len(self.sinks)]
-        errors: list[BaseException] = []
-        lock = threading.Lock()
-
-        def done(exc: BaseException | None) -> None:
-            with lock:
-                if exc is not None:
-                    errors.append(exc)
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                finished(errors)
-
-        if not self.sinks:
-            finished(errors)
-            return
-        for sink in self.sinks:
-            try:
-                send(sink, done)
-            except Exception as exc:  # a sink must not take the pipeline down
-                log.exception("sink %s raised", sink.name)
-                done(exc)
-
-    def _delivery_failed(self, what: str, errors: list[BaseException]) -> None:
-        # Not acked: its offset stays uncommitted, so the frame is delivered again after a
-        # restart (at least once) rather than lost.
-        log.error("delivery of %s failed: %s", what, "; ".join(repr(e) for e in errors))
-        self.metrics.frames_failed.labels(stage="publish", reason=type(errors[0]).__name__).inc()
-
-    def _release(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-        self._slots.release()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _dead_letter(frame: Frame, stage: str, kind: str, reason: str) -> DeadLetter:
-    """A frame that failed after decoding, with its original message (Kafka input)."""
-    return DeadLetter(
-        reason=reason,
-        error_type=kind,
-        stage=stage,
-        camera_id=frame.meta.camera_id,
-        raw=frame.raw,
-        failed_at=datetime.now(UTC).isoformat(),
-        ack=frame.ack,
-    )

@@ -1,7 +1,9 @@
 """One HTTP port for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-A standard-library WSGI server (``wsgiref`` with a thread per request) in a daemon thread:
-scrapes and probes are a handful of requests per second, not worth a web framework.
+prometheus_client's own threading WSGI server (``wsgiref`` with a thread per request) in a
+daemon thread: scrapes and probes are a handful of requests per second, not worth a web
+framework. Unlike prometheus_client's ``start_wsgi_server`` it gets a real listen backlog (see
+:data:`_REQUEST_QUEUE_SIZE`), a bounded stop latency and errors naming the config keys.
 ``/metrics`` is prometheus_client's own WSGI app, so gzip (``Accept-Encoding: gzip``),
 OpenMetrics (``Accept: application/openmetrics-text``) and ``?name[]=`` filtering work as
 with any Prometheus client.
@@ -15,12 +17,13 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import cast
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import exposition as _exposition
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from inspector.errors import ConfigError
 from inspector.metrics import Metrics
@@ -33,12 +36,23 @@ Readiness = Callable[[], list[str]]
 _PATHS = ("/metrics", "/healthz", "/readyz")
 #: How often the serve loop checks for :meth:`HealthServer.stop` (bounds the stop latency).
 _POLL_INTERVAL_S = 0.1
+#: Listen backlog. socketserver's default of 5 makes the kernel drop SYNs as soon as a burst
+#: of connections (scrapers, probes, a client opening many at once) outruns the accept loop,
+#: and each dropped SYN costs the client a 1 s, 3 s, 7 s... retransmit: 200 back-to-back
+#: connections took ~31 s. The kernel caps this at ``net.core.somaxconn``.
+_REQUEST_QUEUE_SIZE = 1024
+
+# prometheus_client's address-family choice (IPv6 for IPv6 literals and names that resolve
+# only to IPv6). It is private and unannotated there, so give it its signature here.
+_get_best_family = cast(
+    Callable[[str, int], tuple[socket.AddressFamily, str]], _exposition._get_best_family
+)
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    # Daemon request threads: a stuck client can never hold the process open at exit, and
-    # ThreadingMixIn does not accumulate finished threads to join.
-    daemon_threads = True
+class _Server(ThreadingWSGIServer):
+    # ThreadingWSGIServer already uses daemon request threads (a stuck client never holds the
+    # process open at exit); only the backlog is too small for bursts.
+    request_queue_size = _REQUEST_QUEUE_SIZE
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -75,7 +89,7 @@ class HealthServer:
         self.readiness = readiness
         self.metrics = metrics
         self._metrics_app = make_wsgi_app(registry)
-        self._server: _ThreadingWSGIServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -96,7 +110,7 @@ class HealthServer:
             return
         host, port = self.host, self.requested_port
 
-        class Server(_ThreadingWSGIServer):
+        class Server(_Server):
             # Per-instance family: HTTPServer defaults to IPv4, which cannot bind "::".
             address_family = _address_family(host, port)
 
@@ -119,7 +133,9 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
-        log.debug("http: serving %s on %s:%d", ", ".join(_PATHS), host, self.port)
+        # The address and port actually bound (the ephemeral one when 0 was asked for), so
+        # operators can tell from the log where to scrape and probe.
+        log.info("http: serving %s on %s", ", ".join(_PATHS), _format_address(server))
 
     def stop(self) -> None:
         """Stop serving and release the port (idempotent)."""
@@ -175,13 +191,23 @@ def _json(start_response: StartResponse, status: str, body: object) -> list[byte
 
 
 def _address_family(host: str, port: int) -> socket.AddressFamily:
-    """IPv6 for IPv6 addresses and names that only resolve to IPv6, IPv4 otherwise."""
+    """IPv6 for IPv6 addresses and names that only resolve to IPv6, IPv4 otherwise.
+
+    Only the family of prometheus_client's choice is used: binding ``host`` itself (not the
+    address it resolved to) keeps an IPv6 scope (``fe80::1%eth0``) that the resolved address
+    drops.
+    """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return _get_best_family(host, port)[0]
     except (OSError, UnicodeError):
         # Let bind() report the unresolvable host with its own message.
         return socket.AF_INET
-    return infos[0][0] if infos else socket.AF_INET
+
+
+def _format_address(server: _Server) -> str:
+    """``host:port`` of the bound socket, with IPv6 hosts in brackets (``[::]:9108``)."""
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 __all__ = ["HealthServer", "Readiness"]

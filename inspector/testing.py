@@ -177,12 +177,15 @@ class FakeSink(Sink):
 
     A slow sink confirms ``delay_s`` after each publish, from its own thread; a failing one
     confirms with ``fail_with`` (dead letters too, unless ``fail_dead_letters`` is off: a
-    sink that refuses some results, e.g. too large, but takes dead letters).
+    sink that refuses some results, e.g. too large, but takes dead letters), for its first
+    ``failures`` publishes (``None``: always).
     """
 
     delay_s: float = 0.0
     fail_with: BaseException | None = None
     fail_dead_letters: bool = True
+    failures: int | None = None
+    publishes: int = 0
     name: str = "fake-sink"
     results: list[Inspection] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -191,7 +194,11 @@ class FakeSink(Sink):
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _complete(self, done: DoneFn, *, dead_letter: bool = False) -> None:
+        with self._lock:
+            self.publishes += 1
+            failing = self.failures is None or self.publishes <= self.failures
         error = None if dead_letter and not self.fail_dead_letters else self.fail_with
+        error = error if failing else None
 
         def finish() -> None:
             if self.delay_s:

@@ -15,8 +15,10 @@ class Sink(ABC):
     """A destination for inspections.
 
     :meth:`publish` may return before delivery; it must call ``done`` exactly once when the
-    item is durably written (or has definitively failed). The pipeline acks a frame to its
-    source only after every sink said done.
+    item is durably written (or has failed). The pipeline acks a frame to its source only after
+    every sink said done; a failure is retried with backoff until the sink takes the item,
+    except a :class:`~inspector.errors.RecordRefusedError` (this record can never be written:
+    the frame becomes a dead letter).
 
     Attributes:
         name: Label for logs and metrics.
@@ -42,6 +44,10 @@ class Sink(ABC):
     def ready(self) -> bool:
         """Whether the sink is connected (for ``/readyz``)."""
         return True
+
+    def unready_reason(self) -> str | None:
+        """Why the sink is not ready, for ``/readyz`` (``None`` when it is)."""
+        return None if self.ready() else f"sink {self.name} not connected"
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush what can be flushed and release connections."""

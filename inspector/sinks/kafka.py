@@ -19,15 +19,25 @@ from kafka import KafkaProducer
 from kafka.errors import (
     BrokerNotAvailableError,
     ClusterAuthorizationFailedError,
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTimestampError,
     KafkaConfigurationError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
     TransactionalIdAuthorizationFailedError,
     UnsupportedVersionError,
 )
 
 from inspector.config import KafkaConfig
-from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
+from inspector.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    InspectorError,
+    RecordRefusedError,
+)
 from inspector.kafka_metrics import connection_count
 from inspector.messages import SCHEMA_ID
 from inspector.metrics import Metrics
@@ -43,6 +53,17 @@ RESULT_HEADERS: tuple[tuple[str, bytes], ...] = (
 )
 #: Room left in ``max_request_size`` for record framing when a dead letter copies a payload.
 _FRAMING_BYTES = 1024
+#: Errors about one record (too large, invalid): sending it again cannot help.
+_REFUSALS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    CorruptRecordError,
+)
+#: Rebuilding a producer in a fatal state: first wait, and the longest (seconds).
+_REBUILD_FIRST_S = 1.0
+_REBUILD_MAX_S = 30.0
 #: Errors meaning "this broker or principal does not allow idempotent producers".
 _IDEMPOTENCE_REFUSED = (
     ClusterAuthorizationFailedError,
@@ -85,8 +106,17 @@ class KafkaSink(Sink):
         self._closed = False
         self.idempotent = True
         self._drop_idempotence = False  # set by a delivery callback, acted on by the next send
-        self._failing = False
-        self._delivered = False
+        self._failing: BaseException | None = None  # the last delivery error, until a success
+        # A producer in a state it cannot leave (kafka-python keeps an idempotent producer
+        # fatal after UnknownProducerId + a failed InitProducerId, e.g. when the broker came back
+        # without its state): replaced by the next send, with backoff between attempts.
+        self._rebuild = False
+        # Set when the producer was seen without any broker connection (a broker restart, a
+        # network cut); cleared by the next delivery. A broker that comes back may have lost the
+        # producer's state, so only a delivery proves the path works again.
+        self._lost = False
+        self._rebuild_delay = _REBUILD_FIRST_S
+        self._next_rebuild = float("-inf")
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -152,6 +182,8 @@ class KafkaSink(Sink):
         with self._lock:
             if self._closed:
                 raise InspectorError("kafka sink is closed")
+            if self._rebuild and self._producer is not None:
+                self._replace_broken_producer()
             if self._drop_idempotence and self._producer is not None:
                 log.warning(
                     "kafka sink: the broker refused the idempotent producer; reconnecting "
@@ -168,15 +200,56 @@ class KafkaSink(Sink):
                 self._producer = self._connect()
             return self._producer
 
+    def _replace_broken_producer(self) -> None:
+        """Close the fatal producer and build a new one (lock held); backoff between tries."""
+        now = self._clock()
+        if now < self._next_rebuild:
+            raise InspectorError(
+                f"kafka sink: the producer is being rebuilt (next try in "
+                f"{self._next_rebuild - now:.1f} s) after {self._failing!r}"
+            )
+        self._next_rebuild = now + self._rebuild_delay
+        self._rebuild_delay = min(self._rebuild_delay * 2, _REBUILD_MAX_S)
+        log.warning(
+            "kafka sink: the producer is in a state it cannot leave (%r); building a new one",
+            self._failing,
+        )
+        self.metrics.sink_rebuilds.labels(sink=self.name).inc()
+        old, self._producer = self._producer, None
+        try:
+            if old is not None:
+                old.close(timeout=0)  # its unsent records fail through their callbacks
+        except Exception:
+            log.debug("closing the broken producer failed", exc_info=True)
+        self._producer = self._connect()  # raises BrokerUnavailableError: tried again later
+        self._rebuild = False
+
     def ready(self) -> bool:
         """Connected and the last delivery did not fail (safe from any thread)."""
+        return self.unready_reason() is None
+
+    def unready_reason(self) -> str | None:
+        """Why the sink cannot deliver now (``None`` when it can)."""
         producer = self._producer
-        if producer is None or self._closed or self._failing:
-            return False
+        where = f"kafka sink ({self.kafka.bootstrap_servers})"
+        if self._closed:
+            return f"{where}: closed"
+        if self._failing is not None:
+            failure = f"{type(self._failing).__name__}: {self._failing}"
+            if self._rebuild:
+                return f"{where}: rebuilding the producer after {failure}"
+            return f"{where}: deliveries failing ({failure}); retrying"
+        if producer is None:
+            return f"{where}: not connected"
         connections = connection_count(producer)
-        # A producer idle for long may have closed its connections; earlier deliveries still
-        # show the path works.
-        return connections is None or connections > 0 or self._delivered
+        if connections == 0:
+            # An idle producer keeps its connection (metadata is refreshed every 5 minutes,
+            # before the 9-minute idle close), so none means the brokers are gone.
+            self._lost = True
+            return f"{where}: no connection to any broker"
+        if self._lost:
+            return f"{where}: reconnected after losing the brokers; ready once a delivery succeeds"
+        return None
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -198,14 +271,15 @@ class KafkaSink(Sink):
         ``error_type``, ``stage``, ``source_topic``, ``source_partition``, ``source_offset``
         (empty for input that did not come from Kafka) and ``failed_at``. A payload too large
         to be produced (an ``oversized`` frame) is left out, with ``value_dropped`` saying so:
-        a dead letter that cannot be written would block the offset commit forever.
+        a dead letter that cannot be written would block the offset commit forever. If the
+        original headers alone are too large they are left out too (``headers_dropped``).
         """
         raw = letter.raw
         key = raw.key if raw is not None else letter.camera_id.encode()
         value = raw.value if raw is not None else b""
-        headers = list(raw.headers) if raw is not None else []
-        headers += [
-            ("error", letter.reason.encode()),
+        original = list(raw.headers) if raw is not None else []
+        ours = [
+            ("error", letter.reason.encode()[:4096]),
             ("error_type", letter.error_type.encode()),
             ("stage", letter.stage.encode()),
             ("source_topic", (raw.topic if raw else "").encode()),
@@ -213,12 +287,25 @@ class KafkaSink(Sink):
             ("source_offset", (str(raw.offset) if raw else "").encode()),
             ("failed_at", letter.failed_at.encode()),
         ]
-        size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
-        if size + _FRAMING_BYTES > self.kafka.max_message_bytes:
-            headers.append(
+
+        def size(*parts: list[tuple[str, bytes]]) -> int:
+            heads = sum(len(k.encode()) + len(v) for part in parts for k, v in part)
+            return len(value) + len(key or b"") + heads + _FRAMING_BYTES
+
+        limit = self.kafka.max_message_bytes
+        if size(original, ours) > limit:
+            ours.append(
                 ("value_dropped", f"{len(value)} bytes, over kafka.max_message_bytes".encode())
             )
             value = b""
+        if size(original, ours) > limit:
+            # Headers alone too large (a producer can send megabytes of them): the coordinates
+            # in ours still find the original message on its topic.
+            ours.append(("headers_dropped", f"{len(original)} headers, over the limit".encode()))
+            original = []
+        if len(key or b"") + _FRAMING_BYTES > limit:
+            key = None
+        headers = original + ours
         self._send(self.kafka.dlq_topic, key=key, value=value, headers=headers, done=done)
 
     def _send(
@@ -234,31 +321,43 @@ class KafkaSink(Sink):
         try:
             future = self._current().send(topic, value=value, key=key, headers=headers)
         except Exception as exc:  # too large, closed, no metadata within max_block_ms...
-            self._note_failure(exc)
-            done(exc)
+            done(self._note_failure(exc, topic))
             return
 
         def delivered(_: Any) -> None:
-            self._failing = False
-            self._delivered = True
+            self._failing = None
+            self._lost = False
+            self._rebuild_delay = _REBUILD_FIRST_S
             self.metrics.stage_seconds.labels(stage="publish").observe(self._clock() - started)
             done(None)
 
         def failed(exc: BaseException) -> None:
-            self._note_failure(exc)
-            done(exc)
+            done(self._note_failure(exc, topic))
 
         future.add_callback(delivered)
         future.add_errback(failed)
 
-    def _note_failure(self, exc: BaseException) -> None:
+    def _note_failure(self, exc: BaseException, topic: str) -> BaseException:
+        """Record a failed send; returns the error for ``done`` (a refusal, or ``exc``)."""
         log.debug("kafka sink: delivery failed: %r", exc)
-        # Only errors about reaching the broker make the sink unready; a record that is too
-        # large says nothing about the connection.
-        if getattr(exc, "retriable", False) or isinstance(exc, OSError | BrokerNotAvailableError):
-            self._failing = True
+        if isinstance(exc, _REFUSALS):
+            # About this record only: says nothing about the connection or the producer.
+            refused = RecordRefusedError(f"{topic} refused the record: {type(exc).__name__}: {exc}")
+            refused.__cause__ = exc
+            return refused
+        if not isinstance(exc, InspectorError):  # ours (closed, rebuilding) keep the cause shown
+            self._failing = exc
         if self.idempotent and isinstance(exc, _IDEMPOTENCE_REFUSED):
             self._drop_idempotence = True
+        elif not (
+            getattr(exc, "retriable", False)
+            or isinstance(exc, OSError | BrokerNotAvailableError | InspectorError)
+        ):
+            # Not about this record and not something the client retries by itself: the
+            # producer may never recover (kafka-python keeps a fatal idempotent producer
+            # fatal), so the next send builds a new one.
+            self._rebuild = True
+        return exc
 
     # --- shutdown -----------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ class CameraSource(LocalSource):
         self._next_due = float("-inf")
         self._last_warning = float("-inf")
         self._seq = 0  # frames read; ids count on across reconnects and loops, so stay unique
-        cam = config.camera_id
+        cam = metrics.camera(config.camera_id)
         self._m_up = metrics.camera_up.labels(camera=cam)
         self._m_reconnects = metrics.camera_reconnects.labels(camera=cam)
         self._m_stale = metrics.frames_dropped.labels(camera=cam, reason="stale")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inspector.config import DirectorySourceConfig
-from inspector.errors import ConfigError, ImageDecodeError
+from inspector.errors import ConfigError, ImageDecodeError, ImageTooLargeError
 from inspector.imaging import read_image
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame, FrameMeta
@@ -31,7 +31,8 @@ class DirectorySource(LocalSource):
     """Image files replayed as frames, in natural name order (``frame_2`` before ``frame_10``).
 
     A file that cannot be read or decoded becomes a :class:`~inspector.records.DeadLetter`
-    (``error_type="undecodable"``, ``stage="decode"``), never a gap. Frame ids are file names
+    (``error_type="undecodable"``, or ``too_large`` over ``max_pixels`` read from the header
+    before decoding; ``stage="decode"``), never a gap. Frame ids are file names
     relative to the folder (the path for a glob); with ``loop`` later passes append ``#<pass>``
     so ids stay unique.
 
@@ -110,12 +111,14 @@ class DirectorySource(LocalSource):
         self._m_received.inc()
         start = time.perf_counter()
         try:
-            image = read_image(path)
+            image = read_image(path, self.config.max_pixels)
         except ImageDecodeError as exc:
             return [
                 DeadLetter(
                     reason=str(exc),
-                    error_type="undecodable",
+                    error_type="too_large"
+                    if isinstance(exc, ImageTooLargeError)
+                    else "undecodable",
                     stage="decode",
                     camera_id=self.config.camera_id,
                     raw=None,

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -40,6 +41,21 @@ class Topics:
             "heartbeat_interval_ms": 1000,
             **extra,
         }
+
+
+def daemon_settings(
+    bootstrap: str, topics: Topics, checkpoint: Path, **sections: object
+) -> dict[str, object]:
+    """A small daemon's configuration over ``topics`` (sections given replace the defaults)."""
+    return {
+        "kafka": topics.kafka_settings(bootstrap, commit_interval_ms=200),
+        "sources": [{"type": "kafka"}],
+        "model": {"checkpoint": str(checkpoint), "device": "cpu", "warmup_batches": 1},
+        "batcher": {"max_batch_size": 4, "max_wait_ms": 10},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "daemon": {"drain_timeout_s": 30},
+        **sections,
+    }
 
 
 def create_topics(bootstrap: str, topics: Topics, partitions: int = 2) -> None:

@@ -17,7 +17,7 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
-from kafka_helpers import Topics, collect, create_topics, produce
+from kafka_helpers import Topics, collect, create_topics, daemon_settings, produce
 from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import LoadedCheckpoint
@@ -31,14 +31,7 @@ DEFECTS = ("crack", "missing", "scratch")
 
 
 def _settings(bootstrap: str, topics: Topics, ckpt: Path) -> dict[str, object]:
-    return {
-        "kafka": topics.kafka_settings(bootstrap, commit_interval_ms=200),
-        "sources": [{"type": "kafka"}],
-        "model": {"checkpoint": str(ckpt), "device": "cpu", "warmup_batches": 1},
-        "batcher": {"max_batch_size": 4, "max_wait_ms": 10},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "daemon": {"drain_timeout_s": 60},
-    }
+    return daemon_settings(bootstrap, topics, ckpt, daemon={"drain_timeout_s": 60})
 
 
 def _jpeg(path: Path) -> bytes:

@@ -12,7 +12,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from inspector.config import KafkaConfig
-from inspector.errors import InspectorError
+from inspector.errors import InspectorError, RecordRefusedError
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection, RawMessage
 from inspector.sinks.kafka import KafkaSink
@@ -154,7 +154,9 @@ def test_producer_errors_reach_done(bootstrap: str, make_topic: Callable[..., st
     try:
         too_big = Done()
         sink.publish(_inspection("x" * 10_000, "cam"), too_big)  # over max_request_size
-        assert len(too_big.calls) == 1 and isinstance(too_big.calls[0], KafkaError)
+        # A refusal of this record (the pipeline dead-letters it), caused by the client's error.
+        assert len(too_big.calls) == 1 and isinstance(too_big.calls[0], RecordRefusedError)
+        assert isinstance(too_big.calls[0].__cause__, KafkaError)
         assert sink.ready()  # a message too large says nothing about the connection
     finally:
         sink.close()

@@ -9,12 +9,13 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from inspector.config import BatcherConfig, ModelConfig, PostprocessConfig
+from inspector.errors import RecordRefusedError
 from inspector.messages import ModelRef
 from inspector.metrics import Metrics
 from inspector.model import ReverseDistillation
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
-from inspector.records import Calibration, Frame, RawMessage
+from inspector.records import Calibration, DeadLetter, Frame, RawMessage
 from inspector.testing import FakeSink, FakeSource, make_dead_letter, make_frame
 from inspector.worker import ModelWorker
 
@@ -40,7 +41,7 @@ def _pipeline(
     sources: list[FakeSource],
     sinks: list[FakeSink],
     registry: CollectorRegistry,
-    **kwargs: int,
+    **kwargs: float,
 ) -> Pipeline:
     metrics = Metrics(registry)
     worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=4)
@@ -49,7 +50,7 @@ def _pipeline(
         ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
         PostprocessConfig(),
     )
-    batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=kwargs.pop("queue", 8))
+    batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=int(kwargs.pop("queue", 8)))
     return Pipeline(sources, batcher, worker, post, sinks, metrics, **kwargs)
 
 
@@ -102,35 +103,57 @@ def test_slow_sink_pushes_back_to_the_source(model: ReverseDistillation) -> None
     assert source.pause_calls >= 1  # the source was paused instead of buffering
 
 
-def test_failed_delivery_is_not_acked(model: ReverseDistillation) -> None:
+def test_a_failing_sink_gets_the_result_again_until_it_takes_it(
+    model: ReverseDistillation,
+) -> None:
     acks: list[str] = []
     registry = CollectorRegistry()
-    good, broken = FakeSink(), FakeSink(fail_with=OSError("broker gone"), name="broken")
-    _run(_pipeline(model, [FakeSource(_frames(3, acks))], [good, broken], registry))
-    assert acks == []  # offsets stay uncommitted: redelivered after a restart
-    assert (
-        registry.get_sample_value(
-            "inspector_frames_failed_total", {"stage": "publish", "reason": "OSError"}
-        )
-        == 3
+    good = FakeSink()
+    flaky = FakeSink(fail_with=OSError("broker gone"), failures=4, name="flaky")
+    _run(_pipeline(model, [FakeSource(_frames(3, acks))], [good, flaky], registry))
+    assert sorted(acks) == ["cam-0", "cam-1", "cam-2"]  # nothing forgotten
+    # The sink that took each result at once is not asked again: no duplicates there.
+    assert sorted(r.message.frame_id for r in good.results) == ["cam-0", "cam-1", "cam-2"]
+    assert flaky.publishes == 3 + 4
+    retries = registry.get_sample_value("inspector_delivery_retries_total", {"kind": "result"})
+    assert retries == 4
+
+
+def test_a_sink_that_never_recovers_leaves_frames_uncommitted_and_unready(
+    model: ReverseDistillation,
+) -> None:
+    acks: list[str] = []
+    registry = CollectorRegistry()
+    broken = FakeSink(fail_with=OSError("broker gone"), name="broken")
+    pipeline = _pipeline(
+        model, [FakeSource(_frames(3, acks))], [broken], registry, stall_timeout_s=0.3
     )
+    pipeline.start()
+    deadline = time.monotonic() + 30
+    while broken.publishes < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert broken.publishes >= 9  # still trying
+    assert acks == [] and pipeline.in_flight == 3
+    assert any("delivery stalled: 3 frame(s)" in r for r in pipeline.readiness_reasons())
+    pipeline.close(time.monotonic() + 2)
+    assert pipeline.undelivered == 3 and acks == []  # left for redelivery, and reported
 
 
 def test_a_refused_result_becomes_a_dead_letter_and_is_acked(model: ReverseDistillation) -> None:
     acks: list[str] = []
     registry = CollectorRegistry()
     # Refuses every result (as Kafka refuses one over its size limit) but takes dead letters.
-    picky = FakeSink(fail_with=ValueError("result too large"), fail_dead_letters=False)
+    picky = FakeSink(fail_with=RecordRefusedError("result too large"), fail_dead_letters=False)
     raws = [RawMessage(b"img %d" % i, b"cam", (), "frames", 0, i) for i in range(3)]
     frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
     _run(_pipeline(model, [FakeSource(frames)], [picky], registry))
     assert sorted(acks) == ["cam-0", "cam-1", "cam-2"]  # the partition is not held back
     assert len(picky.dead_letters) == 3
     letter = picky.dead_letters[0]
-    assert letter.stage == "publish" and letter.error_type == "publish_failed"
+    assert letter.stage == "publish" and letter.error_type == "publish_refused"
     assert "result too large" in letter.reason
     assert sorted(d.raw.offset for d in picky.dead_letters if d.raw) == [0, 1, 2]
-    failed = {"stage": "publish", "reason": "publish_failed"}
+    failed = {"stage": "publish", "reason": "publish_refused"}
     assert registry.get_sample_value("inspector_frames_failed_total", failed) == 3
     assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "cam"}) is None
 
@@ -173,3 +196,36 @@ def test_stop_fetching_drains_what_was_admitted(model: ReverseDistillation) -> N
     delivered = {r.message.frame_id for r in sink.results}
     assert set(acks) == delivered  # whatever was taken was delivered; nothing half-done
     assert {f"cam-{i}" for i in range(4)} <= delivered
+
+
+class _DyingSource(FakeSource):
+    @property
+    def exhausted(self) -> bool:
+        return False  # a live source: the pipeline would wait for it for ever
+
+    def poll(self, timeout: float) -> list[Frame | DeadLetter]:
+        time.sleep(0.2)
+        raise RuntimeError("a bug in the source")
+
+
+def test_a_dead_source_thread_ends_the_pipeline_at_once(model: ReverseDistillation) -> None:
+    pipeline = _pipeline(model, [_DyingSource([])], [FakeSink()], CollectorRegistry())
+    pipeline.start()
+    assert not pipeline.wait_drained(0.1)  # alive: more may come
+    # Nothing is in flight, so there is nothing to drain: finished as soon as the thread died.
+    assert pipeline.wait_drained(5.0)
+    assert isinstance(pipeline.fatal, RuntimeError)
+    assert any("pipeline failed" in r for r in pipeline.readiness_reasons())
+    pipeline.close()
+
+
+def test_in_flight_bytes_are_bounded_but_one_frame_always_fits(
+    model: ReverseDistillation,
+) -> None:
+    acks: list[str] = []
+    sink = FakeSink(delay_s=0.05)
+    frames = _frames(6, acks)  # 48 x 80 x 3 = 11520 bytes each
+    pipeline = _pipeline(model, [FakeSource(frames)], [sink], CollectorRegistry())
+    pipeline.admission.max_bytes = 12_000  # one frame at a time
+    _run(pipeline)
+    assert len(acks) == 6 and sink.max_outstanding == 1

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import socket
+import struct
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -10,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inspector import server as server_module
 from inspector.errors import ConfigError
 from inspector.metrics import Metrics
 from inspector.server import HealthServer
@@ -162,3 +166,93 @@ def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
         assert again.port == port
     finally:
         again.stop()
+
+
+def _connect_back_to_back(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` connections one after another without sending anything.
+
+    Stops at the first connect that does not complete within 1 s: a full accept queue makes
+    the kernel drop the SYN, and the client's first retransmit comes only after 1 s.
+    """
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            opened.append(sock)
+            sock.settimeout(1.0)
+            try:
+                sock.connect((HOST, port))
+            except OSError:
+                opened.pop().close()
+                break
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def test_a_burst_of_idle_connections_is_accepted_and_health_still_answers(
+    server: HealthServer,
+) -> None:
+    # With socketserver's backlog of 5 the accept queue overflows within a few connections
+    # and the rest wait for SYN retransmits (200 took ~31 s).
+    opened = _connect_back_to_back(server.port, 200)
+    try:
+        assert len(opened) == 200
+        status, _, body = _get(server, "/healthz")
+        assert status == 200
+        assert json.loads(body) == {"status": "alive"}
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_the_listen_backlog_is_the_module_constant(server: HealthServer) -> None:
+    assert server_module._REQUEST_QUEUE_SIZE >= 1024
+    assert server._server is not None
+    assert server._server.request_queue_size == server_module._REQUEST_QUEUE_SIZE
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's struct tcp_info")
+def test_the_kernel_holds_the_backlog_for_the_listening_socket(server: HealthServer) -> None:
+    # For a listening socket Linux reports the accept-queue limit in tcpi_sacked (the u32
+    # after tcpi_unacked, 28 bytes in), already capped at net.core.somaxconn.
+    assert server._server is not None
+    info = server._server.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    (max_backlog,) = struct.unpack_from("I", info, 28)
+    with open("/proc/sys/net/core/somaxconn") as f:
+        somaxconn = int(f.read())
+    assert max_backlog == min(server_module._REQUEST_QUEUE_SIZE, somaxconn)
+
+
+def test_logs_the_bound_address_and_port_at_info(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = HealthServer(HOST, 0, registry, lambda: [], Metrics(registry))
+    with caplog.at_level(logging.INFO, logger="inspector.server"):
+        srv.start()
+    try:
+        port = srv.port
+    finally:
+        srv.stop()
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert f"http: serving /metrics, /healthz, /readyz on {HOST}:{port}" in messages
+
+
+def test_logs_an_ipv6_address_in_brackets(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    srv = HealthServer("::1", 0, registry, lambda: [], Metrics(registry))
+    with caplog.at_level(logging.INFO, logger="inspector.server"):
+        try:
+            srv.start()
+        except ConfigError:
+            pytest.skip("cannot bind ::1 here")
+    try:
+        port = srv.port
+    finally:
+        srv.stop()
+    assert f"http: serving /metrics, /healthz, /readyz on [::1]:{port}" in caplog.messages

@@ -9,6 +9,7 @@ import pytest
 from kafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaConfigurationError,
+    KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
 )
@@ -16,7 +17,7 @@ from kafka.future import Future
 from prometheus_client import CollectorRegistry
 
 from inspector.config import KafkaConfig
-from inspector.errors import ConfigError, InspectorError
+from inspector.errors import ConfigError, InspectorError, RecordRefusedError
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Inspection, RawMessage
 from inspector.sinks.kafka import KafkaSink
@@ -138,7 +139,9 @@ def test_send_raising_calls_done_once_and_does_not_raise() -> None:
     factory.made[0].send_error = too_large
     calls: list[BaseException | None] = []
     sink.publish(_inspection(), calls.append)
-    assert calls == [too_large]
+    # A refusal of this record: the pipeline dead-letters the frame instead of retrying.
+    assert len(calls) == 1 and isinstance(calls[0], RecordRefusedError)
+    assert calls[0].__cause__ is too_large and "too large" in str(calls[0])
     assert sink.ready()
 
 
@@ -202,3 +205,57 @@ def test_flush_timeout_and_close() -> None:
     sink.publish(_inspection(), calls.append)
     assert len(calls) == 1 and isinstance(calls[0], InspectorError)
     assert sink.flush(0.1) is True
+
+
+def test_a_producer_in_a_fatal_state_is_rebuilt_with_backoff() -> None:
+    # kafka-python after a broker came back without its producer state: UnknownProducerId, then
+    # a failed InitProducerId, and every later send fails with this, for ever.
+    registry = CollectorRegistry()
+    sink, factory, clock = _sink(registry=registry)
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    fatal = KafkaError("Unexpected error in InitProducerIdResponse: [Error -1] UnknownError")
+    factory.made[0].futures[0].failure(fatal)
+    assert calls == [fatal]  # not a refusal: the pipeline retries it
+    reason = sink.unready_reason()
+    assert reason is not None and "rebuilding the producer" in reason and "InitProducerId" in reason
+    assert not sink.ready()
+
+    sink.publish(_inspection(), calls.append)  # the retry builds a new producer
+    assert len(factory.made) == 2 and factory.made[0].closed
+    assert registry.get_sample_value("inspector_sink_rebuilds_total", {"sink": "kafka"}) == 1
+    factory.made[1].futures[0].failure(fatal)  # the new one fails the same way at once
+
+    sink.publish(_inspection(), calls.append)  # within the backoff: no third producer yet
+    assert len(factory.made) == 2
+    assert isinstance(calls[-1], InspectorError) and "next try in" in str(calls[-1])
+    assert "InitProducerId" in (sink.unready_reason() or "")  # the cause stays visible
+
+    clock.now = 10.0  # past the backoff
+    sink.publish(_inspection(), calls.append)
+    assert len(factory.made) == 3
+    factory.made[2].futures[0].success(object())
+    assert calls[-1] is None and sink.ready()
+
+
+def test_a_retriable_failure_keeps_the_producer() -> None:
+    sink, factory, _ = _sink()
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    factory.made[0].futures[0].failure(KafkaTimeoutError("delivery timed out"))
+    assert "deliveries failing" in (sink.unready_reason() or "")
+    sink.publish(_inspection(), calls.append)
+    assert len(factory.made) == 1
+
+
+def test_a_dead_letter_with_huge_headers_drops_them_and_keeps_its_coordinates() -> None:
+    sink, factory, _ = _sink(max_message_bytes=64 * 1024)
+    raw = RawMessage(b"x" * 10, b"cam", (("junk", b"h" * 200_000),), "frames", 3, 42)
+    letter = DeadLetter("bad header", "malformed_record", "parse", "cam", raw, "2026-11-29T00:00Z")
+    calls: list[BaseException | None] = []
+    sink.publish_dead_letter(letter, calls.append)
+    sent = factory.made[0].sent[0]
+    headers = dict(sent["headers"])
+    assert "junk" not in headers and b"1 headers" in headers["headers_dropped"]
+    assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"42")
+    assert sum(len(v) for _, v in sent["headers"]) < 64 * 1024

@@ -188,3 +188,14 @@ def test_pause_hands_out_nothing(tmp_path: Path) -> None:
     assert source.poll(0.01) == []
     source.resume()
     assert len(source.poll(0.01)) == 1
+
+
+def test_an_image_over_max_pixels_is_a_too_large_dead_letter(tmp_path: Path) -> None:
+    _write(tmp_path / "a.png", 10)  # 12 x 16 = 192 px
+    assert cv2.imwrite(str(tmp_path / "b.png"), np.zeros((20, 20, 3), np.uint8))  # 400 px
+    source, _ = _source(tmp_path, max_pixels=200)
+    first, second = source.poll(1.0), source.poll(1.0)
+    assert isinstance(first[0], Frame)
+    (letter,) = second
+    assert isinstance(letter, DeadLetter) and letter.error_type == "too_large"
+    assert "20 x 20 px" in letter.reason and "b.png" in letter.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -12,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 from kafka import OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.errors import CorruptRecordError, KafkaConnectionError, KafkaTimeoutError
 from kafka.future import Future
 from kafka.structs import ConsumerGroupMetadata, MemberState
+from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -23,7 +25,7 @@ from inspector.errors import InspectorError
 from inspector.metrics import Metrics
 from inspector.records import DeadLetter, Frame
 from inspector.sources.kafka import KafkaSource
-from inspector.sources.kafka_records import captured_at
+from inspector.sources.kafka_records import InvalidHeaderError, captured_at
 
 TP = TopicPartition("frames", 0)
 PNG = bytes(cv2.imencode(".png", np.full((4, 6, 3), 9, np.uint8))[1].tobytes())
@@ -57,6 +59,7 @@ class FakeConsumer:
         self.closed = False
         self.states: deque[str] = deque()
         self.polls = 0
+        self.seeks: list[tuple[TopicPartition, int]] = []
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.topics = topics
@@ -84,6 +87,10 @@ class FakeConsumer:
 
     def resume(self, *tps: TopicPartition) -> None:
         self.paused_set -= set(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.highwaters.get(tp)
@@ -124,7 +131,9 @@ class Clock:
 
 
 def _source(
-    registry: CollectorRegistry | None = None, **kafka: Any
+    registry: CollectorRegistry | None = None,
+    source_config: dict[str, Any] | None = None,
+    **kafka: Any,
 ) -> tuple[KafkaSource, FakeConsumer, Clock]:
     consumers: list[FakeConsumer] = []
 
@@ -135,7 +144,7 @@ def _source(
     clock = Clock()
     source = KafkaSource(
         KafkaConfig(frames_topic="frames", commit_interval_ms=1000, **kafka),
-        KafkaSourceConfig(decode_threads=2),
+        KafkaSourceConfig(decode_threads=2, **(source_config or {})),
         Metrics(registry or CollectorRegistry()),
         consumer_factory=factory,
         clock=clock,
@@ -383,11 +392,9 @@ def test_a_partition_that_comes_back_keeps_its_offsets_in_flight() -> None:
         (b"2026-11-28T12:00:00.5Z", 0, "2026-11-28T12:00:00.5Z"),
         (b"1764331200000", 0, "2025-11-28T12:00:00.000+00:00"),
         (b"1764331200123", -1, "2025-11-28T12:00:00.123+00:00"),
-        (b"yesterday", 1764331200000, "2025-11-28T12:00:00.000+00:00"),
         (None, 1764331200000, "2025-11-28T12:00:00.000+00:00"),
         (b"", -1, None),
         (None, None, None),
-        (b"99999999999999999999", -1, None),
     ],
 )
 def test_captured_at(header: bytes | None, timestamp: int | None, expected: str | None) -> None:
@@ -401,3 +408,63 @@ def test_fetched_batches_are_checksummed_in_c() -> None:
     from kafka.record import util
 
     assert util.calc_crc32c.__defaults__ == (crc32c.crc32c,)
+
+
+def test_a_record_the_client_cannot_read_is_dead_lettered_and_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # kafka-python raises on every poll for a header key that is not UTF-8: without a skip the
+    # partition would never move again.
+    registry = CollectorRegistry()
+    source, consumer, _ = _source(registry)
+    consumer.positions[TP] = 5
+    consumer.poll_error = CorruptRecordError("Found invalid record structure: UnicodeDecodeError")
+    with caplog.at_level(logging.WARNING):
+        items = source.poll(0.1)
+    assert len(items) == 1 and isinstance(items[0], DeadLetter)
+    letter = items[0]
+    assert (letter.error_type, letter.stage) == ("corrupt_record", "fetch")
+    assert letter.raw is not None and (letter.raw.partition, letter.raw.offset) == (0, 5)
+    assert consumer.seeks == [(TP, 6)]
+    assert "frames:0:5" in caplog.text
+    consumer.poll_error = None
+    consumer.batches.append({TP: [Rec(6)]})
+    (frame,) = source.poll(0.1)
+    assert isinstance(frame, Frame)
+    letter.ack()
+    frame.ack()
+    assert source.tracker.committable() == {TP: 7}  # the partition moves on past it
+    assert registry.get_sample_value("inspector_frames_received_total", {"source": "kafka"}) == 2
+
+
+def test_a_poll_holds_at_most_its_decoded_byte_budget() -> None:
+    big = bytes(cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes())  # 30 kB
+    other = TopicPartition("frames", 1)
+    source, consumer, _ = _source(source_config={"max_poll_decoded_bytes": 70_000})
+    consumer.assigned = {TP, other}
+    consumer.batches.append(
+        {TP: [Rec(0, big), Rec(1, big), Rec(2, big)], other: [Rec(10, big), Rec(11, big)]}
+    )
+    items = source.poll(0.1)
+    assert [i.meta.source_offset for i in items if isinstance(i, Frame)] == [0, 1]
+    # The rest is fetched again: each partition from its first record not taken.
+    assert consumer.seeks == [(TP, 2), (other, 10)]
+    assert source.tracker.pending(TP) == 2 and source.tracker.pending(other) == 0
+
+
+def test_a_decompression_bomb_is_a_too_large_dead_letter() -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, "PNG", optimize=True)
+    source, consumer, _ = _source()
+    consumer.batches.append({TP: [Rec(0, buffer.getvalue())]})
+    (letter,) = source.poll(0.1)
+    assert isinstance(letter, DeadLetter) and letter.error_type == "too_large"
+    assert "12000 x 12000" in letter.reason
+
+
+@pytest.mark.parametrize(
+    "header", [b"yesterday", b"99999999999999999999", "²".encode(), "١٢٣".encode(), b"\xff"]
+)
+def test_a_captured_at_that_is_not_a_time_is_refused(header: bytes) -> None:
+    with pytest.raises(InvalidHeaderError, match="captured_at"):
+        captured_at(header, 1764331200000)
