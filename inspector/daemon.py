@@ -6,9 +6,8 @@ model, flush the sinks, commit, close the consumers, stop HTTP; a final ``inspec
 line says what was delivered and what was left. The first SIGTERM/SIGINT starts that (also
 while start-up still waits for a broker or a model); a second one exits at once.
 
-Signals are read by a thread of their own from the interpreter's wake-up pipe
-(``signal.set_wakeup_fd``), not by Python-level handlers: those run only when the main thread
-gets back to Python, which a blocking client call can delay by tens of seconds.
+Signals are acted on by a thread of their own (:mod:`inspector.signals`), never delayed by a
+main thread blocked in a client call.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -31,14 +29,15 @@ from inspector.config import (
     DirectorySourceConfig,
     InspectorConfig,
 )
-from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
+from inspector.errors import BrokerUnavailableError, ConfigError, WaitAbandonedError
 from inspector.messages import ModelRef
 from inspector.metrics import CameraLabels, Metrics
 from inspector.model.device import resolve_device
-from inspector.model.runtime import RuntimeOptions
+from inspector.model.runtime import RuntimeOptions, in_passing_thread
 from inspector.pipeline import Pipeline
 from inspector.postprocess import Postprocessor
 from inspector.server import HealthServer
+from inspector.signals import watch_signals
 from inspector.sinks.base import Sink
 from inspector.sources import build_source
 from inspector.sources.base import Source
@@ -55,10 +54,6 @@ _CLOSE_SHARE = 0.2
 _CLOSE_MAX_S = 5.0
 
 _T = TypeVar("_T")
-
-
-class _InterruptedError(InspectorError):
-    """Start-up was asked to stop while it waited for a component."""
 
 
 def _camera_labels(config: InspectorConfig) -> CameraLabels:
@@ -120,29 +115,9 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: first drains, second exits at once; SIGHUP reloads the model.
 
-        Call from the main thread. A watcher thread acts on each signal as it arrives (see the
-        module docs), so neither a blocked main thread nor a long drain delays it.
+        Call from the main thread (see :func:`inspector.signals.watch_signals`).
         """
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            # The Python-level handler only replaces the default action (termination).
-            signal.signal(sig, lambda signum, frame: None)
-        threading.Thread(
-            target=self._watch_signals, args=(read_fd,), name="inspector-signals", daemon=True
-        ).start()
-
-    def _watch_signals(self, read_fd: int) -> None:
-        while True:
-            try:
-                data = os.read(read_fd, 64)
-            except OSError:
-                return
-            if not data:
-                return
-            for signum in data:
-                self.handle_signal(signum)
+        watch_signals(self.handle_signal)
 
     def request_reload(self) -> None:
         """Ask the main loop to reload the model in the background (thread-safe)."""
@@ -204,7 +179,7 @@ class Daemon:
             self._unstarted = [*sinks, *sources]
             for component in self._unstarted:
                 self._set_up(component)
-        except _InterruptedError:
+        except WaitAbandonedError:
             return
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
@@ -240,7 +215,9 @@ class Daemon:
             try:
                 # A client constructor blocks while it looks for a broker (kafka-python: up to
                 # request_timeout_ms): a thread of its own keeps SIGTERM answered meanwhile.
-                self._interruptible(component.setup, f"inspector-setup-{component.name}")
+                in_passing_thread(
+                    component.setup, f"inspector-setup-{component.name}", self.should_exit
+                )
                 self._waiting_for = None
                 return
             except BrokerUnavailableError as exc:
@@ -258,34 +235,7 @@ class Daemon:
         Raises:
             InspectorError: No checkpoint configured, or it cannot be loaded.
         """
-        return self._interruptible(self._load_and_warm, "inspector-model-setup")
-
-    def _interruptible(self, work: Callable[[], _T], name: str) -> _T:
-        """Run ``work`` on a thread that ends with it; stop waiting when asked to exit.
-
-        Raises:
-            _InterruptedError: Asked to exit first; the work is abandoned (a daemon thread that
-                ends with the process).
-        """
-        outcome: list[_T] = []
-        failure: list[BaseException] = []
-        finished = threading.Event()
-
-        def run() -> None:
-            try:
-                outcome.append(work())
-            except BaseException as exc:  # re-raised on the caller's thread
-                failure.append(exc)
-            finally:
-                finished.set()
-
-        threading.Thread(target=run, name=name, daemon=True).start()
-        while not finished.wait(0.05):
-            if self.should_exit.is_set():
-                raise _InterruptedError(f"stopped while waiting for {name}")
-        if failure:
-            raise failure[0]
-        return outcome[0]
+        return in_passing_thread(self._load_and_warm, "inspector-model-setup", self.should_exit)
 
     def _load_and_warm(self) -> tuple[ModelWorker, Postprocessor]:
         cfg = self.config

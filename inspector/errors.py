@@ -92,3 +92,7 @@ class RecordRefusedError(InspectorError):
     Any other delivery failure may pass (a broker restarting) and is retried; this one ends
     the attempt, so the frame becomes a dead letter instead.
     """
+
+
+class WaitAbandonedError(InspectorError):
+    """Told to stop while waiting for work on another thread; that work was abandoned."""

@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 
 import torch
 
+from inspector.errors import WaitAbandonedError
 from inspector.model.reverse_distillation import ReverseDistillation
 from inspector.records import InferenceBatch
 
@@ -26,7 +27,11 @@ Precision = Literal["fp32", "bf16"]
 _T = TypeVar("_T")
 
 
-def in_passing_thread(work: Callable[[], _T], name: str = "inspector-model-setup") -> _T:
+def in_passing_thread(
+    work: Callable[[], _T],
+    name: str = "inspector-model-setup",
+    stop: threading.Event | None = None,
+) -> _T:
     """Run ``work`` on a thread of its own that ends with it; return its result or raise.
 
     For model set-up (loading, warm-up, reference timings) outside the thread that will run
@@ -36,20 +41,34 @@ def in_passing_thread(work: Callable[[], _T], name: str = "inspector-model-setup
     (``bench/openmp_teams_ab.py`` on 2 cores: 770-1000 context switches/s instead of 36-56,
     median 16 % fewer images/s). A thread that ends takes its team with it, so only the
     inference thread keeps one.
+
+    Args:
+        work: What to run.
+        name: The thread's name.
+        stop: Stop waiting once this is set (a daemon told to exit while a client constructor
+            blocks): the work is abandoned on its daemon thread, which ends with the process.
+
+    Raises:
+        WaitAbandonedError: ``stop`` was set before ``work`` finished.
     """
     outcome: list[_T] = []
     failure: list[BaseException] = []
+    finished = threading.Event()
 
     def run() -> None:
         try:
             outcome.append(work())
         except BaseException as exc:  # re-raised on the caller's thread
             failure.append(exc)
+        finally:
+            finished.set()
 
     # A daemon thread: Ctrl+C on the caller must not wait for the work to finish.
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
-    thread.join()
+    while not finished.wait(0.05):
+        if stop is not None and stop.is_set():
+            raise WaitAbandonedError(f"stopped waiting for {name}")
     if failure:
         raise failure[0]
     return outcome[0]

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -33,9 +32,10 @@ from inspector.config import KafkaConfig, KafkaSourceConfig
 from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.kafka_metrics import connection_count
 from inspector.metrics import Metrics
-from inspector.records import DeadLetter, Frame, RawMessage
+from inspector.records import DeadLetter, Frame
 from inspector.sources.base import Source
-from inspector.sources.kafka_records import decode_values, decoded_bytes, to_item, wants_decoding
+from inspector.sources.kafka_fetch import failing_partition, unreadable_record, within_budget
+from inspector.sources.kafka_records import decode_values, to_item, wants_decoding
 from inspector.sources.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,11 @@ class KafkaSource(Source):
 
         kafka-python raises (without saying where) for a record it cannot parse, e.g. a header
         key that is not UTF-8, and raises again on every poll: the partition would never move.
-        The record's value cannot be read, so its dead letter carries its coordinates only.
         Records after it in the same record batch are unreadable too (the client parses a batch
         in order); each costs one poll and becomes such a dead letter, so every offset is
         accounted for.
         """
-        tp = _failing_partition(consumer)
+        tp = failing_partition(consumer)
         if tp is None:
             self._ready = False
             self._warn(f"kafka source: a record cannot be read and its partition is unknown: {exc}")
@@ -244,40 +243,8 @@ class KafkaSource(Source):
             offset,
             exc,
         )
-        raw = RawMessage(b"", None, (), tp.topic, tp.partition, offset)
-        return [
-            DeadLetter(
-                f"the Kafka client cannot read this record: {exc}",
-                "corrupt_record",
-                "fetch",
-                "unknown",
-                raw,
-                datetime.now(UTC).isoformat(),
-                functools.partial(self.tracker.done, tp, offset),
-            )
-        ]
-
-    def _within_budget(
-        self, consumer: KafkaConsumer, records: list[tuple[TopicPartition, Any]]
-    ) -> list[tuple[TopicPartition, Any]]:
-        """The leading records whose decoded frames fit the poll's byte budget.
-
-        The rest are fetched again by the next poll (their partitions are sought back to
-        them), so a poll of large frames never holds more than the budget decoded (at least
-        one record per poll, whatever its size).
-        """
-        budget, total = self.config.max_poll_decoded_bytes, 0
-        for i, (_, record) in enumerate(records):
-            value = record.value if isinstance(record.value, bytes) else None
-            total += decoded_bytes(value, self.config.max_pixels)
-            if total > budget and i > 0:
-                rewound: set[TopicPartition] = set()
-                for tp, later in records[i:]:
-                    if tp not in rewound:
-                        rewound.add(tp)
-                        consumer.seek(tp, later.offset)
-                return records[:i]
-        return records
+        ack = functools.partial(self.tracker.done, tp, offset)
+        return [unreadable_record(tp, offset, exc, ack)]
 
     def _convert(self, batches: dict[TopicPartition, list[Any]]) -> list[Frame | DeadLetter]:
         records = [
@@ -285,8 +252,14 @@ class KafkaSource(Source):
             for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition))
             for record in batches[tp]
         ]
+        # A poll of large frames holds at most its budget decoded; the rest is fetched again.
+        taken, rewind = within_budget(
+            records, self.config.max_poll_decoded_bytes, self.config.max_pixels
+        )
         assert self._consumer is not None
-        records = self._within_budget(self._consumer, records)
+        for tp, offset in rewind.items():
+            self._consumer.seek(tp, offset)
+        records = records[:taken]
         for tp, record in records:
             self.tracker.track(tp, record.offset)
         self.metrics.frames_received.labels(source=self.name).inc(len(records))
@@ -449,23 +422,6 @@ class KafkaSource(Source):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         if partitions:
             log.info("kafka source: partitions revoked: %s", sorted(map(tuple, partitions)))
-
-
-def _failing_partition(consumer: KafkaConsumer) -> TopicPartition | None:
-    """The partition whose records the consumer failed to parse, or ``None`` if unknown.
-
-    kafka-python 3.0's ``CorruptRecordError`` does not carry the partition (Java's
-    ``RecordDeserializationException`` does); its fetcher keeps the partition it was reading
-    in ``_next_partition_records``. That is private, hence the fallback: the only partition
-    being fetched, when there is just one.
-    """
-    fetcher = getattr(consumer, "_fetcher", None)
-    records = getattr(fetcher, "_next_partition_records", None)
-    tp = getattr(records, "topic_partition", None)
-    if isinstance(tp, TopicPartition):
-        return tp
-    fetching = set(consumer.assignment()) - set(consumer.paused())
-    return fetching.pop() if len(fetching) == 1 else None
 
 
 def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:

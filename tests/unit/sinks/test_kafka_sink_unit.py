@@ -32,6 +32,7 @@ class FakeProducer:
         self.send_error: BaseException | None = None
         self.flush_error: BaseException | None = None
         self.closed = False
+        self.connections = 1.0
 
     def send(self, topic: str, **kwargs: Any) -> Future:
         if self.send_error is not None:
@@ -45,7 +46,7 @@ class FakeProducer:
             raise self.flush_error
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        return {"producer-metrics": {"connection-count": 1.0}}
+        return {"producer-metrics": {"connection-count": self.connections}}
 
     def close(self, timeout: float | None = None) -> None:
         self.closed = True
@@ -259,3 +260,17 @@ def test_a_dead_letter_with_huge_headers_drops_them_and_keeps_its_coordinates() 
     assert "junk" not in headers and b"1 headers" in headers["headers_dropped"]
     assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"42")
     assert sum(len(v) for _, v in sent["headers"]) < 64 * 1024
+
+
+def test_after_losing_the_brokers_the_sink_is_ready_only_once_a_delivery_succeeds() -> None:
+    sink, factory, _ = _sink()
+    producer = factory.made[0]
+    assert sink.ready()
+    producer.connections = 0.0  # the broker went away
+    assert "no connection to any broker" in (sink.unready_reason() or "")
+    producer.connections = 1.0  # a broker answers again, maybe without our producer state
+    assert "ready once a delivery succeeds" in (sink.unready_reason() or "")
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    producer.futures[0].success(object())
+    assert calls == [None] and sink.ready()
