@@ -245,9 +245,10 @@ def test_model_reload_keeps_serving_through_a_bad_file_and_switches_on_a_good_on
 class FlakySink(FakeSink):
     """Its broker answers only from the ``answers_after``-th connection attempt on."""
 
-    def __init__(self, answers_after: int) -> None:
+    def __init__(self, answers_after: int, exit_after: int | None = None) -> None:
         super().__init__(name="kafka")
         self.answers_after = answers_after
+        self.exit_after = exit_after  # attempts, then what SIGTERM does
         self.attempts = 0
         self.readiness_seen: list[list[str]] = []
         self.daemon: Daemon | None = None
@@ -257,6 +258,8 @@ class FlakySink(FakeSink):
         self.attempts += 1
         if self.daemon is not None:
             self.readiness_seen.append(self.daemon.readiness())
+            if self.exit_after is not None and self.attempts >= self.exit_after:
+                self.daemon.request_exit()
         if self.attempts < self.answers_after:
             raise BrokerUnavailableError("kafka sink: cannot connect to nowhere:9092")
 
@@ -282,13 +285,9 @@ def test_stopping_while_waiting_for_the_broker_exits_cleanly(
     checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.05)
-    sink = FlakySink(answers_after=10**9)  # never
+    sink = FlakySink(answers_after=10**9, exit_after=2)  # never answers; stopped meanwhile
     monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
     daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
-    timer = threading.Timer(1.0, daemon.request_exit)  # what SIGTERM does
-    timer.start()
-    try:
-        assert daemon.run() == 0
-    finally:
-        timer.cancel()
-    assert sink.attempts >= 2 and sink.closed and not sink.results
+    sink.daemon = daemon
+    assert daemon.run() == 0
+    assert sink.attempts == 2 and sink.closed and not sink.results
