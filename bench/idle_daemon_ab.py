@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from inspector.benchmark.checkpoint import write_checkpoint
-from inspector.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
-from inspector.benchmark.model import make_worker
-from inspector.benchmark.options import BenchOptions, decode_jpegs, synthetic_jpegs
-from inspector.broker import EmbeddedBroker
 from inspector.checkpoint import load_checkpoint
+from inspector.tools.benchmark.checkpoint import write_checkpoint
+from inspector.tools.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
+from inspector.tools.benchmark.model import make_worker
+from inspector.tools.benchmark.options import BenchOptions, decode_jpegs, synthetic_jpegs
+from inspector.tools.broker import EmbeddedBroker
 
 
 def main() -> int:

@@ -31,15 +31,20 @@ from typing import IO, Any
 import torch
 from kafka import KafkaConsumer
 
-from inspector.benchmark.checkpoint import write_checkpoint
-from inspector.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
-from inspector.benchmark.model import make_worker, measure_worker, throughput
-from inspector.benchmark.options import BenchOptions, decode_jpegs, full_batches, synthetic_jpegs
-from inspector.benchmark.traffic import Collected, produce, result_rate, results_consumer
-from inspector.broker import EmbeddedBroker
 from inspector.checkpoint import load_checkpoint
 from inspector.model.device import resolve_device
-from inspector.model.runtime import in_passing_thread
+from inspector.model.fastpath import in_passing_thread
+from inspector.tools.benchmark.checkpoint import write_checkpoint
+from inspector.tools.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
+from inspector.tools.benchmark.model import make_worker, measure_worker, throughput
+from inspector.tools.benchmark.options import (
+    BenchOptions,
+    decode_jpegs,
+    full_batches,
+    synthetic_jpegs,
+)
+from inspector.tools.benchmark.traffic import Collected, produce, result_rate, results_consumer
+from inspector.tools.broker import EmbeddedBroker
 
 log = logging.getLogger("interleaved_e2e")
 

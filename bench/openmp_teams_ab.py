@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry
 
-from inspector.benchmark.options import decode_jpegs, synthetic_jpegs
-from inspector.config import ModelConfig
-from inspector.metrics import Metrics
 from inspector.model import ReverseDistillation
-from inspector.model.runtime import RuntimeOptions
-from inspector.worker import ModelWorker
+from inspector.model.config import ModelConfig
+from inspector.model.fastpath import RuntimeOptions
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.worker import ModelWorker
+from inspector.tools.benchmark.options import decode_jpegs, synthetic_jpegs
 
 
 def _context_switches() -> int:

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from inspector.benchmark.sweep import format_table, run_isolated
+from inspector.tools.benchmark.sweep import format_table, run_isolated
 
 #: Named configurations: our switches (anomalib always runs plain fp32, contiguous).
 CONFIGS: dict[str, list[str]] = {

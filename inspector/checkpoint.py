@@ -25,11 +25,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from inspector import __version__
-from inspector.config import ModelConfig
 from inspector.errors import CheckpointError
 from inspector.model import ReverseDistillation
+from inspector.model.calibration import Calibration
+from inspector.model.config import ModelConfig
 from inspector.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from inspector.records import Calibration
 
 FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
 _META_KEY = "inspector"

@@ -18,8 +18,8 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from inspector import __version__
-from inspector.config import Backbone
 from inspector.errors import ConfigError, InspectorError
+from inspector.model.config import Backbone
 
 log = logging.getLogger("inspector")
 
@@ -35,7 +35,7 @@ def _format_validation(exc: ValidationError) -> str:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from inspector.synth import generate_dataset
+    from inspector.tools.synth import generate_dataset
 
     summary = generate_dataset(
         args.out,
@@ -55,8 +55,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from inspector.config import ModelConfig, TrainConfig
-    from inspector.training.trainer import train
+    from inspector.ml.config import TrainConfig
+    from inspector.ml.trainer import train
+    from inspector.model.config import ModelConfig
 
     model_cfg = ModelConfig(**_flags(args, ModelConfig.model_fields))
     train_cfg = TrainConfig(**_flags(args, TrainConfig.model_fields))
@@ -81,8 +82,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from inspector.checkpoint import load_checkpoint
+    from inspector.ml.evaluate import evaluate, json_safe
     from inspector.model.device import resolve_device
-    from inspector.training.evaluate import evaluate, json_safe
 
     ckpt = load_checkpoint(args.checkpoint)
     report = evaluate(
@@ -99,9 +100,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from inspector.checkpoint import load_checkpoint
-    from inspector.config import PostprocessConfig
+    from inspector.ml.predict import predict
     from inspector.model.device import resolve_device
-    from inspector.predict import predict
+    from inspector.runtime.config import PostprocessConfig
 
     post = PostprocessConfig(
         image_threshold=args.image_threshold, pixel_threshold=args.pixel_threshold
@@ -124,7 +125,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from inspector.interop import import_anomalib
+    from inspector.ml.interop import import_anomalib
 
     loaded = import_anomalib(args.src, args.out, image_size=args.image_size, name=args.name)
     print(f"wrote {args.out} ({loaded.meta.model.backbone}, sha256 {loaded.sha256[:12]})")
@@ -134,8 +135,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
-    from inspector.config import load_config
-    from inspector.daemon import Daemon
+    from inspector.runtime.config import load_config
+    from inspector.runtime.daemon import Daemon
 
     try:
         config = load_config(args.config)
@@ -149,8 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from inspector.demo.runner import run_demo
-    from inspector.demo.setup import DemoOptions
+    from inspector.tools.demo.runner import run_demo
+    from inspector.tools.demo.setup import DemoOptions
 
     opts = DemoOptions(**_flags(args, DemoOptions.__dataclass_fields__))
     summary = run_demo(opts)
@@ -164,7 +165,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from inspector.demo.simulator import simulate
+    from inspector.tools.demo.simulator import simulate
 
     simulate(
         args.bootstrap_servers,
@@ -184,7 +185,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import contextlib
 
-    from inspector.benchmark import BenchOptions, run_benchmark
+    from inspector.tools.benchmark import BenchOptions, run_benchmark
 
     options = BenchOptions(**_flags(args, BenchOptions.__dataclass_fields__))
     # stdout carries the one JSON object only: anything a library prints goes to stderr.

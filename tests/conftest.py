@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from inspector.checkpoint import LoadedCheckpoint, load_checkpoint
-from inspector.config import ModelConfig, TrainConfig
-from inspector.synth import SynthSummary, generate_dataset
-from inspector.training.trainer import TrainResult, train
+from inspector.ml.config import TrainConfig
+from inspector.ml.trainer import TrainResult, train
+from inspector.model.config import ModelConfig
+from inspector.tools.synth import SynthSummary, generate_dataset
 
 #: Small enough for CI's two cores, large enough that a broken model is visibly at chance.
 SYNTH_SIZE = 128

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inspector.config import AnomalyMapMode
+from inspector.model.config import AnomalyMapMode
 
 
 def gaussian_kernel_size(sigma: float) -> int:

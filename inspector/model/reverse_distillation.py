@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from inspector.config import ModelConfig
 from inspector.errors import InputSizeError
 from inspector.model.anomaly_map import AnomalyMapGenerator, max_score
 from inspector.model.bottleneck import OCBE
+from inspector.model.config import ModelConfig
 from inspector.model.decoder import ResNetDecoder
 from inspector.model.encoder import BACKBONES, Encoder
-from inspector.records import FeaturePair, InferenceBatch
+from inspector.model.records import FeaturePair, InferenceBatch
 
 
 def ocbe_width_per_group(config: ModelConfig) -> int:

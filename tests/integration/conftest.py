@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from inspector.broker import BrokerError, EmbeddedBroker
+from inspector.tools.broker import BrokerError, EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

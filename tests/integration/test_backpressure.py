@@ -8,25 +8,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import FakeSink
 from kafka_helpers import Topics, create_topics, produce
 from prometheus_client import CollectorRegistry
 
-from inspector.config import (
+from inspector.messages import ModelRef
+from inspector.model import ReverseDistillation
+from inspector.model.calibration import Calibration
+from inspector.model.config import ModelConfig
+from inspector.runtime.config import (
     BatcherConfig,
     KafkaConfig,
     KafkaSourceConfig,
-    ModelConfig,
     PostprocessConfig,
 )
-from inspector.messages import ModelRef
-from inspector.metrics import Metrics
-from inspector.model import ReverseDistillation
-from inspector.pipeline import Pipeline
-from inspector.postprocess import Postprocessor
-from inspector.records import Calibration
-from inspector.sources.kafka import KafkaSource
-from inspector.testing import FakeSink
-from inspector.worker import ModelWorker
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.pipeline import Pipeline
+from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.sources.kafka import KafkaSource
+from inspector.runtime.worker import ModelWorker
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from kafka_helpers import Topics, collect, create_topics, daemon_settings, produ
 from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import LoadedCheckpoint
-from inspector.config import InspectorConfig
-from inspector.daemon import Daemon
 from inspector.messages import result_json_schema
+from inspector.runtime.config import InspectorConfig
+from inspector.runtime.daemon import Daemon
 
 pytestmark = pytest.mark.integration
 

@@ -30,10 +30,10 @@ from kafka_helpers import Collected, Topics, collect, create_topics, daemon_sett
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from inspector.broker import free_port
 from inspector.checkpoint import LoadedCheckpoint
-from inspector.config import InspectorConfig
-from inspector.daemon import Daemon
+from inspector.runtime.config import InspectorConfig
+from inspector.runtime.daemon import Daemon
+from inspector.tools.broker import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -373,7 +373,7 @@ def test_after_a_broker_restart_results_flow_again_and_readiness_says_so(
     data_root: Path,
     in_process: Callable[[dict[str, object]], InProcess],
 ) -> None:
-    from inspector.broker import EmbeddedBroker
+    from inspector.tools.broker import EmbeddedBroker
 
     port = free_port()
     broker = EmbeddedBroker(port).start()

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fakes import make_inspection
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from inspector.config import KafkaConfig
 from inspector.errors import InspectorError, RecordRefusedError
-from inspector.metrics import Metrics
-from inspector.records import DeadLetter, Inspection, RawMessage
-from inspector.sinks.kafka import KafkaSink
-from inspector.testing import make_inspection
+from inspector.runtime.config import KafkaConfig
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.records import DeadLetter, Inspection, RawMessage
+from inspector.runtime.sinks.kafka import KafkaSink
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from inspector.broker import BrokerError, EmbeddedBroker
-from inspector.config import KafkaConfig, KafkaSourceConfig
-from inspector.metrics import Metrics
-from inspector.records import DeadLetter, Frame
-from inspector.sources.kafka import KafkaSource
+from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.records import DeadLetter, Frame
+from inspector.runtime.sources.kafka import KafkaSource
+from inspector.tools.broker import BrokerError, EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,9 @@ from kafka_helpers import Topics, create_topics, produce
 from prometheus_client.parser import text_string_to_metric_families
 
 from inspector.checkpoint import LoadedCheckpoint
-from inspector.config import InspectorConfig
-from inspector.daemon import Daemon
-from inspector.synth import SynthSummary
+from inspector.runtime.config import InspectorConfig
+from inspector.runtime.daemon import Daemon
+from inspector.tools.synth import SynthSummary
 
 pytestmark = pytest.mark.integration
 

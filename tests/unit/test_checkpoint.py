@@ -12,10 +12,10 @@ from safetensors.torch import save as st_save
 
 from inspector import checkpoint as ckpt_module
 from inspector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from inspector.config import AnomalyMapMode, ModelConfig
 from inspector.errors import CheckpointError
 from inspector.model import ReverseDistillation
-from inspector.records import Calibration
+from inspector.model.calibration import Calibration
+from inspector.model.config import AnomalyMapMode, ModelConfig
 
 CONFIG = ModelConfig(backbone="resnet18", image_size=(64, 96), anomaly_map_mode="multiply")
 NAME = "rd-test-model"

@@ -9,11 +9,11 @@ from typing import Any, NoReturn
 
 import pytest
 
-from inspector.benchmark import BenchOptions
 from inspector.cli import main
-from inspector.config import TrainConfig
-from inspector.demo.setup import DemoOptions
 from inspector.errors import InspectorError
+from inspector.ml.config import TrainConfig
+from inspector.tools.benchmark import BenchOptions
+from inspector.tools.demo.setup import DemoOptions
 
 
 def test_schema_command_prints_the_result_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,7 +200,7 @@ def _capture(monkeypatch: pytest.MonkeyPatch, target: str, name: str) -> dict[st
 
 
 def test_train_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = _capture(monkeypatch, "inspector.training.trainer", "train")
+    seen = _capture(monkeypatch, "inspector.ml.trainer", "train")
     argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors")]
     argv += ["--backbone", "resnet18", "--image-size", "96", "--ocbe-width", "64"]
     argv += ["--anomaly-map-mode", "multiply", "--lr", "0.01", "--offline", "--epochs", "3"]
@@ -218,7 +218,7 @@ def test_train_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_demo_plain_turns_the_live_view_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = _capture(monkeypatch, "inspector.demo.runner", "run_demo")
+    seen = _capture(monkeypatch, "inspector.tools.demo.runner", "run_demo")
     assert main(["demo", "--frames", "5", "--plain", "--fps", "0"]) == 1
     opts: DemoOptions = seen["args"][0]
     assert (opts.frames, opts.fps, opts.live) == (5, 0.0, False)
@@ -247,7 +247,7 @@ def test_bench_records_a_command_that_reproduces_every_option(
         rate=12.5,
         seed=7,
     )
-    seen = _capture(monkeypatch, "inspector.benchmark", "run_benchmark")
+    seen = _capture(monkeypatch, "inspector.tools.benchmark", "run_benchmark")
     assert main(options.argv()[1:]) == 1
     assert seen["args"] == (options, options.argv())
     with_anomalib = BenchOptions(compare_anomalib=True, frames=8)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 
 from inspector import __version__
 from inspector.cli import build_parser
-from inspector.config import HttpConfig, InspectorConfig, load_config
+from inspector.runtime.config import HttpConfig, InspectorConfig, load_config
 
 REPO = Path(__file__).parents[3]
 DEPLOY = REPO / "deploy"

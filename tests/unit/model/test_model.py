@@ -15,10 +15,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from inspector.config import AnomalyMapMode, ModelConfig
 from inspector.errors import InputSizeError
 from inspector.model import AnomalyMapGenerator, ReverseDistillation, cosine_loss
 from inspector.model.anomaly_map import GaussianBlur, gaussian_kernel_size
+from inspector.model.config import AnomalyMapMode, ModelConfig
 
 BACKBONE_NAMES = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 

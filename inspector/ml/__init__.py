@@ -1,0 +1,1 @@
+"""The ML workflow: training, calibration, evaluation, anomalib import, offline prediction."""

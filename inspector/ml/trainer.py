@@ -1,0 +1,267 @@
+"""Train OCBE + decoder on good images, calibrate on held-out ones, write one checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inspector.checkpoint import CheckpointMeta, save_checkpoint
+from inspector.errors import DatasetError
+from inspector.ml.calibrate import fit_calibration
+from inspector.ml.config import TrainConfig
+from inspector.ml.data import (
+    LabelledImage,
+    labelled_items,
+    load_items,
+    split_train_val,
+    training_items,
+)
+from inspector.ml.weights import load_encoder_weights
+from inspector.model import ReverseDistillation, cosine_loss
+from inspector.model.calibration import Calibration
+from inspector.model.config import ModelConfig
+from inspector.model.device import resolve_device
+from inspector.model.preprocess import normalise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Losses of one epoch.
+
+    Attributes:
+        epoch: 1-based epoch number.
+        train_loss: Mean training loss over the epoch's batches.
+        val_loss: Loss on the held-out good images (eval mode).
+        seconds: Wall time of the epoch including validation.
+    """
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        checkpoint: Written checkpoint file.
+        sha256: Its SHA-256.
+        history: One entry per epoch run.
+        best_epoch: Epoch whose weights were kept (lowest validation loss).
+        calibration: Fitted thresholds.
+        skipped: Unreadable images ``(path, reason)``.
+    """
+
+    checkpoint: Path
+    sha256: str
+    history: list[EpochStats]
+    best_epoch: int
+    calibration: Calibration
+    skipped: list[tuple[Path, str]]
+
+
+def score_images(
+    model: ReverseDistillation, images: torch.Tensor, *, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw image scores and anomaly maps in float32.
+
+    Args:
+        model: Model in eval mode.
+        images: Float32 RGB in 0..1 at the model size, ``(N, 3, H, W)``.
+        batch_size: Images per forward pass.
+        device: Where to run.
+
+    Returns:
+        Scores ``(N,)`` and maps ``(N, H, W)`` as numpy float32.
+    """
+    model.eval()
+    scores: list[np.ndarray] = []
+    maps: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = normalise(images[start : start + batch_size].to(device))
+            out = model(batch)
+            scores.append(out.pred_score.float().cpu().numpy())
+            maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
+    if not scores:
+        return np.empty(0, np.float32), np.empty((0, *model.config.image_size), np.float32)
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    chunks = list(torch.split(order, batch_size))
+    # Batch norm cannot train on a single image when the embedding is 1x1 (32-px inputs); a
+    # lone leftover joins the previous batch rather than being dropped.
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
+    return chunks
+
+
+def _val_loss(
+    model: ReverseDistillation, images: torch.Tensor, batch: int, dev: torch.device
+) -> float:
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            chunk = normalise(images[start : start + batch].to(dev))
+            pair = model.features(chunk)
+            total += float(cosine_loss(pair.encoder, pair.decoder)) * len(chunk)
+    return total / len(images)
+
+
+def train(
+    data_root: Path,
+    out: Path,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    name: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, calibrate and save a Reverse Distillation model.
+
+    Args:
+        data_root: MVTec-style folder (``train/good``, optional ``validation/<class>`` with
+            ``ground_truth`` masks for f1 calibration) or a plain folder of good images.
+        out: Checkpoint file to write.
+        model_config: Architecture.
+        train_config: Hyper-parameters.
+        name: Model name stored in the checkpoint (default: the data folder's name).
+        progress: Show a progress bar with loss and ETA.
+
+    Returns:
+        What was trained and where it was written.
+
+    Raises:
+        DatasetError: Missing/empty data, or fewer than two readable images.
+        WeightsUnavailableError: ImageNet weights asked for but not available.
+    """
+    started = time.perf_counter()
+    cfg, size = train_config, model_config.image_size
+    device = resolve_device(cfg.device)
+    items = training_items(data_root)
+    loaded = load_items(items, size)
+    train_idx, val_idx = split_train_val(len(loaded.items), cfg.val_fraction, cfg.seed)
+    train_images, val_images = loaded.images[train_idx], loaded.images[val_idx]
+    extra = load_items(labelled_items(data_root, "validation"), size, with_masks=True)
+
+    torch.manual_seed(cfg.seed)
+    model = ReverseDistillation(model_config)
+    weights = load_encoder_weights(
+        model.encoder, model_config.backbone, cfg.weights, download=cfg.download
+    )
+    model.to(device)
+    optimizer = torch.optim.Adam(
+        model.trainable_parameters(), lr=cfg.learning_rate, betas=cfg.betas
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    autocast = device.type == "cuda"  # bf16 on CUDA only; CPU training stays fp32
+    steps = len(_batches(len(train_images), cfg.batch_size, torch.Generator()))
+    history: list[EpochStats] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    log.info(
+        "training %s on %d images (%d held out) on %s",
+        model_config.backbone,
+        len(train_images),
+        len(val_images),
+        device,
+    )
+    bar = tqdm(total=cfg.epochs * steps, disable=not progress, unit="step", dynamic_ncols=True)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses = []
+        for idx in _batches(len(train_images), cfg.batch_size, generator):
+            batch = normalise(train_images[idx].to(device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                pair = model.features(batch)
+            loss = cosine_loss(pair.encoder, pair.decoder)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4f}")
+        val = _val_loss(model, val_images, cfg.batch_size, device)
+        history.append(EpochStats(epoch, float(np.mean(losses)), val, time.perf_counter() - t0))
+        bar.set_postfix(epoch=epoch, loss=f"{history[-1].train_loss:.4f}", val=f"{val:.4f}")
+        if val < best_loss - cfg.min_delta:
+            best_loss, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
+        elif cfg.patience and epoch - best_epoch >= cfg.patience:
+            log.info(
+                "early stop at epoch %d: no validation improvement since epoch %d",
+                epoch,
+                best_epoch,
+            )
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+
+    calibration = _calibrate(model, val_images, extra.images, extra.items, extra.masks, cfg, device)
+    meta = CheckpointMeta(
+        name=name or data_root.resolve().name,
+        model=model_config,
+        calibration=calibration,
+        training={
+            "data": str(data_root),
+            "n_train": len(train_images),
+            "n_val_good": len(val_images),
+            "n_validation_extra": len(extra.items),
+            "skipped": [str(p) for p, _ in loaded.skipped + extra.skipped],
+            "weights": weights,
+            "device": str(device),
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "best_val_loss": best_loss,
+            "history": [asdict(h) for h in history],
+            "config": cfg.model_dump(mode="json"),
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    model.cpu()
+    sha = save_checkpoint(out, model, meta)
+    log.info("wrote %s (best epoch %d, val loss %.4f)", out, best_epoch, best_loss)
+    return TrainResult(out, sha, history, best_epoch, calibration, loaded.skipped + extra.skipped)
+
+
+def _calibrate(
+    model: ReverseDistillation,
+    val_good: torch.Tensor,
+    extra_images: torch.Tensor,
+    extra_items: list[LabelledImage],
+    extra_masks: torch.Tensor | None,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> Calibration:
+    images = torch.cat([val_good, extra_images])
+    labels = np.array([0] * len(val_good) + [it.label for it in extra_items])
+    if not len(images):
+        raise DatasetError("no validation images to calibrate on")
+    scores, maps = score_images(model, images, batch_size=cfg.batch_size, device=device)
+    masks = None
+    if extra_masks is not None and len(extra_masks):
+        masks = np.concatenate(
+            [np.zeros((len(val_good), *maps.shape[1:]), bool), extra_masks.numpy()]
+        )
+    return fit_calibration(
+        scores,
+        labels,
+        maps,
+        masks,
+        mode=cfg.calibration,
+        target_false_alarm_rate=cfg.target_false_alarm_rate,
+    )

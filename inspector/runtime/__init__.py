@@ -1,0 +1,1 @@
+"""The streaming daemon: sources, batcher, model worker, post-processing, sinks, wiring."""

@@ -1,0 +1,389 @@
+"""The daemon's configuration: one frozen pydantic root with a sub-model per stage.
+
+A leaf of the runtime: stages import it, it imports no stage.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from inspector.model.config import Frozen
+
+#: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
+#: (same value as :data:`inspector.imaging.DEFAULT_MAX_PIXELS`).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class PostprocessConfig(Frozen):
+    """Turning anomaly maps into decisions, masks and defect regions.
+
+    Attributes:
+        image_threshold: Override of the image threshold on the normalised 0..1 scale
+            (``None``: the checkpoint's, which is 0.5 on that scale).
+        pixel_threshold: Override of the pixel threshold on the normalised scale.
+        min_defect_area_px: Smallest connected region, in original-frame pixels, kept as a defect.
+        max_defects: Regions reported per frame at most (largest first).
+        include_mask: Attach the PNG mask to anomalous results.
+    """
+
+    image_threshold: float | None = Field(default=None, ge=0, le=1)
+    pixel_threshold: float | None = Field(default=None, ge=0, le=1)
+    min_defect_area_px: int = Field(default=16, ge=1)
+    max_defects: int = Field(default=50, ge=1)
+    include_mask: bool = True
+
+
+# --- the daemon: `inspector run --config FILE` ------------------------------------------------
+
+
+class KafkaConfig(Frozen):
+    """Broker connection and topic names shared by the Kafka source and sinks.
+
+    Attributes:
+        bootstrap_servers: ``host:port`` list, comma-separated.
+        client_id: Client id prefix shown in broker logs.
+        security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+        sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` when SASL is used.
+        sasl_username: SASL user.
+        sasl_password: SASL password (never logged).
+        ssl_cafile: CA bundle for SSL.
+        frames_topic: Input topic (one encoded image per message).
+        results_topic: Output topic (``inspector.result/v1`` JSON).
+        dlq_topic: Dead letters: input that could not be processed, with the reason.
+        group_id: Consumer group; replicas in one group split the partitions.
+        max_message_bytes: Largest frame accepted and largest result produced; larger frames
+            are dead-lettered.
+        session_timeout_ms: Group session timeout (6000 is Kafka's minimum and joins fastest).
+        heartbeat_interval_ms: Group heartbeat interval.
+        commit_interval_ms: How often acknowledged offsets are committed.
+        compression: Producer compression codec.
+        linger_ms: Producer batching delay.
+        request_timeout_ms: Producer/consumer request timeout.
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "inspector"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    frames_topic: str = "inspector.frames"
+    results_topic: str = "inspector.results"
+    dlq_topic: str = "inspector.frames.dlq"
+    group_id: str = "inspector"
+    max_message_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    commit_interval_ms: int = Field(default=1_000, ge=10)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
+    linger_ms: int = Field(default=5, ge=0)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+    def client_security_settings(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for the connection's security (source and sink)."""
+        settings: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            settings["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            settings["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                settings["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile is not None:
+            settings["ssl_cafile"] = self.ssl_cafile
+        return settings
+
+
+class KafkaSourceConfig(Frozen):
+    """Frames from the Kafka frames topic (connection and topic in ``kafka``).
+
+    Attributes:
+        type: Discriminator.
+        topics: Topics to read; default: ``kafka.frames_topic``.
+        decode_threads: Threads decoding images (OpenCV releases the GIL).
+        max_poll_records: Records fetched per poll.
+        decode_device: ``cuda`` decodes JPEG frames on the GPU (nvJPEG through torchvision),
+            each poll's JPEG frames as one batch, so pixels go straight to the model without a
+            host round trip; other formats, and JPEGs nvJPEG refuses, are decoded by OpenCV.
+        fetch_max_wait_ms: Longest a fetch may wait at the broker for new frames (Kafka's
+            default). Apache Kafka answers as soon as a frame arrives, so this costs no latency
+            there; lower values only add empty fetches on an idle topic (an idle daemon used
+            6.2 % of a core at 50 vs 3.2 % at 500). Brokers that hold every fetch to its end
+            (Tansu, the embedded test broker) add up to this much latency per frame: the demo
+            and the benchmark use 50 on it.
+        max_pixels: Largest frame decoded, in pixels, read from the image header before
+            decoding; larger frames are dead letters ``too_large`` (a 32 KB PNG can declare
+            12000 x 12000 px: 432 MB once decoded).
+        max_poll_decoded_bytes: Decoded bytes one poll may hold; the records beyond it are
+            fetched again by the next poll (at least one record per poll).
+    """
+
+    type: Literal["kafka"] = "kafka"
+    topics: tuple[str, ...] | None = None
+    decode_threads: int = Field(default=2, ge=1)
+    max_poll_records: int = Field(default=64, ge=1)
+    decode_device: Literal["cpu", "cuda"] = "cpu"
+    fetch_max_wait_ms: int = Field(default=500, ge=0, le=10_000)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    max_poll_decoded_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+
+
+class CameraSourceConfig(Frozen):
+    """One OpenCV camera.
+
+    Attributes:
+        type: Discriminator.
+        camera_id: Id in results and metrics.
+        uri: Device index (``"0"``), RTSP/HTTP URL, GStreamer pipeline or video file.
+        backend: OpenCV capture backend.
+        fps: Target frames per second taken from the stream (``None``: as fast as it comes).
+        live: A live stream: keep only the newest frame and count stale drops. ``False`` for
+            files that must be read completely.
+        reconnect_initial_s: First reconnect delay after the stream breaks.
+        reconnect_max_s: Longest reconnect delay (exponential backoff).
+        loop: Restart a video file at its end (simulated cameras).
+    """
+
+    type: Literal["camera"] = "camera"
+    camera_id: str
+    uri: str
+    backend: Literal["auto", "ffmpeg", "gstreamer", "v4l2"] = "auto"
+    fps: float | None = Field(default=None, gt=0)
+    live: bool = True
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    loop: bool = False
+
+
+class DirectorySourceConfig(Frozen):
+    """Replay of recorded frames from files.
+
+    Attributes:
+        type: Discriminator.
+        camera_id: Id in results and metrics.
+        path: Folder or glob pattern (``frames/*.png``).
+        fps: Replay rate (``None``: as fast as the pipeline takes them).
+        loop: Start again after the last file.
+        max_pixels: Largest image decoded, in pixels, read from the header before decoding;
+            larger files are dead letters ``too_large``.
+    """
+
+    type: Literal["directory"] = "directory"
+    camera_id: str = "replay"
+    path: str
+    fps: float | None = Field(default=None, gt=0)
+    loop: bool = False
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+
+
+SourceConfig = Annotated[
+    KafkaSourceConfig | CameraSourceConfig | DirectorySourceConfig, Field(discriminator="type")
+]
+
+
+class BatcherConfig(Frozen):
+    """Micro-batching between sources and the model.
+
+    Attributes:
+        max_batch_size: Frames per inference batch at most.
+        max_wait_ms: Longest wait for a batch to fill once its first frame arrived.
+        queue_size: Capacity of each bounded queue between stages.
+        max_in_flight_bytes: Decoded frame bytes admitted and not yet delivered, at most;
+            sources wait (Kafka pauses its partitions) beyond it. One frame is always let in,
+            so a frame larger than the budget still runs, alone.
+    """
+
+    max_batch_size: int = Field(default=8, ge=1)
+    max_wait_ms: float = Field(default=20.0, ge=0)
+    queue_size: int = Field(default=64, ge=1)
+    max_in_flight_bytes: int = Field(default=2 * 1024**3, ge=1)
+
+
+class WorkerConfig(Frozen):
+    """The model worker.
+
+    Attributes:
+        checkpoint: Checkpoint file written by ``inspector train`` or ``import-anomalib``.
+        device: ``auto`` uses CUDA when available.
+        warmup_batches: Batches run on start-up before reporting ready.
+        precision: ``fp32`` (maps as in training), ``bf16`` (autocast; anomaly maps still
+            computed in fp32), or ``auto`` (bf16 where the hardware has fast bf16: CUDA GPUs
+            and CPUs with AMX/AVX512-BF16; fp32 elsewhere).
+        channels_last: NHWC memory layout for the convolutions (same results, faster kernels).
+        compile: ``torch.compile`` the model at start-up (slower start, faster steady state).
+        cuda_graphs: On CUDA, capture the forward pass once for ``batcher.max_batch_size`` and
+            replay it (partial batches are padded), removing per-kernel launch overhead.
+    """
+
+    checkpoint: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup_batches: int = Field(default=2, ge=0)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
+
+
+class KafkaSinkConfig(Frozen):
+    """Results (and dead letters) to Kafka; topics and connection in ``kafka``.
+
+    Attributes:
+        enabled: Publish results to ``kafka.results_topic``.
+    """
+
+    enabled: bool = True
+
+
+class JsonlSinkConfig(Frozen):
+    """Results appended to a JSON-lines file.
+
+    Attributes:
+        path: File to append to; ``None`` disables.
+    """
+
+    path: Path | None = None
+
+
+class OverlaySinkConfig(Frozen):
+    """Heat-map overlays of anomalous frames saved to a folder, bounded.
+
+    Attributes:
+        directory: Folder; ``None`` disables.
+        max_files: Oldest files are deleted beyond this count.
+        max_bytes: ...or beyond this total size.
+    """
+
+    directory: Path | None = None
+    max_files: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+
+class SinksConfig(Frozen):
+    """Where results go."""
+
+    kafka: KafkaSinkConfig = KafkaSinkConfig()
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+    overlays: OverlaySinkConfig = OverlaySinkConfig()
+
+
+class HttpConfig(Frozen):
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port.
+
+    Attributes:
+        host: Listen address.
+        port: Listen port (0: any free port).
+    """
+
+    host: str = "0.0.0.0"  # all interfaces: a daemon in a container must be scrapeable
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class DaemonConfig(Frozen):
+    """Lifecycle.
+
+    Attributes:
+        drain_timeout_s: On SIGTERM, how long shutdown may take in all: in-flight frames,
+            flushing the sinks, committing and closing share this one deadline.
+        stall_timeout_s: Frames in flight and nothing delivered for this long: ``/readyz``
+            answers 503 ("delivery stalled"), whatever the connections say.
+    """
+
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class MetricsConfig(Frozen):
+    """Bounds on metric labels.
+
+    Attributes:
+        cameras: Camera ids that always get a ``camera`` label of their own (besides the ids of
+            configured camera and directory sources).
+        max_camera_labels: Further camera ids (from Kafka headers or keys) labelled as
+            themselves, first come first served; the rest are counted as ``other``.
+    """
+
+    cameras: tuple[str, ...] = ()
+    max_camera_labels: int = Field(default=64, ge=0)
+
+
+class InspectorConfig(BaseSettings):
+    """The daemon's whole configuration: YAML file, then ``INSPECTOR_SECTION__KEY`` overrides."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="INSPECTOR_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    sources: tuple[SourceConfig, ...] = (KafkaSourceConfig(),)
+    batcher: BatcherConfig = BatcherConfig()
+    model: WorkerConfig = WorkerConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    sinks: SinksConfig = SinksConfig()
+    http: HttpConfig = HttpConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment overrides win over the YAML file (passed as init values)."""
+        if not _ENVIRONMENT_APPLIES.get():
+            return (init_settings,)
+        return env_settings, init_settings
+
+
+#: Off while :func:`explicit_config` builds a configuration.
+_ENVIRONMENT_APPLIES: ContextVar[bool] = ContextVar("inspector_env_applies", default=True)
+
+
+def explicit_config(values: dict[str, Any]) -> InspectorConfig:
+    """A configuration from ``values`` alone, ignoring ``INSPECTOR_*`` variables.
+
+    For programs that build a daemon's configuration themselves (``inspector demo``,
+    ``inspector bench``): their broker, topics and checkpoint must not be replaced by whatever
+    the shell exports, as a deployed daemon's are.
+    """
+    token = _ENVIRONMENT_APPLIES.set(False)
+    try:
+        return InspectorConfig.model_validate(values)
+    finally:
+        _ENVIRONMENT_APPLIES.reset(token)
+
+
+def load_config(path: Path | None) -> InspectorConfig:
+    """Read a YAML config file and apply environment overrides.
+
+    Args:
+        path: YAML file; ``None`` for defaults plus environment.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        pydantic.ValidationError: A wrong key or value (the CLI turns it into exit code 2 with
+            the key path).
+        OSError: The file cannot be read.
+        yaml.YAMLError: The file is not YAML.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    return InspectorConfig(**data)

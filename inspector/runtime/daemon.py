@@ -1,0 +1,381 @@
+"""The daemon: builds every component, owns the lifecycle (startup, main loop, drain).
+
+Like uvicorn: startup, then a main loop that watches ``should_exit``, then a shutdown bounded
+by ``daemon.drain_timeout_s`` as one deadline: stop fetching, finish in-flight frames, stop the
+model, flush the sinks, commit, close the consumers, stop HTTP; a final ``inspector stopped``
+line says what was delivered and what was left. The first SIGTERM/SIGINT starts that (also
+while start-up still waits for a broker or a model); a second one exits at once.
+
+Signals are acted on by a thread of their own (:mod:`inspector.runtime.signals`), never delayed by a
+main thread blocked in a client call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from inspector.checkpoint import load_checkpoint
+from inspector.errors import BrokerUnavailableError, ConfigError, WaitAbandonedError
+from inspector.messages import ModelRef
+from inspector.model.device import resolve_device
+from inspector.model.fastpath import RuntimeOptions, in_passing_thread
+from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
+from inspector.runtime.metrics import CameraLabels, Metrics
+from inspector.runtime.pipeline import Pipeline
+from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.server import HealthServer
+from inspector.runtime.signals import watch_signals
+from inspector.runtime.sinks.base import Sink
+from inspector.runtime.sources import build_source
+from inspector.runtime.sources.base import Source
+from inspector.runtime.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+#: Backoff while the broker is unreachable at start-up (seconds).
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
+#: Share of ``daemon.drain_timeout_s`` kept for flushing, committing and closing (at most 5 s):
+#: frames still in flight by then are left uncommitted, but what was delivered is committed.
+_CLOSE_SHARE = 0.2
+_CLOSE_MAX_S = 5.0
+
+_T = TypeVar("_T")
+
+
+def _camera_labels(config: InspectorConfig) -> CameraLabels:
+    """Bounded camera labels: the configured cameras, then the first N others seen."""
+    configured = {
+        s.camera_id
+        for s in config.sources
+        if isinstance(s, CameraSourceConfig | DirectorySourceConfig)
+    }
+    return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
+
+
+def build_sinks(config: InspectorConfig, metrics: Metrics) -> list[Sink]:
+    """The sinks the config enables."""
+    sinks: list[Sink] = []
+    if config.sinks.kafka.enabled:
+        from inspector.runtime.sinks.kafka import KafkaSink
+
+        sinks.append(KafkaSink(config.kafka, metrics))
+    if config.sinks.jsonl.path is not None:
+        from inspector.runtime.sinks.jsonl import JsonlSink
+
+        sinks.append(JsonlSink(config.sinks.jsonl, metrics))
+    if config.sinks.overlays.directory is not None:
+        from inspector.runtime.sinks.overlays import OverlaySink
+
+        sinks.append(OverlaySink(config.sinks.overlays, metrics))
+    return sinks
+
+
+class Daemon:
+    """One inspection daemon.
+
+    Args:
+        config: The whole configuration.
+        registry: Metrics registry (a fresh one by default; tests inject theirs).
+    """
+
+    def __init__(
+        self, config: InspectorConfig, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry, cameras=_camera_labels(config))
+        self.should_exit = threading.Event()
+        self.force_exit = False
+        self.exit_code: int | None = None
+        self.pipeline: Pipeline | None = None
+        self.server: HealthServer | None = None
+        # Components built but not yet owned by a running pipeline: closed here on failure.
+        self._unstarted: list[Source | Sink] = []
+        self.model_label = "(none)"
+        self._waiting_for: str | None = None
+        self._reload_requested = threading.Event()
+        self._reloader: threading.Thread | None = None
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: first drains, second exits at once; SIGHUP reloads the model.
+
+        Call from the main thread (see :func:`inspector.runtime.signals.watch_signals`).
+        """
+        watch_signals(self.handle_signal)
+
+    def request_reload(self) -> None:
+        """Ask the main loop to reload the model in the background (thread-safe)."""
+        self._reload_requested.set()
+
+    def handle_signal(self, signum: int) -> None:
+        """What one signal does (thread-safe): reload, drain, or on the second exit now."""
+        if signum == signal.SIGHUP:
+            self.request_reload()
+            return
+        name = signal.Signals(signum).name
+        if self.should_exit.is_set():
+            self.force_exit = True
+            in_flight = self.pipeline.in_flight if self.pipeline is not None else 0
+            log.warning(
+                "second %s: exiting now; %d frame(s) in flight are not committed and will be "
+                "processed again",
+                name,
+                in_flight,
+            )
+            log.warning("inspector stopped (forced, exit code 1)")
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):  # exiting anyway
+                    handler.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        log.info("%s: shutting down (send again to exit at once)", name)
+        self.request_exit()
+
+    def request_exit(self) -> None:
+        """Ask the main loop to drain and stop (thread-safe)."""
+        self.should_exit.set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Reasons the daemon is not ready; empty when it is."""
+        if self.pipeline is None:
+            return [self._waiting_for or "starting"]
+        if self.should_exit.is_set():
+            return ["shutting down"]
+        return self.pipeline.readiness_reasons()
+
+    def startup(self) -> None:
+        """Serve health, load and warm the model, connect sources and sinks, start threads.
+
+        Raises:
+            InspectorError: A component cannot start (message says why and what to do).
+        """
+        cfg = self.config
+        self.server = HealthServer(
+            cfg.http.host, cfg.http.port, self.registry, self.readiness, self.metrics
+        )
+        self.server.start()
+        try:
+            worker, postprocessor = self._load_model()
+            sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
+            sinks = build_sinks(cfg, self.metrics)
+            self._unstarted = [*sinks, *sources]
+            for component in self._unstarted:
+                self._set_up(component)
+        except WaitAbandonedError:
+            return
+        if self.should_exit.is_set():  # asked to stop while waiting for the broker
+            return
+        self.pipeline = Pipeline(
+            sources,
+            cfg.batcher,
+            worker,
+            postprocessor,
+            sinks,
+            self.metrics,
+            stall_timeout_s=cfg.daemon.stall_timeout_s,
+        )
+        self.pipeline.start()
+        self._unstarted = []
+        log.info(
+            "inspector running: model %s on %s, %d source(s), %d sink(s), http :%d",
+            self.model_label,
+            worker.device,
+            len(sources),
+            len(sinks),
+            self.server.port,
+        )
+
+    def _set_up(self, component: Source | Sink) -> None:
+        """Set a component up; while its broker is unreachable, wait and retry.
+
+        A plant's broker may come up after the daemon (power-on, maintenance): the daemon
+        stays alive (``/healthz`` 200, ``/readyz`` 503 "waiting for kafka") instead of
+        exiting, retrying with exponential backoff until it connects or is told to stop.
+        """
+        delay = _RETRY_FIRST_S
+        while not self.should_exit.is_set():
+            try:
+                # A client constructor blocks while it looks for a broker (kafka-python: up to
+                # request_timeout_ms): a thread of its own keeps SIGTERM answered meanwhile.
+                in_passing_thread(
+                    component.setup, f"inspector-setup-{component.name}", self.should_exit
+                )
+                self._waiting_for = None
+                return
+            except BrokerUnavailableError as exc:
+                self._waiting_for = f"waiting for kafka ({component.name})"
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                self.should_exit.wait(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
+        """Load, check and warm up the configured checkpoint; publish its info and thresholds.
+
+        The torch work runs on a thread that ends with it, so that only the inference thread
+        keeps an OpenMP team (see :func:`inspector.model.fastpath.in_passing_thread`).
+
+        Raises:
+            InspectorError: No checkpoint configured, or it cannot be loaded.
+        """
+        return in_passing_thread(self._load_and_warm, "inspector-model-setup", self.should_exit)
+
+    def _load_and_warm(self) -> tuple[ModelWorker, Postprocessor]:
+        cfg = self.config
+        if cfg.model.checkpoint is None:
+            raise ConfigError(
+                "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
+            )
+        try:
+            loaded = load_checkpoint(cfg.model.checkpoint)
+            device = resolve_device(cfg.model.device)
+            meta = loaded.meta
+            model_ref = ModelRef(
+                name=meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
+            )
+            postprocessor = Postprocessor(meta.calibration, model_ref, cfg.postprocess)
+            worker = ModelWorker(
+                loaded.model,
+                device,
+                self.metrics,
+                warmup_batches=cfg.model.warmup_batches,
+                max_batch_size=cfg.batcher.max_batch_size,
+                runtime=RuntimeOptions(
+                    precision=cfg.model.precision,
+                    channels_last=cfg.model.channels_last,
+                    compile=cfg.model.compile,
+                    cuda_graphs=cfg.model.cuda_graphs,
+                ),
+                map_filter=postprocessor.needs_map,
+            )
+            worker.warm_up()
+        except Exception:
+            self.metrics.model_reloads.labels(result="failure").inc()
+            raise
+        self.metrics.model_reloads.labels(result="success").inc()
+        self.metrics.model_info.info(
+            {
+                "name": meta.name,
+                "backbone": meta.model.backbone,
+                "device": str(device),
+                "checkpoint_sha256": loaded.sha256,
+            }
+        )
+        self.metrics.threshold.labels(kind="image").set(postprocessor.threshold.image)
+        self.metrics.threshold.labels(kind="pixel").set(postprocessor.threshold.pixel)
+        self.model_label = f"{meta.name} ({meta.model.backbone}, sha256 {loaded.sha256[:12]})"
+        return worker, postprocessor
+
+    def reload_model(self) -> bool:
+        """Load the configured checkpoint again and switch to it without stopping.
+
+        Frames keep flowing through the old model while the new one loads and warms up; on
+        failure the old model stays in service (``inspector_model_reloads_total{result=
+        "failure"}`` counts it, for the alert). Returns ``True`` on success.
+        """
+        if self.pipeline is None:
+            return False
+        previous = self.model_label
+        try:
+            worker, postprocessor = self._load_model()
+        except Exception as exc:
+            log.error("model reload failed, still serving %s: %s", previous, exc)
+            return False
+        self.pipeline.swap_model(worker, postprocessor)
+        log.info("model reloaded: %s (was %s)", self.model_label, previous)
+        return True
+
+    def main_loop(self) -> None:
+        """Refresh gauges until asked to exit, a stage dies, or finite sources are done."""
+        if self.pipeline is None:  # stopped during start-up
+            return
+        while not self.should_exit.wait(0.1):
+            if self._reload_requested.is_set() and not (
+                self._reloader is not None and self._reloader.is_alive()
+            ):
+                self._reload_requested.clear()
+                # Loading and warming take seconds: frames keep flowing meanwhile.
+                self._reloader = threading.Thread(
+                    target=self.reload_model, name="inspector-reload", daemon=True
+                )
+                self._reloader.start()
+            self.pipeline.update_gauges()
+            self.metrics.ready.set(0 if self.readiness() else 1)
+            if self.pipeline.fatal is not None or self.pipeline.finished:
+                break
+
+    def shutdown(self) -> bool:
+        """Stop everything under one deadline; returns ``True`` if nothing was left undone.
+
+        Not clean: frames left undelivered (their offsets stay uncommitted, they come again),
+        or a pipeline thread died.
+        """
+        timeout = self.config.daemon.drain_timeout_s
+        deadline = time.monotonic() + timeout
+        close_from = deadline - min(_CLOSE_MAX_S, _CLOSE_SHARE * timeout)
+        self.metrics.ready.set(0)
+        clean = True
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.stop_fetching()
+            drained = False
+            while not (drained or self.force_exit) and time.monotonic() < close_from:
+                drained = pipeline.wait_drained(min(0.1, max(0.0, close_from - time.monotonic())))
+            if self.force_exit:  # asked again (the demo's second Ctrl+C): no drain, short closes
+                deadline = min(deadline, time.monotonic() + 0.5)
+            elif not drained:
+                log.warning(
+                    "drain incomplete: %d frame(s) still in flight after %.1f s",
+                    pipeline.in_flight,
+                    timeout,
+                )
+            pipeline.close(deadline)
+            if pipeline.undelivered:
+                log.error(
+                    "%d frame(s) left undelivered: their offsets are not committed and they "
+                    "will be processed again",
+                    pipeline.undelivered,
+                )
+            clean = pipeline.undelivered == 0 and pipeline.fatal is None
+        for component in self._unstarted:
+            try:
+                component.close()
+            except Exception:
+                log.exception("closing %s failed", component.name)
+        if self.server is not None:
+            self.server.stop()
+        return clean
+
+    def run(self) -> int:
+        """Start, serve until told to stop, shut down; returns the process exit code."""
+        try:
+            self.startup()
+            self.main_loop()
+        except BaseException:
+            self.shutdown()
+            log.info("inspector stopped: start-up or the main loop failed (see above)")
+            raise
+        code = 0 if self.shutdown() else 1
+        pipeline = self.pipeline
+        log.info(
+            "inspector stopped: %d result(s) and %d dead letter(s) delivered, %d frame(s) left "
+            "undelivered; exit code %d",
+            pipeline.outcomes.results_delivered if pipeline else 0,
+            pipeline.outcomes.dead_letters_delivered if pipeline else 0,
+            pipeline.undelivered if pipeline else 0,
+            code,
+        )
+        return code

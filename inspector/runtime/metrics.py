@@ -1,0 +1,222 @@
+"""Prometheus metrics of the daemon, on an injected registry.
+
+Names, types and labels are a public contract (``streaming-contract.md``): dashboards and
+alerts query them. One prefix, base units in the name, ``_total`` only on counters, labels of
+low cardinality (never frame ids). This module is a leaf: it imports nothing from inspector.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+# No ``*_created`` series: one more sample per child that Prometheus does not use for rates,
+# and a third of a scrape's size. Process-wide, as the client library only offers it so.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: Stage latencies: sub-millisecond decode to multi-second CPU inference.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+#: Normalised scores (threshold at 0.5), finest around the threshold; 1.0, the clip value, is
+#: the +Inf bucket. Few buckets: this histogram is per camera, so its series are what the camera
+#: bound multiplies (1000 UUID camera ids: /metrics at 73 KB with these, 100 KB with tenths,
+#: 160 KB with twentieths).
+SCORE_BUCKETS = (0.25, 0.4, 0.5, 0.6, 0.75)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+STAGES = ("decode", "queue", "inference", "postprocess", "publish")
+
+#: The label value of every camera beyond the bound.
+OTHER_CAMERA = "other"
+#: Cameras that get a label of their own without being configured (``metrics.max_camera_labels``).
+DEFAULT_MAX_CAMERA_LABELS = 64
+
+
+class CameraLabels:
+    """Bounded ``camera`` label values: configured cameras, the first N others seen, ``other``.
+
+    Camera ids of Kafka frames come from producers; as labels they would grow ``/metrics``
+    without bound (200 new ids once grew it from 19 KB to 3.5 MB, kept forever). Ids are
+    validated before they get here (:mod:`inspector.runtime.ids`). Thread-safe.
+
+    Args:
+        configured: Cameras known from the configuration; always their own label.
+        max_seen: Further cameras given a label of their own, first come first served.
+    """
+
+    def __init__(
+        self, configured: Iterable[str] = (), max_seen: int = DEFAULT_MAX_CAMERA_LABELS
+    ) -> None:
+        self._configured = frozenset(configured)
+        self._max_seen = max_seen
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, camera_id: str) -> str:
+        """The label value for ``camera_id``."""
+        if camera_id in self._configured or camera_id in self._seen:
+            return camera_id
+        with self._lock:
+            if len(self._seen) < self._max_seen:
+                self._seen.add(camera_id)
+                return camera_id
+        return OTHER_CAMERA
+
+
+class Metrics:
+    """Every metric the daemon exports, registered on ``registry``.
+
+    Args:
+        registry: Where to register; tests pass a fresh ``CollectorRegistry`` and read values
+            with ``registry.get_sample_value``.
+        cameras: Bounds the ``camera`` label (default: no configured cameras, the first 64
+            seen); use :meth:`camera` for every ``camera`` label value.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, cameras: CameraLabels | None = None) -> None:
+        self.registry = registry
+        self.cameras = cameras or CameraLabels()
+        r = registry
+        self.frames_received = Counter(
+            "inspector_frames_received", "Frames taken in by a source.", ["source"], registry=r
+        )
+        self.frames_processed = Counter(
+            "inspector_frames_processed",
+            "Frames with a published result.",
+            ["camera"],
+            registry=r,
+        )
+        self.frames_failed = Counter(
+            "inspector_frames_failed",
+            "Frames that failed (dead-lettered or lost with a reason).",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
+        )
+        self.defects = Counter("inspector_defects", "Defect regions found.", ["camera"], registry=r)
+        self.anomaly_score = Histogram(
+            "inspector_anomaly_score",
+            "Normalised image scores (threshold at 0.5).",
+            ["camera"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "inspector_stage_seconds",
+            "Time per frame in each pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "inspector_end_to_end_seconds",
+            "Time from receipt to acknowledged result.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "inspector_batch_size",
+            "Frames per inference batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "inspector_queue_depth", "Items waiting in a bounded queue.", ["queue"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "inspector_consumer_lag",
+            "Messages behind the partition's high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_info = Info("inspector_model", "The loaded model.", registry=r)
+        self.model_reloads = Counter(
+            "inspector_model_reloads", "Model (re)loads by result.", ["result"], registry=r
+        )
+        self.ready = Gauge("inspector_ready", "1 when /readyz answers 200.", registry=r)
+        self.frames_dropped = Counter(
+            "inspector_frames_dropped",
+            "Frames dropped on purpose (stale live frames...).",
+            ["camera", "reason"],
+            registry=r,
+        )
+        self.camera_up = Gauge(
+            "inspector_camera_up", "1 while a camera streams.", ["camera"], registry=r
+        )
+        self.camera_reconnects = Counter(
+            "inspector_camera_reconnects", "Camera reconnect attempts.", ["camera"], registry=r
+        )
+        self.camera_last_frame = Gauge(
+            "inspector_camera_last_frame_timestamp_seconds",
+            "Unix time of the last frame read from a camera.",
+            ["camera"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "inspector_threshold",
+            "Applied thresholds on the normalised scale.",
+            ["kind"],
+            registry=r,
+        )
+        self.build_info = Info("inspector_build", "inspector build.", registry=r)
+        self.build_info.info({"version": _package_version()})
+        self.delivery_retries = Counter(
+            "inspector_delivery_retries",
+            "Deliveries tried again after a sink failed (the frame stays uncommitted meanwhile).",
+            ["kind"],
+            registry=r,
+        )
+        self.invalid_ids = Counter(
+            "inspector_invalid_ids",
+            "Ids from producers replaced because they were too long or not printable.",
+            ["field"],
+            registry=r,
+        )
+        self.sink_rebuilds = Counter(
+            "inspector_sink_rebuilds",
+            "Sink clients rebuilt after they entered a state they cannot leave.",
+            ["sink"],
+            registry=r,
+        )
+        self.in_flight_bytes = Gauge(
+            "inspector_in_flight_bytes",
+            "Decoded frame bytes admitted and not yet delivered.",
+            registry=r,
+        )
+
+    def camera(self, camera_id: str) -> str:
+        """The bounded ``camera`` label value for ``camera_id``."""
+        return self.cameras.label(camera_id)
+
+
+def _package_version() -> str:
+    try:
+        return version("inspector")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"

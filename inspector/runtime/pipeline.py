@@ -1,0 +1,381 @@
+"""Wires the stages: sources -> batcher -> model worker -> postprocess -> sinks.
+
+Threads and bounded queues:
+
+- one thread per source polls it and admits frames into the frames queue; dead letters go
+  straight to the sinks. Admission takes a share of two global bounds, frames in flight and
+  decoded bytes in flight, so a slow sink pushes back all the way: the source pauses (Kafka
+  pauses its partitions) instead of memory growing;
+- an inference thread batches frames and runs the model;
+- a postprocess thread turns raw maps into results and hands them to every sink
+  (:class:`~inspector.runtime.delivery.Delivery`, which retries a failing sink until it takes them).
+
+A frame is acked to its source (so its Kafka offset may be committed) only when every sink has
+confirmed delivery. Shutdown is :meth:`Pipeline.stop_fetching`, :meth:`Pipeline.wait_drained`,
+:meth:`Pipeline.close`, in that order, under one deadline: stop the model, flush the sinks,
+then let the sources commit what was delivered and close (never before the flush: results
+confirmed during it must be committed too).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from inspector.messages import Latency
+from inspector.runtime.admission import Admission, footprint
+from inspector.runtime.batcher import Batcher
+from inspector.runtime.config import BatcherConfig
+from inspector.runtime.delivery import Delivery, Outcomes
+from inspector.runtime.ids import for_log
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.records import DeadLetter, Frame, Inspection, ScoredBatch
+from inspector.runtime.sinks.base import Sink
+from inspector.runtime.sources.base import Source
+from inspector.runtime.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+#: How often a blocked source thread still polls its source (commits, group membership).
+_KEEPALIVE_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    frames: list[Frame]
+    output: ScoredBatch
+    started: float
+    finished: float
+    # The postprocessor of the model that inferred the batch: after a reload, batches still
+    # in flight keep the calibration that matches their maps.
+    postprocessor: Postprocessor
+
+
+class Pipeline:
+    """The running stages of one daemon.
+
+    Args:
+        sources: Frame sources, one thread each.
+        batcher: Batch size/wait, queue capacity and the in-flight byte budget.
+        worker: Warmed-up model worker.
+        postprocessor: Turns raw maps into results.
+        sinks: Result destinations; a frame is acked when all of them confirmed.
+        metrics: Metrics registry wrapper.
+        max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
+        stall_timeout_s: Frames in flight and no delivery for this long: not ready.
+        clock: Monotonic clock.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        batcher: BatcherConfig,
+        worker: ModelWorker,
+        postprocessor: Postprocessor,
+        sinks: Sequence[Sink],
+        metrics: Metrics,
+        *,
+        max_in_flight: int | None = None,
+        stall_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self._model = (worker, postprocessor)
+        self.metrics = metrics
+        self.clock = clock
+        self.frames: queue.Queue[Frame] = queue.Queue(batcher.queue_size)
+        self._post: queue.Queue[_Inferred | None] = queue.Queue(max(2, batcher.queue_size // 8))
+        self._batcher = Batcher(self.frames, batcher, metrics, clock=clock)
+        self.admission = Admission(
+            max_in_flight or 4 * batcher.queue_size, batcher.max_in_flight_bytes, clock
+        )
+        self._stall_timeout_s = stall_timeout_s
+        self._stop_fetch = threading.Event()  # sources take no new frames
+        self._stop_model = threading.Event()  # the model takes no new batch
+        self._stop_all = threading.Event()  # source threads commit, close and end
+        self._input_closed = threading.Event()  # no frame will enter the frames queue again
+        self._idle: list[threading.Event] = [threading.Event() for _ in self.sources]
+        self._source_threads: list[threading.Thread] = []
+        self._model_threads: list[threading.Thread] = []
+        self._delivery = Delivery(self.sinks, metrics, clock=clock)
+        self.outcomes = Outcomes(self._delivery, metrics, self.admission.release, clock)
+        self._commit_deadline = float("inf")
+        self.fatal: BaseException | None = None
+
+    @property
+    def worker(self) -> ModelWorker:
+        """The model worker in use."""
+        return self._model[0]
+
+    @property
+    def postprocessor(self) -> Postprocessor:
+        """The postprocessor of the model in use."""
+        return self._model[1]
+
+    def swap_model(self, worker: ModelWorker, postprocessor: Postprocessor) -> None:
+        """Use another (warmed-up) model from the next batch on, without stopping.
+
+        Batches already inferred are post-processed with the model that inferred them.
+        """
+        self._model = (worker, postprocessor)  # one reference assignment: atomic
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every thread (sources and sinks must be set up, the worker warmed)."""
+        for i, source in enumerate(self.sources):
+            self._source_threads.append(
+                self._spawn(
+                    f"source-{source.name}",
+                    functools.partial(self._source_loop, i, source),
+                    on_death=functools.partial(self._mark_idle, i),
+                )
+            )
+        self._model_threads.append(self._spawn("inference", self._inference_loop))
+        self._model_threads.append(self._spawn("postprocess", self._postprocess_loop))
+
+    def _spawn(
+        self, name: str, target: Callable[[], None], on_death: Callable[[], None] | None = None
+    ) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a bug in a stage must stop the daemon, loudly
+                log.exception("pipeline thread %s died", name)
+                self.fatal = exc
+                self._stop_fetch.set()
+                if on_death is not None:
+                    on_death()  # a dead source sends nothing more: draining need not wait
+
+        thread = threading.Thread(target=run, name=f"inspector-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_fetching(self) -> None:
+        """Take no new frames; frames already admitted still run to delivery."""
+        self._stop_fetch.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Frames and dead letters admitted but not yet delivered."""
+        return self.admission.items
+
+    @property
+    def undelivered(self) -> int:
+        """Frames neither delivered nor dead-lettered (left uncommitted: they come again)."""
+        return self.admission.items + self.outcomes.unsendable
+
+    @property
+    def finished(self) -> bool:
+        """All sources are exhausted or stopped and everything admitted was delivered."""
+        return self._input_closed.is_set() and self.admission.items == 0
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until every admitted frame is delivered; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.finished:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.02, remaining))
+
+    def close(self, deadline: float | None = None) -> None:
+        """Stop every thread by ``deadline`` (monotonic; default 10 s from now), in order.
+
+        The model stops, the sinks flush (their confirmations ack frames), retries stop, then
+        the sources commit what was delivered and close, and last the sinks close. Frames not
+        delivered by then stay uncommitted (see :attr:`undelivered`).
+        """
+        end = time.monotonic() + 10.0 if deadline is None else deadline
+
+        def left() -> float:
+            return max(0.0, end - time.monotonic())
+
+        self._stop_fetch.set()
+        self._stop_model.set()
+        for thread in self._model_threads:
+            thread.join(left())
+        for sink in self.sinks:
+            try:
+                sink.flush(left())
+            except Exception:
+                log.exception("flushing sink %s failed", sink.name)
+        self._delivery.close()
+        self._commit_deadline = end
+        self._stop_all.set()
+        for thread in self._source_threads:
+            thread.join(left())
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %s failed", sink.name)
+
+    def readiness_reasons(self) -> list[str]:
+        """Why the pipeline is not ready (empty when ready)."""
+        reasons = [] if self.worker.ready else ["model not warmed up"]
+        reasons += [f"source {s.name} not connected" for s in self.sources if not s.ready()]
+        reasons += [r for s in self.sinks if (r := s.unready_reason()) is not None]
+        if self.fatal is not None:
+            reasons.append(f"pipeline failed: {self.fatal!r}")
+        stalled = self._stalled_for()
+        if stalled is not None:
+            reasons.append(
+                f"delivery stalled: {self.in_flight} frame(s) in flight and nothing delivered "
+                f"for {stalled:.0f} s"
+            )
+        if self.outcomes.unsendable:
+            reasons.append(
+                f"{self.outcomes.unsendable} dead letter(s) refused by a sink: left uncommitted "
+                "(see log)"
+            )
+        return reasons
+
+    def _stalled_for(self) -> float | None:
+        if self.in_flight == 0:
+            return None
+        quiet = self.clock() - max(self._delivery.last_confirmed, self.admission.busy_since)
+        return quiet if quiet > self._stall_timeout_s else None
+
+    def update_gauges(self) -> None:
+        """Refresh queue depth gauges (called by the daemon's main loop)."""
+        self.metrics.queue_depth.labels(queue="frames").set(self.frames.qsize())
+        self.metrics.queue_depth.labels(queue="postprocess").set(self._post.qsize())
+        self.metrics.queue_depth.labels(queue="in_flight").set(self.in_flight)
+        self.metrics.queue_depth.labels(queue="retry").set(self._delivery.retrying)
+        self.metrics.in_flight_bytes.set(self.admission.bytes)
+
+    # --- sources ----------------------------------------------------------------------------
+
+    def _source_loop(self, index: int, source: Source) -> None:
+        pending: deque[Frame | DeadLetter] = deque()
+        try:
+            while not self._stop_all.is_set():
+                if self._stop_fetch.is_set() or (source.exhausted and not pending):
+                    self._mark_idle(index)
+                    source.pause()
+                    source.poll(0.1)  # still commits acked offsets on this thread
+                    continue
+                if not pending:
+                    pending.extend(source.poll(0.1))
+                while pending and not self._stop_fetch.is_set():
+                    if not self._admit(source, pending[0], pending):
+                        break
+                    pending.popleft()
+            self._mark_idle(index)
+        finally:
+            try:
+                source.drain(max(0.1, self._commit_deadline - time.monotonic()))
+            finally:
+                source.close()
+
+    def _mark_idle(self, index: int) -> None:
+        self._idle[index].set()
+        if all(e.is_set() for e in self._idle):
+            self._input_closed.set()
+
+    def _admit(
+        self, source: Source, item: Frame | DeadLetter, pending: deque[Frame | DeadLetter]
+    ) -> bool:
+        paused = False
+        last_poll = time.monotonic()
+        nbytes = footprint(item)
+        while not self.admission.reserve(nbytes):
+            if self._stop_fetch.is_set():
+                if paused:
+                    source.resume()
+                return False
+            if not paused:
+                source.pause()
+                paused = True
+            if time.monotonic() - last_poll > _KEEPALIVE_S:
+                pending.extend(source.poll(0))
+                last_poll = time.monotonic()
+        if isinstance(item, DeadLetter):
+            self.outcomes.dead_letter(item, nbytes)
+        else:
+            while True:
+                try:
+                    self.frames.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._stop_model.is_set():  # nothing will take it any more
+                        self.admission.release(nbytes)
+                        return False
+                    if not paused:
+                        source.pause()
+                        paused = True
+        if paused:
+            source.resume()
+        return True
+
+    # --- model and postprocess -------------------------------------------------------------
+
+    def _inference_loop(self) -> None:
+        try:
+            while not self._stop_model.is_set():
+                batch = self._batcher.next_batch(self._input_closed)
+                if not batch:
+                    return
+                started = self.clock()
+                worker, postprocessor = self._model
+                try:
+                    output = worker.score([f.image for f in batch])
+                except Exception as exc:
+                    log.exception("inference failed for a batch of %d", len(batch))
+                    for frame in batch:
+                        self.outcomes.failed(frame, "inference", "inference_error", exc)
+                    continue
+                self._post.put(_Inferred(batch, output, started, self.clock(), postprocessor))
+        finally:
+            self._post.put(None)
+
+    def _postprocess_loop(self) -> None:
+        while (item := self._post.get()) is not None:
+            infer_ms = (item.finished - item.started) * 1e3
+            for i, frame in enumerate(item.frames):
+                try:
+                    inspection = self._postprocess_one(frame, item, i, infer_ms)
+                except Exception as exc:
+                    log.exception("postprocess failed for %s", for_log(frame.meta.frame_id))
+                    self.outcomes.failed(frame, "postprocess", "postprocess_error", exc)
+                    continue
+                self.outcomes.result(inspection)
+
+    def _postprocess_one(
+        self, frame: Frame, item: _Inferred, i: int, infer_ms: float
+    ) -> Inspection:
+        t0 = self.clock()
+        meta = frame.meta
+        decision = item.postprocessor.decide(
+            item.output.maps[i], float(item.output.scores[i]), meta.image_size
+        )
+        post_ms = (self.clock() - t0) * 1e3
+        queue_ms = max(0.0, (item.started - meta.received_monotonic) * 1e3)
+        latency = Latency(
+            decode=meta.decode_ms,
+            queue=queue_ms,
+            inference=infer_ms,
+            postprocess=post_ms,
+            total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
+        )
+        message = item.postprocessor.to_message(meta, decision, latency)
+        m = self.metrics
+        camera = m.camera(meta.camera_id)
+        m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)
+        m.stage_seconds.labels(stage="postprocess").observe(post_ms / 1e3)
+        m.anomaly_score.labels(camera=camera).observe(decision.score)
+        if decision.is_anomalous:
+            m.anomalies.labels(camera=camera).inc()
+            m.defects.labels(camera=camera).inc(len(decision.defects))
+        return Inspection(message, frame, decision.heatmap, decision.mask)

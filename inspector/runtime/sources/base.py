@@ -1,0 +1,70 @@
+"""The source stage: where frames come from."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from inspector.runtime.records import DeadLetter, Frame
+
+
+class Source(ABC):
+    """A producer of frames (and of dead letters for input it cannot decode).
+
+    One thread owns a source: it calls :meth:`setup`, then :meth:`poll` in a loop, then
+    :meth:`close`. Only :meth:`pause`/:meth:`resume` flags and the frames' ack callbacks may be
+    used from other threads, so client libraries that are not thread-safe stay on one thread.
+
+    Attributes:
+        name: Label for logs and the ``source`` metric label.
+    """
+
+    name: str = "source"
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Connect or open; raise an :class:`~inspector.errors.InspectorError` on failure."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[Frame | DeadLetter]:
+        """Return what arrived within ``timeout`` seconds (possibly nothing).
+
+        Also where periodic work of the owning thread happens (offset commits, reconnects).
+        """
+
+    def pause(self) -> None:  # noqa: B027 - optional hook
+        """Stop fetching (backpressure); :meth:`poll` keeps the connection alive."""
+
+    def resume(self) -> None:  # noqa: B027 - optional hook
+        """Fetch again after :meth:`pause`."""
+
+    def drain(self, timeout: float) -> None:  # noqa: B027 - optional hook
+        """Called on shutdown once in-flight frames are acked: commit what is delivered."""
+
+    @property
+    def exhausted(self) -> bool:
+        """``True`` when a finite source (a file, a folder) has nothing more to give."""
+        return False
+
+    def ready(self) -> bool:
+        """Whether the source is connected (for ``/readyz``)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and devices."""
+
+
+class LocalSource(Source):
+    """A source whose backpressure is a flag its own :meth:`poll` checks (cameras, folders).
+
+    While paused, :meth:`poll` hands out nothing; a live camera keeps reading (and counts what
+    goes stale) so it never serves an old frame after :meth:`resume`.
+    """
+
+    _paused: bool = False
+
+    def pause(self) -> None:
+        """Hand out nothing until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Hand out frames again."""
+        self._paused = False

@@ -1,0 +1,110 @@
+"""Model-only mode: the daemon's model stage (``ModelWorker.infer``) on decoded frames.
+
+Each timed call is the worker's whole job for one batch: uint8 BGR frames to the device,
+preprocessing, forward pass, maps and scores back on the host. Warm-up batches are run first
+and not timed. With ``--compare-anomalib`` anomalib's own model runs the same batches in the
+same process, alternating with ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from prometheus_client import CollectorRegistry
+
+from inspector.model import ReverseDistillation
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.worker import ModelWorker
+from inspector.tools.benchmark.options import (
+    BenchOptions,
+    decode_jpegs,
+    full_batches,
+    synthetic_jpegs,
+)
+from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+
+log = logging.getLogger(__name__)
+
+Batch = list[np.ndarray]
+
+
+def random_model(options: BenchOptions, device: torch.device) -> ReverseDistillation:
+    """The benchmarked architecture with seeded random weights, built on ``device``.
+
+    Built directly on the device: initialising wide_resnet50_2 on the CPU takes seconds,
+    which would be most of a short GPU run. Speed does not depend on the weights.
+    """
+    torch.manual_seed(options.seed)
+    with device:
+        return ReverseDistillation(options.model_config())
+
+
+def make_worker(
+    model: ReverseDistillation, device: torch.device, options: BenchOptions
+) -> ModelWorker:
+    """A worker as the daemon builds it, with its own metrics registry."""
+    return ModelWorker(
+        model,
+        device,
+        Metrics(CollectorRegistry()),
+        warmup_batches=options.warmup,
+        max_batch_size=options.batch_size,
+        runtime=options.runtime,
+    )
+
+
+def timed(run: Callable[[Batch], Any], batch: Batch) -> tuple[Any, float]:
+    """``run(batch)`` and its wall time in seconds (``run`` returns host tensors, synchronised)."""
+    t0 = time.perf_counter()
+    out = run(batch)
+    return out, time.perf_counter() - t0
+
+
+def measure_worker(worker: ModelWorker, batches: Sequence[Batch], warmup: int) -> list[float]:
+    """Per-batch seconds of ``worker.infer`` over ``batches`` after ``warmup`` untimed batches."""
+    for i in range(warmup):
+        worker.infer(batches[i % len(batches)])
+    return [timed(worker.infer, batch)[1] for batch in batches]
+
+
+def throughput(seconds: Sequence[float], batch_size: int) -> float:
+    """Images per second over the timed batches."""
+    return len(seconds) * batch_size / float(sum(seconds))
+
+
+def run_model(
+    options: BenchOptions, device: torch.device, command: Sequence[str]
+) -> dict[str, Any]:
+    """Model-only benchmark (with ``compare_anomalib``: side by side with anomalib).
+
+    Returns:
+        The result object (see ``inspector bench``).
+    """
+    images = decode_jpegs(synthetic_jpegs(options.n_frames, options.image_size, options.seed))
+    batches = full_batches(images, options.n_frames, options.batch_size)
+    frames = len(batches) * options.batch_size
+    if frames != options.n_frames:
+        log.info("timing %d frames: %d rounded up to whole batches", frames, options.n_frames)
+    if options.compare_anomalib:
+        from inspector.tools.benchmark.anomalib_ref import build_pair, compare
+
+        ours, reference = build_pair(options, device)
+        worker = make_worker(ours, device, options)
+        gflop = gflop_per_image(worker.model, device)
+        comparison = compare(worker, reference, batches, options, device)
+        seconds = comparison.pop("seconds")
+    else:
+        worker = make_worker(random_model(options, device), device, options)
+        gflop = gflop_per_image(worker.model, device)
+        seconds = measure_worker(worker, batches, options.warmup)
+        comparison = {}
+    result = base_fields(options, device, worker.fast.precision, frames, command)
+    result["images_per_s"] = throughput(seconds, options.batch_size)
+    result.update(latency_fields([s * 1e3 for s in seconds], "batch"))
+    result.update(comparison)
+    return finish(result, gflop, device)

@@ -1,0 +1,262 @@
+"""``inspector demo``: the whole line on one machine, with nothing to set up by hand.
+
+Synthetic line (cached) -> small model trained once (cached) -> embedded Kafka-protocol broker
+(Tansu) -> the real daemon (Kafka source, Kafka/JSONL/overlay sinks, /metrics) -> simulated
+cameras publishing frames -> a live view of the results and dead-letter topics. Ctrl+C (or
+``--frames N`` accounted for) shuts everything down in order: cameras, daemon drain, broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from types import FrameType
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+
+from inspector.messages import ResultMessage
+from inspector.runtime.config import KafkaConfig
+from inspector.runtime.daemon import Daemon
+from inspector.tools.broker import EmbeddedBroker, create_topics
+from inspector.tools.demo.setup import (
+    STALL_TIMEOUT_S,
+    DemoError,
+    DemoOptions,
+    DemoSummary,
+    demo_config,
+    demo_model,
+    port_or_free,
+)
+from inspector.tools.demo.simulator import LineImage, LineSimulator, describe, synthetic_line
+from inspector.tools.demo.view import LineTally, render
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _quiet_console_logs(logfile: Path) -> Iterator[None]:
+    """Send logs to ``logfile`` while the live view owns the terminal (errors still show)."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(logfile)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = [(h, h.level) for h in root.handlers]
+    for h, _ in saved:
+        h.setLevel(logging.ERROR)
+    root.addHandler(handler)
+    old_level, root.level = root.level, min(root.level or logging.INFO, logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.level = old_level
+        for h, level in saved:
+            h.setLevel(level)
+
+
+class _Stopper:
+    """Ctrl+C/SIGTERM: the first stops the line and drains, the second skips the drain."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.daemon: Daemon | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        if self.stop.is_set() and self.daemon is not None:
+            self.daemon.force_exit = True
+        self.stop.set()
+        if self.daemon is not None:
+            self.daemon.request_exit()
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be handled on the main thread; tests call from others
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
+    """Run the demo line until ``opts.frames`` are accounted for or Ctrl+C.
+
+    Returns:
+        What was sent and seen.
+
+    Raises:
+        BrokerError: The embedded broker is not installed or does not start.
+        DemoError: The daemon failed, or frames stopped arriving.
+    """
+    console = console or Console(soft_wrap=True)
+    live = console.is_terminal if opts.live is None else opts.live
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]inspector demo[/] in {opts.workdir.resolve()}")
+    # 90 good parts, 30% held out: enough good scores to place the threshold at a low false
+    # alarm rate (with a handful, the threshold is the largest of a few and every fifth good
+    # part would be flagged).
+    images = synthetic_line(
+        opts.workdir / "line", image_size=opts.frame_size, seed=opts.seed, n_train=90
+    )
+    console.print(f"line: {len(images)} test parts {describe(images)}")
+    checkpoint = demo_model(opts, opts.workdir / "line", console)
+    # Outputs of the previous run would mix with this one's counts.
+    shutil.rmtree(opts.workdir / "overlays", ignore_errors=True)
+    for name in ("results.jsonl", "results.dlq.jsonl"):
+        (opts.workdir / name).unlink(missing_ok=True)
+    stopper = _Stopper()
+    with (
+        _quiet_console_logs(opts.workdir / "demo.log"),
+        stopper.installed(),
+        _broker(opts) as bootstrap,
+    ):
+        run_id = None if opts.bootstrap_servers is None else uuid.uuid4().hex[:8]
+        config = demo_config(opts, bootstrap, checkpoint, port_or_free(opts.port), run_id)
+        kafka = config.kafka
+        # Two frame partitions: one per camera key, and room for a second daemon in the group.
+        create_topics(
+            kafka.bootstrap_servers,
+            {kafka.frames_topic: 2, kafka.results_topic: 1, kafka.dlq_topic: 1},
+        )
+        daemon = Daemon(config)
+        stopper.daemon = daemon
+        return _run_line(opts, console, live, daemon, stopper, images)
+
+
+@contextmanager
+def _broker(opts: DemoOptions) -> Iterator[str]:
+    if opts.bootstrap_servers is not None:
+        yield opts.bootstrap_servers
+        return
+    with EmbeddedBroker(log_path=opts.workdir / "broker.log") as broker:
+        yield broker.bootstrap
+
+
+def _run_line(
+    opts: DemoOptions,
+    console: Console,
+    live: bool,
+    daemon: Daemon,
+    stopper: _Stopper,
+    images: list[LineImage],
+) -> DemoSummary:
+    failure: list[BaseException | str] = []
+
+    def run_daemon() -> None:
+        try:
+            if daemon.run() != 0:
+                failure.append("it stopped with errors")
+        except BaseException as exc:  # reported on the main thread
+            failure.append(exc)
+        finally:
+            stopper.stop.set()
+
+    port = daemon.config.http.port
+    kafka = daemon.config.kafka
+    bootstrap = kafka.bootstrap_servers
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    thread = threading.Thread(target=run_daemon, name="daemon", daemon=True)
+    thread.start()
+    console.print("starting the daemon (model warm-up, Kafka group join) ...")
+    while daemon.readiness() and not stopper.stop.wait(0.1):
+        pass
+    if failure:
+        thread.join()
+        raise DemoError(f"the daemon did not start: {failure[0]} (log: {opts.workdir}/demo.log)")
+    console.print(f"daemon ready; metrics: {metrics_url}  health: .../healthz, .../readyz")
+    cameras = [f"line1-cam{i + 1}" for i in range(opts.cameras)]
+    simulator = LineSimulator(
+        images, cameras, defect_rate=opts.defect_rate, bad_every=opts.bad_every, seed=opts.seed
+    )
+    sent: list[int] = []
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    camera_thread = threading.Thread(
+        target=lambda: sent.append(
+            simulator.publish(
+                producer, kafka.frames_topic, fps=opts.fps, frames=opts.frames, stop=stopper.stop
+            )
+        ),
+        name="cameras",
+        daemon=True,
+    )
+    tally = LineTally(truth=simulator.truth)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)  # fresh topics: everything on them is this run's
+    camera_thread.start()
+    header = f"inspector demo: {len(cameras)} cameras at {opts.fps:g} frames/s   {metrics_url}"
+    try:
+        _watch(opts, console, live, consumer, kafka, tally, stopper, header)
+    finally:
+        stopper.stop.set()
+        camera_thread.join(timeout=35)
+        producer.close(timeout=5)
+        console.print("stopping: draining the daemon ...")
+        daemon.request_exit()
+        thread.join(timeout=daemon.config.daemon.drain_timeout_s + 15)
+        consumer.close()
+    if failure:
+        raise DemoError(f"the daemon failed: {failure[0]} (log: {opts.workdir}/demo.log)")
+    summary = DemoSummary(
+        sent=sent[0] if sent else simulator.count,
+        tally=tally,
+        metrics_url=metrics_url,
+        overlays=opts.workdir / "overlays",
+        results_file=opts.workdir / "results.jsonl",
+    )
+    if opts.frames is not None and tally.total < opts.frames:
+        raise DemoError(
+            f"only {tally.total} of {opts.frames} frames came back "
+            f"(log: {opts.workdir}/demo.log, broker log: {opts.workdir}/broker.log)"
+        )
+    return summary
+
+
+def _watch(
+    opts: DemoOptions,
+    console: Console,
+    live: bool,
+    consumer: KafkaConsumer,
+    kafka: KafkaConfig,
+    tally: LineTally,
+    stopper: _Stopper,
+    header: str,
+) -> None:
+    """Fold the results and dead-letter topics into ``tally`` and show it until done."""
+    last_progress = last_print = time.monotonic()
+    printed = 0
+    view = Live(render(tally, header), console=console, refresh_per_second=4) if live else None
+    with view if view is not None else nullcontext():
+        while not stopper.stop.is_set():
+            for tp, records in consumer.poll(timeout_ms=250).items():
+                for record in records:
+                    last_progress = time.monotonic()
+                    if tp.topic != kafka.dlq_topic:
+                        tally.add_result(ResultMessage.model_validate_json(record.value))
+                    else:
+                        headers = dict(record.headers or [])
+                        tally.add_dead_letter(headers.get("error", b"?").decode(errors="replace"))
+            now = time.monotonic()
+            if view is not None:
+                view.update(render(tally, header))
+            elif now - last_print >= 2.0 and tally.total != printed:
+                console.print(tally.summary(), highlight=False)
+                last_print, printed = now, tally.total
+            if opts.frames is not None and tally.total >= opts.frames:
+                return
+            if opts.frames is not None and now - last_progress > STALL_TIMEOUT_S:
+                return

@@ -1,0 +1,174 @@
+"""Set-up of the demo line: options, the cached model, topics and the daemon's configuration."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from inspector.errors import InspectorError
+from inspector.ml.config import TrainConfig
+from inspector.model.config import ModelConfig
+from inspector.model.fastpath import in_passing_thread
+from inspector.runtime.config import InspectorConfig, explicit_config
+from inspector.tools.broker import EMBEDDED_FETCH_MAX_WAIT_MS, free_port
+from inspector.tools.demo.view import LineTally
+
+#: Topic names on the embedded broker; on a broker of the user's, each run gets fresh ones.
+TOPICS = {
+    "frames": "inspector.frames",
+    "results": "inspector.results",
+    "dlq": "inspector.frames.dlq",
+}
+#: With --frames N, give up when nothing arrived for this long.
+STALL_TIMEOUT_S = 180.0
+
+
+class DemoError(InspectorError):
+    """The demo could not run to the end (the message says which part failed)."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``inspector demo`` runs; the defaults are the embedded default line.
+
+    Attributes:
+        workdir: Where the line, model, logs, results and overlays go (reused between runs).
+        frames: Stop after this many frames are accounted for (``None``: until Ctrl+C).
+        fps: Frames per second over all cameras (0: as fast as possible).
+        cameras: Simulated cameras.
+        defect_rate: Fraction of parts that are defective.
+        bad_every: Every n-th frame is corrupt, to show dead letters (0: never).
+        epochs: Training epochs for the demo model.
+        image_size: Model input size.
+        frame_size: Size of the simulated camera frames.
+        port: HTTP port of the daemon (a free one if taken).
+        device: Where training and inference run.
+        checkpoint: Use this model instead of training the demo one.
+        bootstrap_servers: Use this Kafka instead of the embedded broker (fresh topics
+            ``inspector.tools.demo-<run id>.*`` and a fresh consumer group per run, so earlier data
+            on that broker neither shows up nor gets processed).
+        live: Live terminal view (``None``: when stdout is a terminal).
+        seed: Seed of the line, the model and the part sequence.
+    """
+
+    workdir: Path = Path("runs/demo")
+    frames: int | None = None
+    fps: float = 10.0
+    cameras: int = 2
+    defect_rate: float = 0.2
+    bad_every: int = 25
+    epochs: int = 8
+    image_size: int = 128
+    frame_size: int = 256
+    port: int = 9108
+    device: str = "auto"
+    checkpoint: Path | None = None
+    bootstrap_servers: str | None = None
+    live: bool | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What the demo saw, for the closing message and for tests."""
+
+    sent: int
+    tally: LineTally
+    metrics_url: str
+    overlays: Path
+    results_file: Path
+
+
+def port_or_free(port: int) -> int:
+    """``port`` if it can be bound on loopback now, else (or for 0) a free one."""
+    if port == 0:
+        return free_port()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def demo_model(opts: DemoOptions, data: Path, console: Console) -> Path:
+    """The model the demo runs: the given checkpoint, the cached one, or one trained now."""
+    if opts.checkpoint is not None:
+        return opts.checkpoint
+    path = opts.workdir / f"model-resnet18-{opts.image_size}px-{opts.epochs}ep.safetensors"
+    if path.is_file():
+        console.print(f"model: {path} (cached)")
+        return path
+    from inspector.ml.trainer import train
+
+    console.print(f"training the demo model once (cached as {path}) ...")
+    # On a thread that ends with the training: its OpenMP team must not outlive it and slow
+    # the daemon's model (in_passing_thread).
+    in_passing_thread(
+        lambda: train(
+            data,
+            path,
+            model_config=ModelConfig(
+                backbone="resnet18", image_size=(opts.image_size, opts.image_size)
+            ),
+            train_config=TrainConfig(
+                weights="none",
+                epochs=opts.epochs,
+                batch_size=8,
+                patience=0,
+                val_fraction=0.3,
+                device=opts.device,  # type: ignore[arg-type]
+                seed=opts.seed,
+            ),
+            name="demo-line",
+        )
+    )
+    return path
+
+
+def demo_config(
+    opts: DemoOptions, bootstrap: str, checkpoint: Path, port: int, run_id: str | None = None
+) -> InspectorConfig:
+    """The daemon configuration the demo runs: Kafka in, Kafka + JSONL + overlays out.
+
+    Args:
+        opts: Demo options.
+        bootstrap: The broker.
+        checkpoint: The model.
+        port: HTTP port.
+        run_id: Fresh topic and group names for this run (on a broker of the user's).
+    """
+    names = dict(TOPICS)
+    group = "inspector-demo"
+    if run_id is not None:
+        names = {k: f"inspector.tools.demo-{run_id}.{k}" for k in TOPICS}
+        group = f"inspector-demo-{run_id}"
+    return explicit_config(
+        {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "frames_topic": names["frames"],
+                "results_topic": names["results"],
+                "dlq_topic": names["dlq"],
+                "group_id": group,
+                # Tansu joins groups in about half the session timeout (see test-broker.md).
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "sources": [
+                {"type": "kafka", "decode_threads": 2}
+                | ({"fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS} if run_id is None else {})
+            ],
+            "batcher": {"max_batch_size": 8, "max_wait_ms": 50},
+            "model": {"checkpoint": str(checkpoint), "device": opts.device, "warmup_batches": 1},
+            "sinks": {
+                "jsonl": {"path": str(opts.workdir / "results.jsonl")},
+                "overlays": {"directory": str(opts.workdir / "overlays"), "max_files": 500},
+            },
+            "http": {"host": "127.0.0.1", "port": port},
+            "daemon": {"drain_timeout_s": 15},
+        }
+    )

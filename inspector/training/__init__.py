@@ -1,1 +1,0 @@
-"""Training, calibration and evaluation of Reverse Distillation models."""

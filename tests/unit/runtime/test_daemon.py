@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fakes import FakeSink
+from prometheus_client import CollectorRegistry
+
+from inspector.checkpoint import LoadedCheckpoint, save_checkpoint
+from inspector.cli import main
+from inspector.errors import BrokerUnavailableError, CheckpointError
+from inspector.runtime import daemon as daemon_module
+from inspector.runtime.config import InspectorConfig
+from inspector.runtime.daemon import Daemon
+
+
+def _config(ckpt: Path, frames: Path, out: Path, *, loop: bool = False) -> InspectorConfig:
+    return InspectorConfig.model_validate(
+        {
+            "sources": [
+                {"type": "directory", "path": str(frames), "camera_id": "replay", "loop": loop}
+            ],
+            "model": {"checkpoint": str(ckpt), "device": "cpu", "warmup_batches": 1},
+            "batcher": {"max_batch_size": 4, "max_wait_ms": 5},
+            "sinks": {
+                "kafka": {"enabled": False},
+                "jsonl": {"path": str(out / "results.jsonl")},
+                "overlays": {"directory": str(out / "overlays")},
+            },
+            "http": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+
+
+@pytest.fixture()
+def frames(data_root: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for cls in ("good", "crack", "missing"):
+        for src in sorted((data_root / "test" / cls).iterdir())[:3]:
+            shutil.copy(src, folder / f"{cls}_{src.name}")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+def test_replay_runs_to_completion_with_results_dead_letters_and_metrics(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path), registry=registry)
+    assert daemon.run() == 0  # finite source: drains and exits by itself
+    results = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["frame_id"] for r in results) == sorted(
+        p.name for p in frames.iterdir() if p.name != "zz_broken.png"
+    )
+    dead = (tmp_path / "results.dlq.jsonl").read_text().splitlines()
+    assert len(dead) == 1 and "zz_broken.png" in dead[0]
+    assert all(r["model"]["checkpoint_sha256"] == checkpoint.sha256 for r in results)
+    flagged = [r for r in results if r["is_anomalous"]]
+    assert len(list((tmp_path / "overlays").rglob("*.png"))) == len(flagged)
+    assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "replay"}) == 9
+    assert registry.get_sample_value("inspector_anomalies_total", {"camera": "replay"}) == len(
+        flagged
+    )
+    assert registry.get_sample_value("inspector_model_reloads_total", {"result": "success"}) == 1
+    assert (
+        registry.get_sample_value(
+            "inspector_model_info",
+            {
+                "name": checkpoint.meta.name,
+                "backbone": "resnet18",
+                "device": "cpu",
+                "checkpoint_sha256": checkpoint.sha256,
+            },
+        )
+        == 1
+    )
+    assert registry.get_sample_value("inspector_threshold", {"kind": "image"}) == 0.5
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_ready_after_warm_up_and_drains_on_request(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path, loop=True), registry=registry)
+    codes: list[int] = []
+    exit_code: list[int] = []
+    thread = threading.Thread(target=lambda: exit_code.append(daemon.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if daemon.server is not None and daemon.server.port:
+                status, _ = _get(f"http://127.0.0.1:{daemon.server.port}/readyz")
+                codes.append(status)
+                if status == 200:
+                    break
+            time.sleep(0.05)
+        assert codes[0] == 503  # served from the start, not ready while loading and warming
+        assert codes[-1] == 200
+        port = daemon.server.port  # type: ignore[union-attr]
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and b"inspector_frames_received_total" in body
+    finally:
+        daemon.request_exit()
+        thread.join(60)
+    assert exit_code == [0]
+    assert registry.get_sample_value("inspector_ready") == 0
+
+
+def test_missing_checkpoint_fails_at_start(frames: Path, tmp_path: Path) -> None:
+    daemon = Daemon(
+        _config(tmp_path / "none.safetensors", frames, tmp_path), registry=CollectorRegistry()
+    )
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        daemon.run()
+
+
+def test_wrong_config_key_exits_2_with_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka:\n  bootstrap_server: x:1\nbatcher:\n  max_batch_size: 0\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "kafka.bootstrap_server" in err and "batcher.max_batch_size" in err
+
+
+def test_env_overrides_named_in_the_contract(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from inspector.runtime.config import load_config
+
+    monkeypatch.setenv("INSPECTOR_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("INSPECTOR_MODEL__CHECKPOINT", "/models/line.safetensors")
+    monkeypatch.setenv("INSPECTOR_HTTP__PORT", "9200")
+    config = load_config(Path(__file__).parents[3] / "configs" / "kafka.yaml")
+    assert config.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
+    assert str(config.model.checkpoint) == "/models/line.safetensors"
+    assert config.http.port == 9200
+    assert config.kafka.frames_topic == "inspector.frames"
+    assert config.kafka.results_topic == "inspector.results"
+    assert config.kafka.dlq_topic == "inspector.frames.dlq"
+
+
+def test_camera_video_file_runs_through_the_daemon(
+    checkpoint: LoadedCheckpoint, data_root: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    video = tmp_path / "line.avi"
+    images = [cv2.imread(str(p)) for p in sorted((data_root / "test" / "crack").iterdir())]
+    images += [cv2.imread(str(p)) for p in sorted((data_root / "test" / "good").iterdir())[:4]]
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for image in images:
+        writer.write(image)
+    writer.release()
+    config = InspectorConfig.model_validate(
+        {
+            "sources": [
+                {"type": "camera", "camera_id": "station-1", "uri": str(video), "live": False}
+            ],
+            "model": {"checkpoint": str(checkpoint.path), "device": "cpu", "warmup_batches": 0},
+            "sinks": {"kafka": {"enabled": False}, "jsonl": {"path": str(tmp_path / "r.jsonl")}},
+            "http": {"host": "127.0.0.1", "port": 0},
+        }
+    )
+    registry = CollectorRegistry()
+    assert Daemon(config, registry=registry).run() == 0
+    results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(results) == len(images)
+    assert {r["camera_id"] for r in results} == {"station-1"}
+    assert all(r["source"] is None and r["image_size"] == [h, w] for r in results)
+    assert registry.get_sample_value(
+        "inspector_frames_received_total", {"source": "camera"}
+    ) == len(images)
+
+
+def test_model_reload_keeps_serving_through_a_bad_file_and_switches_on_a_good_one(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    live = tmp_path / "live.safetensors"
+    shutil.copy(checkpoint.path, live)
+    registry = CollectorRegistry()
+    out = tmp_path / "out"
+    daemon = Daemon(_config(live, frames, out, loop=True), registry=registry)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    results_file = out / "results.jsonl"
+
+    def results() -> list[dict[str, object]]:
+        if not results_file.exists():
+            return []
+        return [json.loads(x) for x in results_file.read_text().splitlines() if x.strip()]
+
+    def wait_for(predicate: object, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+            time.sleep(0.05)
+        assert predicate(), "timed out"  # type: ignore[operator]
+
+    def reloads(result: str) -> float | None:
+        return registry.get_sample_value("inspector_model_reloads_total", {"result": result})
+
+    try:
+        wait_for(lambda: len(results()) >= 4)
+        live.write_bytes(b"not a checkpoint")  # a botched deployment
+        assert not daemon.reload_model()
+        assert reloads("failure") == 1 and reloads("success") == 1
+        served = len(results())
+        wait_for(lambda: len(results()) >= served + 4)  # the old model keeps serving
+        assert not daemon.readiness()
+
+        renamed = checkpoint.meta.model_copy(update={"name": "v2"})
+        sha = save_checkpoint(live, checkpoint.model, renamed)
+        daemon.request_reload()  # what SIGHUP does: reloaded by the main loop, in the background
+        wait_for(lambda: reloads("success") == 2)
+        wait_for(lambda: any(r["model"]["name"] == "v2" for r in results()))  # type: ignore[index]
+        latest = results()[-1]["model"]
+        assert latest == {"name": "v2", "backbone": "resnet18", "checkpoint_sha256": sha}
+        info = {"name": "v2", "backbone": "resnet18", "device": "cpu", "checkpoint_sha256": sha}
+        assert registry.get_sample_value("inspector_model_info", info) == 1
+    finally:
+        daemon.request_exit()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+class FlakySink(FakeSink):
+    """Its broker answers only from the ``answers_after``-th connection attempt on."""
+
+    def __init__(self, answers_after: int, exit_after: int | None = None) -> None:
+        super().__init__(name="kafka")
+        self.answers_after = answers_after
+        self.exit_after = exit_after  # attempts, then what SIGTERM does
+        self.attempts = 0
+        self.readiness_seen: list[list[str]] = []
+        self.daemon: Daemon | None = None
+        self.closed = False
+
+    def setup(self) -> None:
+        self.attempts += 1
+        if self.daemon is not None:
+            self.readiness_seen.append(self.daemon.readiness())
+            if self.exit_after is not None and self.attempts >= self.exit_after:
+                self.daemon.request_exit()
+        if self.attempts < self.answers_after:
+            raise BrokerUnavailableError("kafka sink: cannot connect to nowhere:9092")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_daemon_waits_for_a_broker_that_comes_up_late(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.01)
+    sink = FlakySink(answers_after=3)
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
+    sink.daemon = daemon
+    assert daemon.run() == 0
+    assert sink.attempts == 3
+    assert sink.readiness_seen[1] == ["waiting for kafka (kafka)"]  # /readyz says why: 503
+    assert len(sink.results) == 9 and len(sink.dead_letters) == 1  # then everything flowed
+
+
+def test_stopping_while_waiting_for_the_broker_exits_cleanly(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.05)
+    sink = FlakySink(answers_after=10**9, exit_after=2)  # never answers; stopped meanwhile
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
+    sink.daemon = daemon
+    assert daemon.run() == 0
+    assert sink.attempts == 2 and sink.closed and not sink.results

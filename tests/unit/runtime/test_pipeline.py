@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+import torch
+from fakes import FakeSink, FakeSource, make_dead_letter, make_frame
+from prometheus_client import CollectorRegistry
+
+from inspector.errors import RecordRefusedError
+from inspector.messages import ModelRef
+from inspector.model import ReverseDistillation
+from inspector.model.calibration import Calibration
+from inspector.model.config import ModelConfig
+from inspector.runtime.config import BatcherConfig, PostprocessConfig
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.pipeline import Pipeline
+from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.records import DeadLetter, Frame, RawMessage
+from inspector.runtime.worker import ModelWorker
+
+CAL = Calibration(
+    mode="good_only",
+    image_threshold=0.5,
+    image_min=0.0,
+    image_max=1.0,
+    pixel_threshold=0.5,
+    pixel_min=0.0,
+    pixel_max=1.0,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> ReverseDistillation:
+    torch.manual_seed(0)
+    return ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64)).eval()
+
+
+def _pipeline(
+    model: ReverseDistillation,
+    sources: list[FakeSource],
+    sinks: list[FakeSink],
+    registry: CollectorRegistry,
+    **kwargs: float,
+) -> Pipeline:
+    metrics = Metrics(registry)
+    worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=4)
+    post = Postprocessor(
+        CAL,
+        ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
+        PostprocessConfig(),
+    )
+    batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=int(kwargs.pop("queue", 8)))
+    return Pipeline(sources, batcher, worker, post, sinks, metrics, **kwargs)
+
+
+def _frames(n: int, acks: list[str], camera: str = "cam") -> list[Frame]:
+    rng = np.random.default_rng(0)
+    return [
+        make_frame(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), f"{camera}-{i}", camera, acks)
+        for i in range(n)
+    ]
+
+
+def _run(pipeline: Pipeline, timeout: float = 60.0) -> None:
+    pipeline.start()
+    deadline = time.monotonic() + timeout
+    while not pipeline.finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pipeline.finished, f"still {pipeline.in_flight} in flight"
+    pipeline.close()
+
+
+def test_every_frame_and_dead_letter_is_delivered_and_acked(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    items = [*_frames(9, acks), make_dead_letter("garbage", acks, "dl-1")]
+    source, sink, registry = FakeSource(items), FakeSink(), CollectorRegistry()
+    _run(_pipeline(model, [source], [sink], registry))
+    assert sorted(acks) == sorted([f"cam-{i}" for i in range(9)] + ["dl-1"])
+    assert len(sink.results) == 9 and len(sink.dead_letters) == 1
+    assert {r.message.image_size for r in sink.results} == {(48, 80)}
+    assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "cam"}) == 9
+    assert registry.get_sample_value("inspector_end_to_end_seconds_count") == 9
+    assert registry.get_sample_value("inspector_anomaly_score_count", {"camera": "cam"}) == 9
+    assert source.drained and source.closed
+
+
+def test_two_sources_share_the_model(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    sources = [FakeSource(_frames(5, acks, "a")), FakeSource(_frames(6, acks, "b"))]
+    sink = FakeSink()
+    _run(_pipeline(model, sources, [sink], CollectorRegistry()))
+    assert sorted(r.message.camera_id for r in sink.results) == ["a"] * 5 + ["b"] * 6
+
+
+def test_slow_sink_pushes_back_to_the_source(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    source = FakeSource(_frames(24, acks), per_poll=8)
+    sink = FakeSink(delay_s=0.3)
+    _run(_pipeline(model, [source], [sink], CollectorRegistry(), max_in_flight=4, queue=2))
+    assert len(acks) == 24
+    assert sink.max_outstanding <= 4  # memory bounded by the in-flight limit
+    assert source.pause_calls >= 1  # the source was paused instead of buffering
+
+
+def test_a_failing_sink_gets_the_result_again_until_it_takes_it(
+    model: ReverseDistillation,
+) -> None:
+    acks: list[str] = []
+    registry = CollectorRegistry()
+    good = FakeSink()
+    flaky = FakeSink(fail_with=OSError("broker gone"), failures=4, name="flaky")
+    _run(_pipeline(model, [FakeSource(_frames(3, acks))], [good, flaky], registry))
+    assert sorted(acks) == ["cam-0", "cam-1", "cam-2"]  # nothing forgotten
+    # The sink that took each result at once is not asked again: no duplicates there.
+    assert sorted(r.message.frame_id for r in good.results) == ["cam-0", "cam-1", "cam-2"]
+    assert flaky.publishes == 3 + 4
+    retries = registry.get_sample_value("inspector_delivery_retries_total", {"kind": "result"})
+    assert retries == 4
+
+
+def test_a_sink_that_never_recovers_leaves_frames_uncommitted_and_unready(
+    model: ReverseDistillation,
+) -> None:
+    acks: list[str] = []
+    registry = CollectorRegistry()
+    broken = FakeSink(fail_with=OSError("broker gone"), name="broken")
+    pipeline = _pipeline(
+        model, [FakeSource(_frames(3, acks))], [broken], registry, stall_timeout_s=0.3
+    )
+    pipeline.start()
+    deadline = time.monotonic() + 30
+    while broken.publishes < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert broken.publishes >= 9  # still trying
+    assert acks == [] and pipeline.in_flight == 3
+    assert any("delivery stalled: 3 frame(s)" in r for r in pipeline.readiness_reasons())
+    pipeline.close(time.monotonic() + 2)
+    assert pipeline.undelivered == 3 and acks == []  # left for redelivery, and reported
+
+
+def test_a_refused_result_becomes_a_dead_letter_and_is_acked(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    registry = CollectorRegistry()
+    # Refuses every result (as Kafka refuses one over its size limit) but takes dead letters.
+    picky = FakeSink(fail_with=RecordRefusedError("result too large"), fail_dead_letters=False)
+    raws = [RawMessage(b"img %d" % i, b"cam", (), "frames", 0, i) for i in range(3)]
+    frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
+    _run(_pipeline(model, [FakeSource(frames)], [picky], registry))
+    assert sorted(acks) == ["cam-0", "cam-1", "cam-2"]  # the partition is not held back
+    assert len(picky.dead_letters) == 3
+    letter = picky.dead_letters[0]
+    assert letter.stage == "publish" and letter.error_type == "publish_refused"
+    assert "result too large" in letter.reason
+    assert sorted(d.raw.offset for d in picky.dead_letters if d.raw) == [0, 1, 2]
+    failed = {"stage": "publish", "reason": "publish_refused"}
+    assert registry.get_sample_value("inspector_frames_failed_total", failed) == 3
+    assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "cam"}) is None
+
+
+def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    sink = FakeSink()
+    raws = [
+        RawMessage(b"jpeg %d" % i, b"cam", (("frame_id", b"x"),), "frames", 0, i) for i in range(3)
+    ]
+    frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
+    pipeline = _pipeline(model, [FakeSource(frames)], [sink], CollectorRegistry())
+
+    def broken(images: list[np.ndarray]) -> object:
+        raise RuntimeError("CUDA error: out of memory")
+
+    pipeline.worker.score = broken  # type: ignore[assignment,method-assign]
+    _run(pipeline)
+    assert len(sink.dead_letters) == 3 and not sink.results
+    assert {d.stage for d in sink.dead_letters} == {"inference"}
+    assert "out of memory" in sink.dead_letters[0].reason
+    # The original message travels with the frame: the dead letter can be replayed as it came.
+    assert sorted((d.raw for d in sink.dead_letters), key=lambda r: r.offset if r else -1) == raws
+    assert len(acks) == 3
+
+
+def test_stop_fetching_drains_what_was_admitted(model: ReverseDistillation) -> None:
+    acks: list[str] = []
+    source = FakeSource(_frames(4, acks), finite=False)
+    sink = FakeSink()
+    pipeline = _pipeline(model, [source], [sink], CollectorRegistry())
+    pipeline.start()
+    deadline = time.monotonic() + 30
+    while len(acks) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    source.add(_frames(4, acks, "late"))
+    pipeline.stop_fetching()
+    assert pipeline.wait_drained(30)
+    pipeline.close()
+    delivered = {r.message.frame_id for r in sink.results}
+    assert set(acks) == delivered  # whatever was taken was delivered; nothing half-done
+    assert {f"cam-{i}" for i in range(4)} <= delivered
+
+
+class _DyingSource(FakeSource):
+    @property
+    def exhausted(self) -> bool:
+        return False  # a live source: the pipeline would wait for it for ever
+
+    def poll(self, timeout: float) -> list[Frame | DeadLetter]:
+        time.sleep(0.2)
+        raise RuntimeError("a bug in the source")
+
+
+def test_a_dead_source_thread_ends_the_pipeline_at_once(model: ReverseDistillation) -> None:
+    pipeline = _pipeline(model, [_DyingSource([])], [FakeSink()], CollectorRegistry())
+    pipeline.start()
+    assert not pipeline.wait_drained(0.1)  # alive: more may come
+    # Nothing is in flight, so there is nothing to drain: finished as soon as the thread died.
+    assert pipeline.wait_drained(5.0)
+    assert isinstance(pipeline.fatal, RuntimeError)
+    assert any("pipeline failed" in r for r in pipeline.readiness_reasons())
+    pipeline.close()
+
+
+def test_in_flight_bytes_are_bounded_but_one_frame_always_fits(
+    model: ReverseDistillation,
+) -> None:
+    acks: list[str] = []
+    sink = FakeSink(delay_s=0.05)
+    frames = _frames(6, acks)  # 48 x 80 x 3 = 11520 bytes each
+    pipeline = _pipeline(model, [FakeSource(frames)], [sink], CollectorRegistry())
+    pipeline.admission.max_bytes = 12_000  # one frame at a time
+    _run(pipeline)
+    assert len(acks) == 6 and sink.max_outstanding == 1

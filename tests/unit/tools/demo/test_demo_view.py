@@ -1,0 +1,82 @@
+"""The demo's live view: counting results against the simulator's ground truth."""
+
+from __future__ import annotations
+
+from fakes import make_result
+from rich.console import Console
+
+from inspector.messages import Defect, ResultMessage
+from inspector.tools.demo.view import LineTally, render
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _result(frame_id: str, camera: str, anomalous: bool, total_ms: float = 10.0) -> ResultMessage:
+    defects = (
+        [Defect(bbox=(1, 2, 3, 4), area_px=12, max_score=0.9, mean_score=0.7, centroid=(2, 4))]
+        if anomalous
+        else []
+    )
+    return make_result(frame_id, camera, anomalous=anomalous, defects=defects, total_ms=total_ms)
+
+
+TRUTH = {"f1": "good", "f2": "scratch", "f3": "crack", "f4": "good"}
+
+
+def test_counts_catches_misses_and_false_alarms() -> None:
+    tally = LineTally(truth=TRUTH.get)
+    tally.add_result(_result("f1", "a", anomalous=False))  # good, passed
+    tally.add_result(_result("f2", "a", anomalous=True))  # caught
+    tally.add_result(_result("f3", "b", anomalous=False))  # missed
+    tally.add_result(_result("f4", "b", anomalous=True))  # false alarm
+    tally.add_result(_result("f9", "b", anomalous=True))  # unknown truth: counted, not judged
+    tally.add_dead_letter("cannot decode image")
+    assert (tally.results, tally.anomalous, tally.defects) == (5, 3, 3)
+    assert (tally.caught, tally.missed, tally.false_alarms) == (1, 1, 1)
+    assert tally.total == 6
+    assert tally.dead_letters == 1 and tally.last_dead_letter == "cannot decode image"
+    assert tally.cameras["a"].frames == 2 and tally.cameras["a"].anomalous == 1
+    assert tally.cameras["b"].frames == 3 and tally.cameras["b"].anomalous == 2
+    assert [f.frame_id for f in tally.flagged] == ["f9", "f4", "f2"]
+    assert tally.flagged[2].truth == "scratch" and tally.flagged[2].bbox == (1, 2, 3, 4)
+
+
+def test_rate_uses_recent_arrivals_only() -> None:
+    clock = FakeClock()
+    tally = LineTally(clock=clock)
+    for i in range(11):
+        clock.now = 100.0 + i * 0.1
+        tally.add_result(_result(f"f{i}", "a", anomalous=False))
+    assert abs(tally.frames_per_s() - 11.0) < 1e-6  # 11 results in the first second
+    clock.now += 4.0  # the window is 5 s: the same 11 results over it
+    assert abs(tally.frames_per_s() - 11 / 5) < 1e-6
+    clock.now += 60.0
+    assert tally.frames_per_s() == 0.0
+
+
+def test_latency_percentiles() -> None:
+    tally = LineTally()
+    assert tally.latency_ms(50) is None
+    for i in range(1, 101):
+        tally.add_result(_result(f"f{i}", "a", anomalous=False, total_ms=float(i)))
+    assert tally.latency_ms(50) == 50.5
+    p95 = tally.latency_ms(95)
+    assert p95 is not None and 94 < p95 < 97
+    assert "latency p50 50 ms" in tally.summary()
+
+
+def test_render_shows_cameras_and_flagged_frames() -> None:
+    tally = LineTally(truth=TRUTH.get)
+    tally.add_result(_result("f2", "line1-cam1", anomalous=True))
+    tally.add_dead_letter("truncated JPEG")
+    console = Console(record=True, width=120)
+    console.print(render(tally, "demo header"))
+    text = console.export_text()
+    for expected in ("demo header", "line1-cam1", "f2", "scratch", "1,2,3,4", "truncated JPEG"):
+        assert expected in text
