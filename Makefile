@@ -33,6 +33,7 @@ tools:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector tests bench
 	$(VENV)/bin/ruff format --check inspector tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -36,13 +36,14 @@ from inspector.model.device import resolve_device
 from inspector.model.fastpath import in_passing_thread
 from inspector.tools.benchmark.checkpoint import write_checkpoint
 from inspector.tools.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
-from inspector.tools.benchmark.model import make_worker, measure_worker, throughput
+from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import (
     BenchOptions,
     decode_jpegs,
     full_batches,
     synthetic_jpegs,
 )
+from inspector.tools.benchmark.timing import measure_worker, throughput
 from inspector.tools.benchmark.traffic import Collected, produce, result_rate, results_consumer
 from inspector.tools.broker import EmbeddedBroker
 

