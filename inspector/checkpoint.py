@@ -29,22 +29,11 @@ from inspector.errors import CheckpointError
 from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration
 from inspector.model.config import ModelConfig
-from inspector.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from inspector.model.preprocess import Preprocessing
 
 FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
 _META_KEY = "inspector"
 _DIGEST_KEY = "inspector_sha256"
-
-
-class Preprocessing(BaseModel):
-    """How images are turned into model input; the worker applies exactly this."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    color: Literal["rgb"] = "rgb"
-    resize: Literal["bilinear_antialias"] = "bilinear_antialias"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 class CheckpointMeta(BaseModel):

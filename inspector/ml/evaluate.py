@@ -67,7 +67,11 @@ def evaluate(
         raise DatasetError(f"none of the {len(items)} test images under {data_root} could be read")
     model = checkpoint.model
     scores, maps = score_images(
-        model, loaded.images, batch_size=batch_size, device=device or torch.device("cpu")
+        model,
+        loaded.images,
+        batch_size=batch_size,
+        device=device or torch.device("cpu"),
+        preprocessing=checkpoint.meta.preprocessing,
     )
     labels = np.array([it.label for it in loaded.items])
     masks = loaded.masks.numpy() if loaded.masks is not None else np.zeros(maps.shape, bool)

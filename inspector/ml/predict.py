@@ -117,6 +117,7 @@ def predict(
     )
     model = checkpoint.model.to(device).eval()
     size = meta.model.image_size
+    preprocessing = meta.preprocessing
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path, errors_path = out_dir / "results.jsonl", out_dir / "errors.jsonl"
     n_images = n_anomalous = n_failed = 0
@@ -139,7 +140,7 @@ def predict(
             with torch.inference_mode():
                 batch = torch.cat(
                     [
-                        preprocess(to_tensor_rgb(img).unsqueeze(0).to(device), size)
+                        preprocess(to_tensor_rgb(img).unsqueeze(0).to(device), size, preprocessing)
                         for _, img, _ in frames
                     ]
                 )

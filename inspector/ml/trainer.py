@@ -28,7 +28,7 @@ from inspector.model import ReverseDistillation, cosine_loss
 from inspector.model.calibration import Calibration
 from inspector.model.config import ModelConfig
 from inspector.model.device import resolve_device
-from inspector.model.preprocess import normalise
+from inspector.model.preprocess import IMAGENET, Preprocessing, normalise
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,12 @@ class TrainResult:
 
 
 def score_images(
-    model: ReverseDistillation, images: torch.Tensor, *, batch_size: int, device: torch.device
+    model: ReverseDistillation,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    preprocessing: Preprocessing = IMAGENET,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw image scores and anomaly maps in float32.
 
@@ -81,6 +86,7 @@ def score_images(
         images: Float32 RGB in 0..1 at the model size, ``(N, 3, H, W)``.
         batch_size: Images per forward pass.
         device: Where to run.
+        preprocessing: The checkpoint's normalisation (default: what training here uses).
 
     Returns:
         Scores ``(N,)`` and maps ``(N, H, W)`` as numpy float32.
@@ -90,7 +96,7 @@ def score_images(
     maps: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = normalise(images[start : start + batch_size].to(device))
+            batch = normalise(images[start : start + batch_size].to(device), preprocessing)
             out = model(batch)
             scores.append(out.pred_score.float().cpu().numpy())
             maps.append(out.anomaly_map[:, 0].float().cpu().numpy())

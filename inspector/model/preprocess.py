@@ -6,12 +6,41 @@ One function for all of them, so a deployed model sees exactly what it was train
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Preprocessing(BaseModel):
+    """How images become model input; stored in every checkpoint, applied everywhere.
+
+    Training, evaluation, prediction and the daemon all pass a checkpoint's own preprocessing
+    to :func:`preprocess` / :func:`normalise`: a model imported from anomalib with other
+    statistics sees the inputs it was trained on.
+
+    Attributes:
+        color: Channel order the network expects.
+        resize: Resizing to the model size.
+        mean: Per-channel mean subtracted (RGB, of pixel values in 0..1).
+        std: Per-channel standard deviation divided by.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    color: Literal["rgb"] = "rgb"
+    resize: Literal["bilinear_antialias"] = "bilinear_antialias"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+#: The preprocessing of models trained here (torchvision's ImageNet statistics).
+IMAGENET = Preprocessing()
 
 
 def to_tensor_rgb(image_bgr: np.ndarray) -> torch.Tensor:
@@ -20,12 +49,15 @@ def to_tensor_rgb(image_bgr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
-def preprocess(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize with antialiasing and normalise with ImageNet statistics.
+def preprocess(
+    images: torch.Tensor, size: tuple[int, int], preprocessing: Preprocessing = IMAGENET
+) -> torch.Tensor:
+    """Resize with antialiasing and normalise with ``preprocessing``'s statistics.
 
     Args:
         images: RGB images, uint8 ``(N, 3, h, w)`` (0..255) or float ``(N, 3, h, w)`` (0..1).
         size: Target ``(H, W)``.
+        preprocessing: The checkpoint's (default: ImageNet statistics).
 
     Returns:
         Float32 tensor ``(N, 3, H, W)`` ready for the model.
@@ -33,11 +65,11 @@ def preprocess(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return normalise(x)
+    return normalise(x, preprocessing)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation of float RGB in 0..1, ``(N, 3, H, W)`` -> same shape."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+def normalise(images: torch.Tensor, preprocessing: Preprocessing = IMAGENET) -> torch.Tensor:
+    """Normalisation of float RGB in 0..1, ``(N, 3, H, W)`` -> same shape."""
+    mean = torch.tensor(preprocessing.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std

@@ -260,6 +260,7 @@ class Daemon:
                     cuda_graphs=cfg.model.cuda_graphs,
                 ),
                 map_filter=postprocessor.needs_map,
+                preprocessing=meta.preprocessing,
             )
             worker.warm_up()
         except Exception:

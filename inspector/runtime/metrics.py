@@ -129,7 +129,7 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "inspector_stage_seconds",
-            "Time per frame in each pipeline stage.",
+            "Time each frame spent in a pipeline stage (inference: the time of its batch).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -137,6 +137,12 @@ class Metrics:
         self.end_to_end_seconds = Histogram(
             "inspector_end_to_end_seconds",
             "Time from receipt to acknowledged result.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_batch_seconds = Histogram(
+            "inspector_inference_batch_seconds",
+            "Time per inference batch (preprocessing, forward pass, results to the host).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -11,7 +11,7 @@ import torch
 
 from inspector.model import ReverseDistillation
 from inspector.model.fastpath import FastModel, RuntimeOptions
-from inspector.model.preprocess import preprocess, to_tensor_rgb
+from inspector.model.preprocess import IMAGENET, Preprocessing, preprocess, to_tensor_rgb
 from inspector.model.records import InferenceBatch
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import ScoredBatch
@@ -25,13 +25,15 @@ class ModelWorker:
     Args:
         model: The model (moved to ``device`` and set to eval here).
         device: Where to run.
-        metrics: For ``inspector_stage_seconds{stage="inference"}``.
+        metrics: For ``inspector_stage_seconds{stage="inference"}`` (per frame) and
+            ``inspector_inference_batch_seconds`` (per batch); warm-up is not recorded.
         warmup_batches: Dummy batches run by :meth:`warm_up` before the worker reports ready
             (first calls pay for allocator growth and kernel selection).
         max_batch_size: Batch size used for warm-up (and the CUDA-graph batch shape).
         runtime: Fast-path switches (precision, channels_last, compile, CUDA graphs).
         map_filter: Given raw scores ``(N,)`` on the host, which frames need their map
             (``(N,)`` bool); :meth:`score` brings back only those. ``None``: every map.
+        preprocessing: The checkpoint's input transform (its normalisation statistics).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class ModelWorker:
         max_batch_size: int = 8,
         runtime: RuntimeOptions | None = None,
         map_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        preprocessing: Preprocessing = IMAGENET,
     ) -> None:
         self.fast = FastModel(model, device, runtime or RuntimeOptions(), batch_size=max_batch_size)
         self.model = self.fast.model
@@ -53,6 +56,7 @@ class ModelWorker:
         self.max_batch_size = max_batch_size
         self.image_size = model.config.image_size
         self.map_filter = map_filter
+        self.preprocessing = preprocessing
         self._ready = False
 
     @property
@@ -84,7 +88,7 @@ class ModelWorker:
         with torch.inference_mode():
             out = self.fast(self._preprocess(images))
             result = InferenceBatch(*self._to_host(out.anomaly_map, out.pred_score))
-        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
+        self._record(time.perf_counter() - t0, len(images))
         return result
 
     def score(self, images: Sequence[np.ndarray | torch.Tensor]) -> ScoredBatch:
@@ -109,8 +113,21 @@ class ModelWorker:
                 (picked,) = self._to_host(out.anomaly_map[index.to(self.device), 0])
                 for j, i in enumerate(index.tolist()):
                     maps[i] = picked[j]
-        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
+        self._record(time.perf_counter() - t0, len(images))
         return ScoredBatch(scores, maps)
+
+    def _record(self, seconds: float, frames: int) -> None:
+        """A batch's time: once per batch, and once per frame as the time that frame spent.
+
+        Warm-up batches (with compilation and first-call allocations, at every start and model
+        reload) are not production traffic and are left out.
+        """
+        if not self._ready:
+            return
+        self.metrics.inference_batch_seconds.observe(seconds)
+        stage = self.metrics.stage_seconds.labels(stage="inference")
+        for _ in range(frames):
+            stage.observe(seconds)
 
     def _to_host(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """Float32 host copies; on CUDA pinned and asynchronous, with one synchronisation."""
@@ -138,10 +155,14 @@ class ModelWorker:
                 batch = torch.stack(tensors).pin_memory().to(self.device, non_blocking=True)
             else:
                 batch = torch.stack([t.to(self.device, non_blocking=cuda) for t in tensors])
-            return preprocess(batch, self.image_size)
+            return preprocess(batch, self.image_size, self.preprocessing)
         return torch.cat(
             [
-                preprocess(t.unsqueeze(0).to(self.device, non_blocking=cuda), self.image_size)
+                preprocess(
+                    t.unsqueeze(0).to(self.device, non_blocking=cuda),
+                    self.image_size,
+                    self.preprocessing,
+                )
                 for t in tensors
             ]
         )

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint, Preprocessing, save_checkpoint
+from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint, save_checkpoint
 from inspector.errors import CheckpointError, InputSizeError
 from inspector.ml.interop.lightning_file import (
     DEFAULT_SIZE,
@@ -31,6 +31,7 @@ from inspector.model import BACKBONES, ReverseDistillation
 from inspector.model.calibration import Calibration
 from inspector.model.config import AnomalyMapMode, Backbone, ModelConfig
 from inspector.model.encoder import UNUSED_PREFIXES
+from inspector.model.preprocess import Preprocessing
 
 _LIGHTNING_PREFIX = "model."
 _POST_PREFIX = "post_processor."

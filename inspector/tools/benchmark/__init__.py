@@ -1,8 +1,8 @@
 """``inspector bench``: throughput and latency of the model stage and of the whole daemon.
 
-Two modes (see :class:`BenchOptions`): ``model`` times ``ModelWorker.infer`` on decoded
-frames (optionally side by side with anomalib's model, same weights and inputs), ``e2e``
-drives the real daemon over a real broker. Both return one JSON-ready dict.
+Two modes (see :class:`BenchOptions`): ``model`` times ``ModelWorker.score`` (the daemon's
+call) on decoded frames (optionally side by side with anomalib's model, same weights and
+inputs), ``e2e`` drives the real daemon over a real broker. Both return one JSON-ready dict.
 """
 
 from __future__ import annotations

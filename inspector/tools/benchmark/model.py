@@ -1,7 +1,9 @@
-"""Model-only mode: the daemon's model stage (``ModelWorker.infer``) on decoded frames.
+"""Model-only mode: the daemon's model stage (``ModelWorker.score``) on decoded frames.
 
-Each timed call is the worker's whole job for one batch: uint8 BGR frames to the device,
-preprocessing, forward pass, maps and scores back on the host. Warm-up batches are run first
+Each timed call is the worker's whole job for one batch, as the daemon calls it: uint8 BGR
+frames to the device, preprocessing, forward pass, scores and (every frame's) maps back on the
+host. With ``--compare-anomalib`` both sides return every map (``ModelWorker.infer``), so that
+the maps can be compared. Warm-up batches are run first
 and not timed. With ``--compare-anomalib`` anomalib's own model runs the same batches in the
 same process, alternating with ours.
 """

@@ -25,7 +25,23 @@ def test_not_ready_until_warmed_up() -> None:
     assert not worker.ready
     worker.warm_up()
     assert worker.ready
-    assert registry.get_sample_value("inspector_stage_seconds_count", {"stage": "inference"}) == 1
+
+
+def test_warm_up_is_not_production_traffic_and_inference_counts_per_frame() -> None:
+    registry = CollectorRegistry()
+    worker = _worker(registry, warmup=2)
+    worker.warm_up()
+    # Warm-up batches (with compile time, at every start and reload) are left out...
+    assert registry.get_sample_value("inspector_inference_batch_seconds_count") == 0
+    per_frame = {"stage": "inference"}
+    assert registry.get_sample_value("inspector_stage_seconds_count", per_frame) is None
+    # ...and a batch of 3 is one batch and 3 frames, each having spent the batch's time.
+    worker.score([np.zeros((64, 64, 3), np.uint8)] * 3)
+    assert registry.get_sample_value("inspector_inference_batch_seconds_count") == 1
+    assert registry.get_sample_value("inspector_stage_seconds_count", per_frame) == 3
+    batch_sum = registry.get_sample_value("inspector_inference_batch_seconds_sum")
+    frames_sum = registry.get_sample_value("inspector_stage_seconds_sum", per_frame)
+    assert batch_sum is not None and frames_sum == 3 * batch_sum
 
 
 def test_mixed_frame_sizes_are_preprocessed_like_training() -> None:
