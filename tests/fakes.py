@@ -22,6 +22,7 @@ from inspector.messages import (
     SourceRef,
     ThresholdInfo,
 )
+from inspector.model.calibration import Calibration
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
 from inspector.runtime.sources.base import Source
@@ -226,3 +227,15 @@ class FakeSink(Sink):
         with self._lock:
             self.dead_letters.append(letter)
         self._complete(done, dead_letter=True)
+
+
+#: A calibration whose raw scale is the normalised one: threshold 0.5, range 0..1.
+UNIT_CALIBRATION = Calibration(
+    mode="good_only",
+    image_threshold=0.5,
+    image_min=0.0,
+    image_max=1.0,
+    pixel_threshold=0.5,
+    pixel_min=0.0,
+    pixel_max=1.0,
+)

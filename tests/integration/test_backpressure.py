@@ -8,13 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes import FakeSink
+from fakes import UNIT_CALIBRATION, FakeSink
 from kafka_helpers import Topics, create_topics, produce
 from prometheus_client import CollectorRegistry
 
 from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
-from inspector.model.calibration import Calibration
 from inspector.model.config import ModelConfig
 from inspector.runtime.config import (
     BatcherConfig,
@@ -30,15 +29,7 @@ from inspector.runtime.worker import ModelWorker
 
 pytestmark = pytest.mark.integration
 
-CAL = Calibration(
-    mode="good_only",
-    image_threshold=0.5,
-    image_min=0.0,
-    image_max=1.0,
-    pixel_threshold=0.5,
-    pixel_min=0.0,
-    pixel_max=1.0,
-)
+CAL = UNIT_CALIBRATION
 
 
 def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:

@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes import UNIT_CALIBRATION
 from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from inspector.ml.predict import predict
 from inspector.ml.trainer import score_images
 from inspector.model import ReverseDistillation
-from inspector.model.calibration import Calibration
 from inspector.model.config import ModelConfig
 from inspector.model.preprocess import IMAGENET, Preprocessing, preprocess, to_tensor_rgb
 from inspector.runtime.config import InspectorConfig
@@ -24,15 +24,6 @@ from inspector.runtime.worker import ModelWorker
 
 #: Not ImageNet's: an anomalib import of a model trained with its own statistics.
 OTHER = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-CAL = Calibration(
-    mode="imported",
-    image_threshold=0.5,
-    image_min=0.0,
-    image_max=1.0,
-    pixel_threshold=0.5,
-    pixel_min=0.0,
-    pixel_max=1.0,
-)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64)).eval()
     meta = CheckpointMeta(
-        name="other-stats", model=model.config, calibration=CAL, preprocessing=OTHER
+        name="other-stats", model=model.config, calibration=UNIT_CALIBRATION, preprocessing=OTHER
     )
     path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
     save_checkpoint(path, model, meta)

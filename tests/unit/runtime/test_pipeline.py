@@ -6,13 +6,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from fakes import FakeSink, FakeSource, make_dead_letter, make_frame
+from fakes import UNIT_CALIBRATION, FakeSink, FakeSource, make_dead_letter, make_frame
 from prometheus_client import CollectorRegistry
 
 from inspector.errors import RecordRefusedError
 from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
-from inspector.model.calibration import Calibration
 from inspector.model.config import ModelConfig
 from inspector.runtime.config import BatcherConfig, PostprocessConfig
 from inspector.runtime.metrics import Metrics
@@ -21,15 +20,7 @@ from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, RawMessage
 from inspector.runtime.worker import ModelWorker
 
-CAL = Calibration(
-    mode="good_only",
-    image_threshold=0.5,
-    image_min=0.0,
-    image_max=1.0,
-    pixel_threshold=0.5,
-    pixel_min=0.0,
-    pixel_max=1.0,
-)
+CAL = UNIT_CALIBRATION
 
 
 @pytest.fixture(scope="module")
