@@ -25,7 +25,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.fastpath import RuntimeOptions
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.worker import ModelWorker
@@ -54,7 +54,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=4, help="timed batches per phase")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone=args.backbone, image_size=args.image_size))
+    model = ReverseDistillation(
+        ArchitectureConfig(backbone=args.backbone, image_size=args.image_size)
+    )
     worker = ModelWorker(
         model,
         torch.device("cpu"),

@@ -28,7 +28,7 @@ from inspector import __version__
 from inspector.errors import CheckpointError
 from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.preprocess import Preprocessing
 
 FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
@@ -54,7 +54,7 @@ class CheckpointMeta(BaseModel):
 
     format: Literal["inspector.checkpoint/v1"] = FORMAT
     name: str
-    model: ModelConfig
+    model: ArchitectureConfig
     calibration: Calibration | None = None
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     training: dict[str, Any] = Field(default_factory=dict)

@@ -12,14 +12,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from inspector import __version__
 from inspector.errors import ConfigError, InspectorError
-from inspector.model.config import Backbone
+from inspector.ml.config import TrainConfig
+from inspector.model.config import ArchitectureConfig
+from inspector.runtime.config import ModelConfig
 
 log = logging.getLogger("inspector")
 
@@ -80,9 +83,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from inspector.ml.config import TrainConfig
     from inspector.ml.trainer import train
-    from inspector.model.config import ModelConfig
+    from inspector.model.config import ArchitectureConfig
 
-    model_cfg = ModelConfig(**_flags(args, ModelConfig.model_fields))
+    model_cfg = ArchitectureConfig(**_flags(args, ArchitectureConfig.model_fields))
     train_cfg = TrainConfig(**_flags(args, TrainConfig.model_fields))
     result = train(
         args.data,
@@ -139,6 +142,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         batch_size=args.batch_size,
         device=resolve_device(args.device),
+        precision=args.precision,
     )
     print(
         f"{summary.n_images} image(s) scored, {summary.n_anomalous} anomalous, "
@@ -251,11 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="MVTec-style folder or folder of good images"
     )
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    p.add_argument(
-        "--backbone",
-        default="wide_resnet50_2",
-        choices=get_args(Backbone),
-    )
+    p.add_argument("--backbone", **_from_field(ArchitectureConfig, "backbone"))
     p.add_argument("--weights", help="imagenet (default), none, or a torchvision .pth file")
     p.add_argument(
         "--offline",
@@ -266,20 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--ocbe-width", default="anomalib", type=_width)
-    p.add_argument("--anomaly-map-mode", default="add", choices=["add", "multiply"])
+    p.add_argument("--anomaly-map-mode", **_from_field(ArchitectureConfig, "anomaly_map_mode"))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", dest="learning_rate", type=float)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--val-fraction", type=float)
-    p.add_argument("--calibration", choices=["auto", "f1", "good_only"])
+    p.add_argument("--calibration", **_from_field(TrainConfig, "calibration", with_default=False))
     p.add_argument(
         "--false-alarm-rate",
         dest="target_false_alarm_rate",
         type=float,
         help="good_only target, e.g. 0.005",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", **_from_field(TrainConfig, "device", with_default=False))
     p.add_argument("--seed", type=int)
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the metrics here")
     p.add_argument("--plots", type=Path, help="write ROC, histogram and overlay PNGs here")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.set_defaults(handler=_cmd_eval)
 
     p = sub.add_parser("predict", help="score image files or folders")
@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-threshold", type=float, help="override, normalised 0..1")
     p.add_argument("--pixel-threshold", type=float, help="override, normalised 0..1")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", **_from_field(ModelConfig, "device"))
+    p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
     p.set_defaults(handler=_cmd_predict)
 
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-every", type=int, default=25, help="every N-th frame corrupt (0: off)")
     p.add_argument("--epochs", type=_positive, default=8, help="training epochs of the demo model")
     p.add_argument("--port", type=int, default=9108, help="daemon HTTP port (free one if taken)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.add_argument("--checkpoint", type=Path, help="use this model instead of the demo one")
     p.add_argument(
         "--bootstrap-servers", help="use this Kafka instead of the embedded broker (fresh topics)"
@@ -369,16 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="throughput and latency, model only or end to end; one JSON object"
     )
     p.add_argument("--mode", default="model", choices=["model", "e2e"])
-    p.add_argument(
-        "--backbone",
-        default="wide_resnet50_2",
-        choices=get_args(Backbone),
-    )
+    p.add_argument("--backbone", **_from_field(ArchitectureConfig, "backbone"))
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--frames", type=_positive, help="frames timed (default 64 model, 128 e2e)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    p.add_argument("--device", **_from_field(ModelConfig, "device"))
+    p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
     p.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC layout"
     )
@@ -414,6 +411,27 @@ def _flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     """
     given = vars(args)
     return {name: given[name] for name in names if given.get(name) is not None}
+
+
+def _from_field(model: type[BaseModel], name: str, *, with_default: bool = True) -> dict[str, Any]:
+    """``add_argument`` keywords for a flag that sets ``model.name``: its choices and default.
+
+    The flags are derived from the configuration models, so a choice or a default is written
+    once, where the setting is defined. ``with_default=False``: the model's default applies
+    (the flag is left out of the keyword arguments built with :func:`_flags`).
+    """
+    field = model.model_fields[name]
+    annotation = field.annotation
+    kwargs: dict[str, Any] = {}
+    if get_origin(annotation) is Literal:
+        kwargs["choices"] = list(get_args(annotation))
+    elif isinstance(annotation, type) and issubclass(annotation, Enum):
+        kwargs["choices"] = [member.value for member in annotation]
+    default = field.default.value if isinstance(field.default, Enum) else field.default
+    if with_default:
+        kwargs["default"] = default
+    kwargs["help"] = f"default: {default}"
+    return kwargs
 
 
 def _positive(value: str) -> int:

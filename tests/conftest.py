@@ -10,7 +10,7 @@ import torch
 from inspector.checkpoint import LoadedCheckpoint, load_checkpoint
 from inspector.ml.config import TrainConfig
 from inspector.ml.trainer import TrainResult, train
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.tools.synth import SynthSummary, generate_dataset
 
 #: Small enough for CI's two cores, large enough that a broken model is visibly at chance.
@@ -46,7 +46,7 @@ def trained(synth_data: SynthSummary, tmp_path_factory: pytest.TempPathFactory) 
     return train(
         synth_data.root,
         out,
-        model_config=ModelConfig(backbone="resnet18", image_size=SYNTH_SIZE),
+        model_config=ArchitectureConfig(backbone="resnet18", image_size=SYNTH_SIZE),
         train_config=TrainConfig(
             epochs=TRAIN_EPOCHS, batch_size=8, weights="none", device="cpu", patience=0, seed=0
         ),

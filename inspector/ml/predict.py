@@ -13,21 +13,27 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.errors import ConfigError, ImageDecodeError
 from inspector.imaging import draw_mask_outline, heatmap_overlay, read_image, write_png
 from inspector.messages import Latency, ModelRef
 from inspector.ml.data import IMAGE_SUFFIXES
-from inspector.model.preprocess import preprocess, to_tensor_rgb
+from inspector.model.fastpath import RuntimeOptions
 from inspector.runtime.config import PostprocessConfig
+from inspector.runtime.metrics import Metrics
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import FrameMeta
+from inspector.runtime.worker import ModelWorker
 
 log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16", "auto"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ def predict(
     overlays: bool = True,
     batch_size: int = 8,
     device: torch.device | None = None,
+    precision: Precision = "auto",
 ) -> PredictSummary:
     """Score image files and write results, overlays and optionally raw maps.
 
@@ -104,6 +111,8 @@ def predict(
         overlays: Write ``overlays/<stem>.png`` heat maps with defect outlines.
         batch_size: Images per forward pass.
         device: Where to run (default CPU).
+        precision: As ``model.precision`` of the daemon (``auto``: bf16 where the hardware is
+            fast at it).
 
     Returns:
         Counts and the results path.
@@ -115,9 +124,16 @@ def predict(
         ModelRef(name=meta.name, backbone=meta.model.backbone, checkpoint_sha256=checkpoint.sha256),
         postprocess or PostprocessConfig(),
     )
-    model = checkpoint.model.to(device).eval()
-    size = meta.model.image_size
-    preprocessing = meta.preprocessing
+    # The daemon's model stage: the checkpoint's preprocessing, the same fast path.
+    worker = ModelWorker(
+        checkpoint.model,
+        device,
+        Metrics(CollectorRegistry()),
+        warmup_batches=0,
+        max_batch_size=batch_size,
+        runtime=RuntimeOptions(precision=precision),
+        preprocessing=meta.preprocessing,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path, errors_path = out_dir / "results.jsonl", out_dir / "errors.jsonl"
     n_images = n_anomalous = n_failed = 0
@@ -137,14 +153,7 @@ def predict(
             if not frames:
                 continue
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                batch = torch.cat(
-                    [
-                        preprocess(to_tensor_rgb(img).unsqueeze(0).to(device), size, preprocessing)
-                        for _, img, _ in frames
-                    ]
-                )
-                out = model(batch)
+            out = worker.infer([img for _, img, _ in frames])
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(frames)
             for i, (path, image, decode_ms) in enumerate(frames):
                 t1 = time.perf_counter()
@@ -164,7 +173,7 @@ def predict(
                 if save_maps:
                     maps_dir = out_dir / "maps"
                     maps_dir.mkdir(exist_ok=True)
-                    np.save(maps_dir / f"{names[path]}.npy", raw_map.float().cpu().numpy())
+                    np.save(maps_dir / f"{names[path]}.npy", raw_map.numpy())
                 if overlays and decision.heatmap is not None:  # always: every map is passed
                     picture = heatmap_overlay(image, decision.heatmap)
                     if decision.mask is not None:

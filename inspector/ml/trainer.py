@@ -26,7 +26,7 @@ from inspector.ml.data import (
 from inspector.ml.weights import load_encoder_weights
 from inspector.model import ReverseDistillation, cosine_loss
 from inspector.model.calibration import Calibration
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.device import resolve_device
 from inspector.model.preprocess import IMAGENET, Preprocessing, normalise
 
@@ -133,7 +133,7 @@ def train(
     data_root: Path,
     out: Path,
     *,
-    model_config: ModelConfig,
+    model_config: ArchitectureConfig,
     train_config: TrainConfig,
     name: str | None = None,
     progress: bool = True,

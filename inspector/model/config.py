@@ -27,7 +27,7 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelConfig(Frozen):
+class ArchitectureConfig(Frozen):
     """Architecture of a Reverse Distillation model; stored in every checkpoint.
 
     Attributes:

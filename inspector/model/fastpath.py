@@ -76,7 +76,7 @@ def in_passing_thread(
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Fast-path switches (the ``model`` config section; see ``WorkerConfig``).
+    """Fast-path switches (the ``model`` config section; see ``ModelConfig``).
 
     Attributes:
         precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware is fast at it).

@@ -8,13 +8,13 @@ from torch import nn
 from inspector.errors import InputSizeError
 from inspector.model.anomaly_map import AnomalyMapGenerator, max_score
 from inspector.model.bottleneck import OCBE
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.decoder import ResNetDecoder
 from inspector.model.encoder import BACKBONES, Encoder
 from inspector.model.records import FeaturePair, InferenceBatch
 
 
-def ocbe_width_per_group(config: ModelConfig) -> int:
+def ocbe_width_per_group(config: ArchitectureConfig) -> int:
     """Resolve ``ocbe_width`` to a width per group.
 
     ``anomalib`` is 64 for every backbone; ``official`` follows RD4AD, which uses the wide
@@ -38,7 +38,7 @@ class ReverseDistillation(nn.Module):
         config: Architecture; its image size must be a multiple of 32.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ArchitectureConfig) -> None:
         super().__init__()
         spec = BACKBONES[config.backbone]
         self.config = config

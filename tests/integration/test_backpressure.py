@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import (
     BatcherConfig,
     KafkaConfig,
@@ -52,7 +52,7 @@ def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:
     )
     source = KafkaSource(kafka, KafkaSourceConfig(max_poll_records=16), metrics)
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64))
     worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=2)
     post = Postprocessor(
         CAL,

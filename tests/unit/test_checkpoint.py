@@ -15,13 +15,13 @@ from inspector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoin
 from inspector.errors import CheckpointError
 from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration
-from inspector.model.config import AnomalyMapMode, ModelConfig
+from inspector.model.config import AnomalyMapMode, ArchitectureConfig
 
-CONFIG = ModelConfig(backbone="resnet18", image_size=(64, 96), anomaly_map_mode="multiply")
+CONFIG = ArchitectureConfig(backbone="resnet18", image_size=(64, 96), anomaly_map_mode="multiply")
 NAME = "rd-test-model"
 
 
-def _perturbed_model(config: ModelConfig = CONFIG) -> ReverseDistillation:
+def _perturbed_model(config: ArchitectureConfig = CONFIG) -> ReverseDistillation:
     # Move every parameter and BN statistic away from its init value, so a round trip that
     # dropped or re-initialised a tensor could not pass by accident.
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def _perturbed_model(config: ModelConfig = CONFIG) -> ReverseDistillation:
     return model.eval()
 
 
-def _meta(config: ModelConfig = CONFIG) -> CheckpointMeta:
+def _meta(config: ArchitectureConfig = CONFIG) -> CheckpointMeta:
     return CheckpointMeta(
         name=NAME,
         model=config,

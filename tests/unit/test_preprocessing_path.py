@@ -15,7 +15,7 @@ from inspector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoin
 from inspector.ml.predict import predict
 from inspector.ml.trainer import score_images
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.preprocess import IMAGENET, Preprocessing, preprocess, to_tensor_rgb
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.daemon import Daemon
@@ -29,7 +29,7 @@ OTHER = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64)).eval()
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64)).eval()
     meta = CheckpointMeta(
         name="other-stats", model=model.config, calibration=UNIT_CALIBRATION, preprocessing=OTHER
     )
@@ -82,7 +82,14 @@ def test_every_path_applies_the_checkpoints_statistics(saved: Path, tmp_path: Pa
 
     # Offline prediction.
     cv2.imwrite(str(tmp_path / "part.png"), image)
-    predict(loaded, [tmp_path / "part.png"], tmp_path / "out", save_maps=True, overlays=False)
+    predict(
+        loaded,
+        [tmp_path / "part.png"],
+        tmp_path / "out",
+        save_maps=True,
+        overlays=False,
+        precision="fp32",
+    )
     np.testing.assert_allclose(np.load(tmp_path / "out" / "maps" / "part.npy"), expected, atol=1e-5)
 
 

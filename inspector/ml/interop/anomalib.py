@@ -29,7 +29,7 @@ from inspector.ml.interop.lightning_file import (
 )
 from inspector.model import BACKBONES, ReverseDistillation
 from inspector.model.calibration import Calibration
-from inspector.model.config import AnomalyMapMode, Backbone, ModelConfig
+from inspector.model.config import AnomalyMapMode, ArchitectureConfig, Backbone
 from inspector.model.encoder import UNUSED_PREFIXES
 from inspector.model.preprocess import Preprocessing
 
@@ -49,7 +49,7 @@ def convert_anomalib_state_dict(
     *,
     image_size: int | tuple[int, int] = DEFAULT_SIZE,
     anomaly_map_mode: AnomalyMapMode = AnomalyMapMode.ADD,
-) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+) -> tuple[ArchitectureConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Convert anomalib Reverse Distillation weights to inspector's layout.
 
     Args:
@@ -75,7 +75,7 @@ def convert_anomalib_state_dict(
     backbone = _infer_backbone(tensors)
     fields = {"backbone": backbone, "ocbe_width": _infer_ocbe_width(tensors, backbone)}
     try:
-        config = ModelConfig.model_validate(
+        config = ArchitectureConfig.model_validate(
             {**fields, "image_size": image_size, "anomaly_map_mode": anomaly_map_mode}
         )
     except ValidationError as exc:
@@ -299,7 +299,7 @@ def _infer_ocbe_width(tensors: Mapping[str, torch.Tensor], backbone: Backbone) -
     return "official" if per_group == spec.decoder_width_per_group else per_group
 
 
-def _check_layout(tensors: Mapping[str, torch.Tensor], config: ModelConfig) -> None:
+def _check_layout(tensors: Mapping[str, torch.Tensor], config: ArchitectureConfig) -> None:
     # A meta-device model costs no memory or init time and gives every expected key and shape.
     with torch.device("meta"):
         expected = {k: v.shape for k, v in ReverseDistillation(config).state_dict().items()}

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from inspector.errors import ConfigError
-from inspector.model.config import Backbone, ModelConfig
+from inspector.model.config import ArchitectureConfig, Backbone
 from inspector.model.fastpath import RuntimeOptions
 from inspector.tools.synth import add_defect, render_good
 
@@ -52,7 +52,7 @@ class BenchOptions:
     batch_size: int = 8
     frames: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = False
@@ -81,14 +81,14 @@ class BenchOptions:
             cuda_graphs=self.cuda_graphs,
         )
 
-    def model_config(self) -> ModelConfig:
+    def model_config(self) -> ArchitectureConfig:
         """The architecture benchmarked.
 
         Raises:
             ConfigError: The image size is not a multiple of 32.
         """
         try:
-            return ModelConfig(
+            return ArchitectureConfig(
                 backbone=self.backbone, image_size=(self.image_size, self.image_size)
             )
         except ValidationError as exc:

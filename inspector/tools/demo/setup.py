@@ -10,7 +10,7 @@ from rich.console import Console
 
 from inspector.errors import InspectorError
 from inspector.ml.config import TrainConfig
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import InspectorConfig, explicit_config
 from inspector.tools.broker import EMBEDDED_FETCH_MAX_WAIT_MS, free_port
@@ -111,7 +111,7 @@ def demo_model(opts: DemoOptions, data: Path, console: Console) -> Path:
         lambda: train(
             data,
             path,
-            model_config=ModelConfig(
+            model_config=ArchitectureConfig(
                 backbone="resnet18", image_size=(opts.image_size, opts.image_size)
             ),
             train_config=TrainConfig(

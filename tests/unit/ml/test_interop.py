@@ -21,7 +21,7 @@ from inspector.checkpoint import load_checkpoint
 from inspector.errors import CheckpointError, InputSizeError
 from inspector.ml.interop import anomalib_calibration, convert_anomalib_state_dict, import_anomalib
 from inspector.model import AnomalyMapGenerator, ReverseDistillation
-from inspector.model.config import AnomalyMapMode, ModelConfig
+from inspector.model.config import AnomalyMapMode, ArchitectureConfig
 
 Reference = Callable[[str, int], nn.Module]
 DEAD = ("bottleneck.conv4.", "bottleneck.bn4.")
@@ -223,7 +223,9 @@ def test_backbone_inference(anomalib: ModuleType, backbone: str) -> None:
 def test_official_ocbe_width_is_recognised() -> None:
     # An RD4AD-style OCBE (width per group 128) in anomalib's key layout.
     with torch.device("meta"):
-        ours = ReverseDistillation(ModelConfig(backbone="wide_resnet50_2", ocbe_width="official"))
+        ours = ReverseDistillation(
+            ArchitectureConfig(backbone="wide_resnet50_2", ocbe_width="official")
+        )
     state = {
         (f"encoder.feature_extractor.{k[8:]}" if k.startswith("encoder.") else k): v
         for k, v in ours.state_dict().items()

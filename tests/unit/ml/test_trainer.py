@@ -11,7 +11,7 @@ from inspector.errors import DatasetError
 from inspector.ml.config import TrainConfig
 from inspector.ml.evaluate import evaluate
 from inspector.ml.trainer import TrainResult, train
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.tools.synth import SynthSummary
 
 # A random-init resnet18 trained for a few epochs reaches clearly above 0.5 on the synthetic
@@ -75,7 +75,7 @@ def test_corrupt_training_image_is_skipped_and_reported(
     result = train(
         root,
         tmp_path / "m.safetensors",
-        model_config=ModelConfig(backbone="resnet18", image_size=64),
+        model_config=ArchitectureConfig(backbone="resnet18", image_size=64),
         train_config=TrainConfig(epochs=1, batch_size=4, weights="none", device="cpu"),
         progress=False,
     )
@@ -88,7 +88,7 @@ def test_early_stopping_keeps_best_epoch(synth_data: SynthSummary, tmp_path: Pat
     result = train(
         synth_data.root,
         tmp_path / "m.safetensors",
-        model_config=ModelConfig(backbone="resnet18", image_size=64),
+        model_config=ArchitectureConfig(backbone="resnet18", image_size=64),
         train_config=TrainConfig(
             epochs=30, batch_size=8, weights="none", device="cpu", patience=2, min_delta=10.0
         ),
@@ -107,7 +107,7 @@ def test_validation_folder_enables_f1_calibration(synth_data: SynthSummary, tmp_
     result = train(
         root,
         tmp_path / "m.safetensors",
-        model_config=ModelConfig(backbone="resnet18", image_size=64),
+        model_config=ArchitectureConfig(backbone="resnet18", image_size=64),
         train_config=TrainConfig(epochs=1, batch_size=8, weights="none", device="cpu"),
         progress=False,
     )
@@ -120,7 +120,7 @@ def test_missing_folder_fails_before_training(tmp_path: Path) -> None:
         train(
             tmp_path / "missing",
             tmp_path / "m.safetensors",
-            model_config=ModelConfig(backbone="resnet18", image_size=64),
+            model_config=ArchitectureConfig(backbone="resnet18", image_size=64),
             train_config=TrainConfig(weights="none", device="cpu"),
             progress=False,
         )
@@ -132,7 +132,7 @@ def test_same_seed_same_result(synth_data: SynthSummary, tmp_path: Path) -> None
         result = train(
             synth_data.root,
             tmp_path / name,
-            model_config=ModelConfig(backbone="resnet18", image_size=32),
+            model_config=ArchitectureConfig(backbone="resnet18", image_size=32),
             train_config=TrainConfig(epochs=1, batch_size=8, weights="none", device="cpu"),
             progress=False,
         )

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.model import ReverseDistillation, fastpath
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.fastpath import (
     FastModel,
     RuntimeOptions,
@@ -90,7 +90,7 @@ def test_bf16_stays_within_tolerance_and_keeps_auroc(
 
 def test_compile_matches_fp32() -> None:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=(64, 64)))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
     images = torch.randn(2, 3, 64, 64)
     ref = FastModel(model, CPU, RuntimeOptions(channels_last=False))(images)
     compiled = FastModel(model, CPU, RuntimeOptions(compile=True))(images)
@@ -116,7 +116,7 @@ def test_bf16_on_a_cpu_without_it_warns(
 
 
 def test_cuda_graphs_are_ignored_on_cpu() -> None:
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=(64, 64)))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
     fast = FastModel(model, CPU, RuntimeOptions(cuda_graphs=True))
     assert not fast.use_cuda_graphs
     out = fast(torch.randn(3, 3, 64, 64))

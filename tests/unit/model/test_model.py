@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from inspector.errors import InputSizeError
 from inspector.model import AnomalyMapGenerator, ReverseDistillation, cosine_loss
 from inspector.model.anomaly_map import GaussianBlur, gaussian_kernel_size
-from inspector.model.config import AnomalyMapMode, ModelConfig
+from inspector.model.config import AnomalyMapMode, ArchitectureConfig
 
 BACKBONE_NAMES = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2"]
 
@@ -52,14 +52,14 @@ def _meta_model(backbone: str, size: int = 256, **kwargs: object) -> ReverseDist
     # costs milliseconds.
     with torch.device("meta"):
         return ReverseDistillation(
-            ModelConfig.model_validate({"backbone": backbone, "image_size": size, **kwargs})
+            ArchitectureConfig.model_validate({"backbone": backbone, "image_size": size, **kwargs})
         ).eval()
 
 
 @pytest.fixture(scope="module")
 def rd18() -> ReverseDistillation:
     torch.manual_seed(0)
-    return ReverseDistillation(ModelConfig(backbone="resnet18", image_size=(64, 64))).eval()
+    return ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64))).eval()
 
 
 def _expected_shapes(backbone: str, n: int, h: int, w: int) -> list[tuple[int, ...]]:
@@ -70,7 +70,7 @@ def _expected_shapes(backbone: str, n: int, h: int, w: int) -> list[tuple[int, .
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_shapes_at_64px(backbone: str) -> None:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone=backbone, image_size=(64, 64))).eval()
+    model = ReverseDistillation(ArchitectureConfig(backbone=backbone, image_size=(64, 64))).eval()
     with torch.no_grad():
         pair = model.features(torch.randn(2, 3, 64, 64))
         embedding = model.bottleneck(pair.encoder)
@@ -147,7 +147,7 @@ def test_parameter_counts_match_anomalib(anomalib: ModuleType, backbone: str) ->
 
 
 def test_encoder_is_frozen() -> None:
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=(64, 64)))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
     model.train()
     assert not model.encoder.training
     assert all(not m.training for m in model.encoder.modules())
@@ -158,7 +158,9 @@ def test_encoder_is_frozen() -> None:
 
 def test_training_step_leaves_encoder_untouched() -> None:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=(64, 64))).train()
+    model = ReverseDistillation(
+        ArchitectureConfig(backbone="resnet18", image_size=(64, 64))
+    ).train()
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     optimiser = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
@@ -243,10 +245,10 @@ def test_anomaly_map_matches_anomalib(anomalib: ModuleType, mode: AnomalyMapMode
 
 def test_image_size_must_be_multiple_of_32() -> None:
     with pytest.raises(ValidationError, match=r"100x100 is not a multiple of 32.*e\.g\. 96x96"):
-        ModelConfig(backbone="resnet18", image_size=(100, 100))
+        ArchitectureConfig(backbone="resnet18", image_size=(100, 100))
     with pytest.raises(ValidationError, match="multiple of 32"):
-        ModelConfig.model_validate({"image_size": 250})
-    assert ModelConfig.model_validate({"image_size": 96}).image_size == (96, 96)
+        ArchitectureConfig.model_validate({"image_size": 250})
+    assert ArchitectureConfig.model_validate({"image_size": 96}).image_size == (96, 96)
 
 
 def test_wrong_input_size_raises(rd18: ReverseDistillation) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import (
     CameraSourceConfig,
     InspectorConfig,
@@ -77,9 +77,9 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 def test_model_image_size_from_int_and_validation() -> None:
-    assert ModelConfig(image_size=128).image_size == (128, 128)  # type: ignore[arg-type]
+    assert ArchitectureConfig(image_size=128).image_size == (128, 128)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="224x224"):
-        ModelConfig(image_size=(230, 230))
+        ArchitectureConfig(image_size=(230, 230))
 
 
 def test_explicit_config_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from inspector.errors import RecordRefusedError
 from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import BatcherConfig, PostprocessConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
@@ -26,7 +26,7 @@ CAL = UNIT_CALIBRATION
 @pytest.fixture(scope="module")
 def model() -> ReverseDistillation:
     torch.manual_seed(0)
-    return ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64)).eval()
+    return ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64)).eval()
 
 
 def _pipeline(

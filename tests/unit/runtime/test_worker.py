@@ -5,7 +5,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.model.preprocess import preprocess, to_tensor_rgb
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.worker import ModelWorker
@@ -13,7 +13,7 @@ from inspector.runtime.worker import ModelWorker
 
 def _worker(registry: CollectorRegistry, warmup: int = 1) -> ModelWorker:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64))
     return ModelWorker(
         model, torch.device("cpu"), Metrics(registry), warmup_batches=warmup, max_batch_size=2
     )

@@ -82,23 +82,25 @@ def test_model_mode_reports_every_field(capsys: pytest.CaptureFixture[str], tmp_
     _assert_sane(result)
     assert (result["mode"], result["backbone"], result["image_size"]) == ("model", "resnet18", 64)
     assert (result["batch_size"], result["frames"], result["latency_unit"]) == (2, 4, "batch")
-    assert (result["precision"], result["channels_last"]) == ("fp32", True)
+    # auto by default: bf16 where the hardware is fast at it.
+    assert result["precision"] == resolve_precision("auto", torch.device("cpu"))
+    assert result["channels_last"] is True
     assert not (result["compile"] or result["cuda_graphs"])
     assert not COMPARISON & set(result)
     assert json.loads(out.read_text()) == result
     # The recorded command reproduces the run: it parses to the same options.
     again = build_parser().parse_args(result["command"][1:])
     assert (again.frames, again.batch_size, again.image_size) == (4, 2, 64)
-    assert (again.warmup, again.channels_last, again.precision) == (1, True, "fp32")
+    assert (again.warmup, again.channels_last, again.precision) == (1, True, "auto")
 
 
 def test_frames_round_up_to_whole_batches_and_precision_is_resolved(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    result = _bench(capsys, "--frames", "3", "--precision", "auto", "--no-channels-last")
+    result = _bench(capsys, "--frames", "3", "--precision", "bf16", "--no-channels-last")
     _assert_sane(result)
     assert result["frames"] == 4  # two full batches of 2: no odd shape inside the timed loop
-    assert result["precision"] == resolve_precision("auto", torch.device("cpu"))
+    assert result["precision"] == "bf16"
     assert result["channels_last"] is False
     assert "--no-channels-last" in result["command"]
 
@@ -110,7 +112,7 @@ needs_anomalib = pytest.mark.skipif(
 
 @needs_anomalib
 def test_compare_anomalib_same_answer(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _bench(capsys, "--compare-anomalib")
+    result = _bench(capsys, "--compare-anomalib", "--precision", "fp32")
     _assert_sane(result)
     assert set(result) >= COMPARISON
     assert result["anomalib_version"] == importlib.metadata.version("anomalib")
@@ -136,7 +138,7 @@ def test_compare_anomalib_detects_different_weights(
         return config, tensors, post
 
     monkeypatch.setattr(anomalib_ref, "convert_anomalib_state_dict", perturbed)
-    result = _bench(capsys, "--compare-anomalib")
+    result = _bench(capsys, "--compare-anomalib", "--precision", "fp32")
     assert result["max_abs_diff"] > 1e-3
 
 

@@ -21,7 +21,7 @@ from torchvision.io import decode_jpeg
 
 from inspector.errors import ConfigError
 from inspector.model import ReverseDistillation
-from inspector.model.config import ModelConfig
+from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig, OverlaySinkConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import Frame, Inspection
@@ -86,7 +86,7 @@ def test_tensor_frames_carry_their_size() -> None:
 
 def test_worker_gives_the_same_maps_for_tensor_and_array_frames() -> None:
     torch.manual_seed(0)
-    model = ReverseDistillation(ModelConfig(backbone="resnet18", image_size=64))
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64))
     worker = ModelWorker(model, CPU, Metrics(CollectorRegistry()), warmup_batches=0)
     data, bgr = _jpeg()
     tensor = decode_timed(data, CPU).image
