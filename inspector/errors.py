@@ -20,8 +20,12 @@ class ConfigError(InspectorError):
     exit_code = 2
 
 
-class InputSizeError(ConfigError):
-    """An image size the model cannot take (height and width must be multiples of 32)."""
+class InputSizeError(InspectorError):
+    """Input of a shape the model cannot take (not ``(N, 3, H, W)`` at its size).
+
+    A runtime failure (exit 1), not a configuration error: the configured sizes are checked
+    when the configuration is read (multiples of 32).
+    """
 
 
 class WeightsUnavailableError(InspectorError):

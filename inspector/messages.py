@@ -4,7 +4,9 @@ Kafka subscribers and ``inspector predict`` receive it; its JSON Schema is gener
 models.
 
 This module is a leaf: it imports nothing else from inspector. Extending it is fine; renaming a
-field needs a schema version bump.
+field needs a schema version bump. Readers ignore fields they do not know (so a subscriber of
+today reads tomorrow's messages), and the published schema allows them; what this package
+writes is fixed by the typed constructors (mypy checks their keywords).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ SCHEMA_ID: Literal["inspector.result/v1"] = "inspector.result/v1"
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class SourceRef(_Message):
@@ -93,11 +95,16 @@ class ResultMessage(_Message):
     image_size: tuple[int, int] = Field(description="original frame height, width")
     latency_ms: Latency
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     def to_json(self) -> str:
         """Serialise with the public field names (``schema``, not ``schema_``)."""
         return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> ResultMessage:
+        """Read a published message; fields added by later versions of v1 are ignored."""
+        return cls.model_validate_json(data)
 
 
 def result_json_schema() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from inspector.model.device import resolve_device
 from inspector.model.fastpath import RuntimeOptions, in_passing_thread
 from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
 from inspector.runtime.metrics import CameraLabels, Metrics
+from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.server import HealthServer
@@ -206,7 +207,7 @@ class Daemon:
         stays alive (``/healthz`` 200, ``/readyz`` 503 "waiting for kafka") instead of
         exiting, retrying with exponential backoff until it connects or is told to stop.
         """
-        delay = _RETRY_FIRST_S
+        backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
         while not self.should_exit.is_set():
             try:
                 # A client constructor blocks while it looks for a broker (kafka-python: up to
@@ -218,9 +219,9 @@ class Daemon:
                 return
             except BrokerUnavailableError as exc:
                 self._waiting_for = f"waiting for kafka ({component.name})"
+                delay = backoff.next()
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 self.should_exit.wait(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
 
     def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.

@@ -27,6 +27,7 @@ from inspector.errors import RecordRefusedError
 from inspector.runtime.admission import footprint
 from inspector.runtime.ids import for_log
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import Backoff, RateLimitedLog
 from inspector.runtime.records import DeadLetter, Frame, Inspection
 from inspector.runtime.sinks.base import Sink
 
@@ -83,7 +84,8 @@ class Delivery:
         self._cond = threading.Condition()
         self._closed = False
         self._retrying = 0
-        self._last_warning = float("-inf")
+        self._warnings = RateLimitedLog(log, _WARN_EVERY_S, clock)
+        self._backoff = Backoff(first_retry_s, max_retry_s)
         self._thread = threading.Thread(target=self._run, name="inspector-delivery", daemon=True)
         self._thread.start()
 
@@ -151,20 +153,17 @@ class Delivery:
         kind: str,
         exc: BaseException,
     ) -> None:
-        delay = min(self.first_retry_s * 2**attempt, self.max_retry_s)
+        delay = self._backoff.after(attempt)
         self.metrics.delivery_retries.labels(kind=kind).inc()
-        now = self.clock()
-        if now - self._last_warning >= _WARN_EVERY_S:
-            self._last_warning = now
-            log.warning(
-                "sink %s failed to take a %s (%s: %s); retrying every %.1f s at most, the frame "
-                "stays uncommitted meanwhile",
-                sink.name,
-                kind.replace("_", " "),
-                type(exc).__name__,
-                exc,
-                self.max_retry_s,
-            )
+        self._warnings.warning(
+            "sink %s failed to take a %s (%s: %s); retrying every %.1f s at most, the frame "
+            "stays uncommitted meanwhile",
+            sink.name,
+            kind.replace("_", " "),
+            type(exc).__name__,
+            exc,
+            self.max_retry_s,
+        )
         with self._cond:
             self._retrying += 1
 

@@ -19,7 +19,7 @@ import torch
 from pydantic import ValidationError
 
 from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint, save_checkpoint
-from inspector.errors import CheckpointError, InputSizeError
+from inspector.errors import CheckpointError, ConfigError
 from inspector.ml.interop.lightning_file import (
     DEFAULT_SIZE,
     file_sha256,
@@ -69,7 +69,7 @@ def convert_anomalib_state_dict(
     Raises:
         CheckpointError: The tensors are not a Reverse Distillation model of a supported
             backbone (the message lists missing, unexpected or mis-shaped keys).
-        InputSizeError: ``image_size`` is not a multiple of 32.
+        ConfigError: ``image_size`` is not a multiple of 32.
     """
     tensors, post = _split(state_dict)
     backbone = _infer_backbone(tensors)
@@ -79,7 +79,7 @@ def convert_anomalib_state_dict(
             {**fields, "image_size": image_size, "anomaly_map_mode": anomaly_map_mode}
         )
     except ValidationError as exc:
-        raise InputSizeError(str(exc.errors()[0]["msg"])) from exc
+        raise ConfigError(f"--image-size: {exc.errors()[0]['msg']}") from exc
     _check_layout(tensors, config)
     return config, tensors, post
 
@@ -165,7 +165,7 @@ def import_anomalib(
     Raises:
         CheckpointError: ``src`` is missing, unreadable, needs code to unpickle, or is not a
             supported Reverse Distillation model; or ``out`` cannot be written.
-        InputSizeError: The image size is not a multiple of 32.
+        ConfigError: The image size is not a multiple of 32.
     """
     obj = load_lightning_file(src)
     if not isinstance(obj, Mapping):

@@ -41,6 +41,7 @@ from inspector.messages import SCHEMA_ID
 from inspector.runtime.config import KafkaConfig
 from inspector.runtime.kafka_metrics import connection_count
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import Backoff
 from inspector.runtime.records import DeadLetter, Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
 
@@ -115,7 +116,7 @@ class KafkaSink(Sink):
         # network cut); cleared by the next delivery. A broker that comes back may have lost the
         # producer's state, so only a delivery proves the path works again.
         self._lost = False
-        self._rebuild_delay = _REBUILD_FIRST_S
+        self._rebuild_backoff = Backoff(_REBUILD_FIRST_S, _REBUILD_MAX_S)
         self._next_rebuild = float("-inf")
 
     # --- connection ---------------------------------------------------------------------------
@@ -208,8 +209,7 @@ class KafkaSink(Sink):
                 f"kafka sink: the producer is being rebuilt (next try in "
                 f"{self._next_rebuild - now:.1f} s) after {self._failing!r}"
             )
-        self._next_rebuild = now + self._rebuild_delay
-        self._rebuild_delay = min(self._rebuild_delay * 2, _REBUILD_MAX_S)
+        self._next_rebuild = now + self._rebuild_backoff.next()
         log.warning(
             "kafka sink: the producer is in a state it cannot leave (%r); building a new one",
             self._failing,
@@ -327,7 +327,7 @@ class KafkaSink(Sink):
         def delivered(_: Any) -> None:
             self._failing = None
             self._lost = False
-            self._rebuild_delay = _REBUILD_FIRST_S
+            self._rebuild_backoff.reset()
             self.metrics.stage_seconds.labels(stage="publish").observe(self._clock() - started)
             done(None)
 

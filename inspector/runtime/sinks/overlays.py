@@ -21,7 +21,6 @@ import hashlib
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from inspector.errors import ConfigError
 from inspector.imaging import draw_mask_outline, heatmap_overlay, write_png
 from inspector.runtime.config import OverlaySinkConfig
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import RateLimitedLog
 from inspector.runtime.records import Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
 
@@ -66,28 +66,6 @@ def safe_name(text: str, *, tag_changes: bool = False) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class _RateLimitedWarning:
-    """Logs at most one warning per interval, with the count of those left out."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self._suppressed = 0
-
-    def __call__(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if self._last is not None and now - self._last < self.interval_s:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._last = self._suppressed, 0, now
-        if suppressed:
-            log.warning(msg + " (%d similar message(s) suppressed)", *args, suppressed)
-        else:
-            log.warning(msg, *args)
 
 
 class OverlaySink(Sink):
@@ -140,7 +118,7 @@ class OverlaySink(Sink):
         self._index_lock = threading.Lock()
         self._pending = 0
         self._idle = threading.Condition()
-        self._warn = _RateLimitedWarning()
+        self._warn = RateLimitedLog(log, 60.0).warning
         self._ready = False
 
     # --- lifecycle ----------------------------------------------------------------------------

@@ -13,7 +13,6 @@ to :meth:`CameraSource.poll` through a small buffer:
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -27,6 +26,7 @@ import numpy as np
 
 from inspector.runtime.config import CameraSourceConfig
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import Backoff, RateLimitedLog
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta
 from inspector.runtime.sources.base import LocalSource
 from inspector.runtime.sources.capture import (
@@ -108,7 +108,7 @@ class CameraSource(LocalSource):
         self._up = False
         self._ended = False  # the reader finished (file ended without loop, or closed)
         self._next_due = float("-inf")
-        self._last_warning = float("-inf")
+        self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
         self._seq = 0  # frames read; ids count on across reconnects and loops, so stay unique
         cam = metrics.camera(config.camera_id)
         self._m_up = metrics.camera_up.labels(camera=cam)
@@ -235,12 +235,7 @@ class CameraSource(LocalSource):
     def _warn(self, message: str, *args: object) -> None:
         # One warning per outage and then one a minute: a camera that is down for a day
         # must not fill the log with a line per reconnect attempt.
-        now = self._clock()
-        level = logging.DEBUG
-        if now - self._last_warning >= _LOG_EVERY_S:
-            level = logging.WARNING
-            self._last_warning = now
-        log.log(level, "camera %s: " + message, self.config.camera_id, *args)
+        self._warnings.warning("camera %s: " + message, self.config.camera_id, *args)
 
     def _run(self) -> None:
         try:
@@ -261,33 +256,34 @@ class CameraSource(LocalSource):
         """Open, read and reconnect until closed or a file ends (the reader thread's loop)."""
         cam, uri = self.config.camera_id, self.config.uri
         capture: CaptureLike | None = None
-        delay = self.config.reconnect_initial_s
+        backoff = Backoff(
+            self.config.reconnect_initial_s, self.config.reconnect_max_s, jitter=_JITTER
+        )
         failures = 0  # failed opens and reads since the stream last delivered a frame
         down_since: float | None = None
-        backoff = False  # wait before the next open (not before the first, nor a loop restart)
+        wait = False  # wait before the next open (not before the first, nor a loop restart)
         frames_since_open = 0
         pacer: Callable[[], None] | None = None
         try:
             while not self._stop.is_set():
                 if capture is None:
-                    if backoff:
-                        self._sleep(delay * (1.0 - _JITTER * random.random()))
+                    if wait:
+                        self._sleep(backoff.next())
                         if self._stop.is_set():
                             break
                         self._m_reconnects.inc()
-                        delay = min(delay * 2, self.config.reconnect_max_s)
                     capture, error = self._open()
                     if capture is None:
                         self._set_up(False)
                         failures += 1
                         down_since = self._clock() if down_since is None else down_since
-                        backoff = True
+                        wait = True
                         self._warn(
                             "cannot open %s (%s); %d failed attempts, retrying in %.1f s",
                             uri,
                             error,
                             failures,
-                            delay,
+                            backoff.current,
                         )
                         continue
                     frames_since_open = 0
@@ -298,13 +294,13 @@ class CameraSource(LocalSource):
                     capture.release()
                     capture = None
                     if self.config.loop and frames_since_open > 0:
-                        backoff = False  # restarting a finished file is no reconnect
+                        wait = False  # restarting a finished file is no reconnect
                         continue
                     self._set_up(False)
                     if self.config.loop:  # an empty file would loop in a tight circle
                         failures += 1
-                        backoff = True
-                        self._warn("%s has no frames; retrying in %.1f s", uri, delay)
+                        wait = True
+                        self._warn("%s has no frames; retrying in %.1f s", uri, backoff.current)
                         continue
                     log.info("camera %s: end of %s after %d frames", cam, uri, self._seq)
                     break
@@ -314,8 +310,8 @@ class CameraSource(LocalSource):
                     self._set_up(False)
                     failures += 1
                     down_since = self._clock() if down_since is None else down_since
-                    backoff = True
-                    self._warn("stream broke (%s); reconnecting in %.1f s", exc, delay)
+                    wait = True
+                    self._warn("stream broke (%s); reconnecting in %.1f s", exc, backoff.current)
                     continue
                 if down_since is not None:
                     log.info(
@@ -325,11 +321,11 @@ class CameraSource(LocalSource):
                         self._clock() - down_since,
                     )
                     down_since = None
-                    self._last_warning = float("-inf")  # the next outage warns at once
+                    self._warnings.reset()  # the next outage warns at once
                 if not self._up:  # up once frames flow, not when a stream merely opens
                     self._set_up(True)
                 failures = 0
-                delay = self.config.reconnect_initial_s
+                backoff.reset()
                 self._seq += 1
                 frames_since_open += 1
                 self._deliver(item)

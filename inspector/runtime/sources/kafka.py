@@ -32,6 +32,7 @@ from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
 from inspector.runtime.kafka_metrics import connection_count
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import RateLimitedLog
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.base import Source
 from inspector.runtime.sources.kafka_fetch import (
@@ -111,7 +112,7 @@ class KafkaSource(Source):
         self._limbo_lock = threading.Lock()
         self._ready = False
         self._last_commit = clock()
-        self._last_warning = -_LOG_EVERY_S
+        self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
         self._jpeg_device = torch.device("cuda") if config.decode_device == "cuda" else None
 
     # --- connection ---------------------------------------------------------------------------
@@ -214,10 +215,7 @@ class KafkaSource(Source):
         return batches
 
     def _warn(self, message: str) -> None:
-        now = self._clock()
-        if now - self._last_warning >= _LOG_EVERY_S:
-            self._last_warning = now
-            log.warning(message)
+        self._warnings.warning("%s", message)
 
     def _skip_corrupt(
         self, consumer: KafkaConsumer, exc: CorruptRecordError

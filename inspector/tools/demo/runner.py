@@ -246,7 +246,7 @@ def _watch(
                 for record in records:
                     last_progress = time.monotonic()
                     if tp.topic != kafka.dlq_topic:
-                        tally.add_result(ResultMessage.model_validate_json(record.value))
+                        tally.add_result(ResultMessage.from_json(record.value))
                     else:
                         headers = dict(record.headers or [])
                         tally.add_dead_letter(headers.get("error", b"?").decode(errors="replace"))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from inspector.checkpoint import load_checkpoint
-from inspector.errors import CheckpointError, InputSizeError
+from inspector.errors import CheckpointError, ConfigError
 from inspector.ml.interop import anomalib_calibration, convert_anomalib_state_dict, import_anomalib
 from inspector.model import AnomalyMapGenerator, ReverseDistillation
 from inspector.model.config import AnomalyMapMode, ArchitectureConfig
@@ -398,7 +398,7 @@ def test_misshaped_and_unsupported_weights(reference: Reference) -> None:
         convert_anomalib_state_dict(odd)
     with pytest.raises(CheckpointError, match="no encoder weights"):
         convert_anomalib_state_dict({"some.other.weight": torch.zeros(1)})
-    with pytest.raises(InputSizeError, match="not a multiple of 32"):
+    with pytest.raises(ConfigError, match="not a multiple of 32"):
         convert_anomalib_state_dict(state, image_size=100)
 
 
@@ -445,7 +445,7 @@ def test_default_and_hparam_sizes(reference: Reference, tmp_path: Path) -> None:
     result = import_anomalib(src, tmp_path / "b.safetensors")
     assert result.meta.model.image_size == (96, 128)
     assert result.meta.training["image_size_from"] == "hyper_parameters"
-    with pytest.raises(InputSizeError, match="multiple of 32"):
+    with pytest.raises(ConfigError, match="multiple of 32"):
         import_anomalib(src, tmp_path / "c.safetensors", image_size=200)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from inspector.errors import InputSizeError
+from inspector.errors import ConfigError, InputSizeError
 from inspector.model import AnomalyMapGenerator, ReverseDistillation, cosine_loss
 from inspector.model.anomaly_map import GaussianBlur, gaussian_kernel_size
 from inspector.model.config import AnomalyMapMode, ArchitectureConfig
@@ -293,3 +293,9 @@ def test_image_score_is_map_max(rd18: ReverseDistillation) -> None:
         out = rd18(torch.randn(4, 3, 64, 64))
     assert torch.equal(out.pred_score, out.anomaly_map.flatten(1).max(dim=1).values)
     assert len(set(out.pred_score.tolist())) == 4
+
+
+def test_a_bad_input_is_a_runtime_failure_not_a_configuration_error() -> None:
+    # exit 1 (the input was wrong), not 2 (usage or configuration).
+    assert not issubclass(InputSizeError, ConfigError)
+    assert InputSizeError.exit_code == 1
