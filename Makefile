@@ -1,5 +1,7 @@
 # Two entry points for a fresh machine: `make test` (the whole suite) and `make demo`.
-PYTHON ?= python3.11
+# Python 3.11 (torch 2.14.1's wheels and requires-python): python3.11 if on PATH, else python3,
+# checked by .ci/check-python before anything is installed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3 || echo python3.11)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -10,6 +12,7 @@ DEMO_ARGS ?=
 .PHONY: test lint typecheck unit demo tools clean
 
 $(PY):
+	@bash .ci/check-python $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install only when the dependency list changes.

@@ -22,9 +22,18 @@ from inspector import __version__
 from inspector.errors import ConfigError, InspectorError
 from inspector.ml.config import TrainConfig
 from inspector.model.config import ArchitectureConfig
-from inspector.runtime.config import ModelConfig
+from inspector.runtime.config import InspectorConfig, ModelConfig
+from inspector.runtime.pacing import ThirdPartyLogLimit
+from inspector.tools.synth.surfaces import CATEGORIES
 
 log = logging.getLogger("inspector")
+
+#: What ``inspector --help`` says about the program (the module docstring is for developers).
+DESCRIPTION = (
+    "Streaming industrial inspection: a Reverse Distillation anomaly model scores frames from "
+    "cameras or a Kafka topic; results go to Kafka as JSON, metrics to Prometheus."
+)
+EPILOG = "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration."
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -53,9 +62,13 @@ def _missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
 
 
 def _format_validation(exc: ValidationError) -> str:
+    """Each error as ``key: why``, naming the environment variable when one set the key."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        variable = "INSPECTOR_" + "__".join(str(p).upper() for p in err["loc"])
+        if err["loc"] and variable in os.environ:
+            key = f"{variable} ({key})"
         lines.append(f"{key}: {err['msg']}")
     return "; ".join(lines)
 
@@ -235,14 +248,18 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``inspector`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="inspector", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="inspector", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_SubParser
+    )
 
     p = sub.add_parser("synth", help="write a synthetic MVTec-layout dataset")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--category", default="metal")
+    p.add_argument("--category", default="metal", choices=CATEGORIES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--n-train", type=int, default=60)
@@ -267,17 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--ocbe-width", default="anomalib", type=_width)
     p.add_argument("--anomaly-map-mode", **_from_field(ArchitectureConfig, "anomaly_map_mode"))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", dest="learning_rate", type=float)
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--epochs", type=int, **_from_field(TrainConfig, "epochs", with_default=False))
+    p.add_argument(
+        "--batch-size", type=int, **_from_field(TrainConfig, "batch_size", with_default=False)
+    )
+    p.add_argument(
+        "--lr",
+        dest="learning_rate",
+        type=float,
+        **_from_field(TrainConfig, "learning_rate", with_default=False),
+    )
+    p.add_argument(
+        "--patience", type=int, **_from_field(TrainConfig, "patience", with_default=False)
+    )
+    p.add_argument(
+        "--val-fraction", type=float, **_from_field(TrainConfig, "val_fraction", with_default=False)
+    )
     p.add_argument("--calibration", **_from_field(TrainConfig, "calibration", with_default=False))
     p.add_argument(
         "--false-alarm-rate",
         dest="target_false_alarm_rate",
         type=float,
-        help="good_only target, e.g. 0.005",
+        **_from_field(TrainConfig, "target_false_alarm_rate", with_default=False),
     )
     p.add_argument("--device", **_from_field(TrainConfig, "device", with_default=False))
     p.add_argument("--seed", type=int)
@@ -316,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.set_defaults(handler=_cmd_import)
 
-    p = sub.add_parser("run", help="run the inspection daemon")
+    p = sub.add_parser(
+        "run",
+        help="run the inspection daemon",
+        description=_run_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", type=Path, help="YAML file (environment overrides: INSPECTOR_*)")
     p.set_defaults(handler=_cmd_run)
 
@@ -430,8 +463,67 @@ def _from_field(model: type[BaseModel], name: str, *, with_default: bool = True)
     default = field.default.value if isinstance(field.default, Enum) else field.default
     if with_default:
         kwargs["default"] = default
-    kwargs["help"] = f"default: {default}"
+    else:  # the flag's own default is None; say what the model then uses
+        kwargs["help"] = f"(default: {default})"
     return kwargs
+
+
+def _worth_showing(default: object) -> bool:
+    return not (default is None or default is False or default == argparse.SUPPRESS)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (when it has one worth showing), help text or not."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and _worth_showing(action.default):
+            action.help = "(default: %(default)s)"  # argparse shows defaults in help texts only
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not _worth_showing(action.default) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Every subcommand shows its defaults and the exit codes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(*args, **kwargs)
+
+
+def _run_description() -> str:
+    """The daemon's configuration sections and keys, from the configuration models."""
+    lines = [
+        "Run the inspection daemon until SIGTERM/SIGINT (a second one exits at once).",
+        "",
+        "The YAML file has these sections (keys, defaults where short); any key can be set",
+        "from the environment as INSPECTOR_SECTION__KEY, e.g. INSPECTOR_KAFKA__BOOTSTRAP_SERVERS",
+        "(examples: configs/*.yaml):",
+    ]
+    for section, field in InspectorConfig.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            keys = []
+            for name, sub in model.model_fields.items():
+                default = sub.get_default(call_default_factory=True)
+                shown = default.value if isinstance(default, Enum) else default
+                short = shown is not None and not isinstance(shown, BaseModel)
+                keys.append(f"{name}={shown}" if short and len(str(shown)) <= 24 else name)
+            lines.append(f"  {section}: " + ", ".join(keys))
+        else:
+            lines.append(f"  {section}: a list of sources (type: kafka, camera or directory)")
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 78) -> str:
+    import textwrap
+
+    return textwrap.fill(line, width, subsequent_indent="      ") if len(line) > width else line
 
 
 def _positive(value: str) -> int:
@@ -452,6 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for console in logging.getLogger().handlers:
+            console.addFilter(ThirdPartyLogLimit("kafka"))
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -69,7 +69,7 @@ def load_encoder_weights(encoder: Encoder, backbone: str, weights: str, *, downl
     """
     if weights == "none":
         log.warning(
-            "encoder weights: none (random init, as asked); expect far weaker detection than "
+            "encoder weights: none (random initialisation); expect far weaker detection than "
             "with ImageNet weights"
         )
         return "none"

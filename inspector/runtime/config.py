@@ -383,7 +383,9 @@ def load_config(path: Path | None) -> InspectorConfig:
     """
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(path.read_text())
+        # From the open file, so that a syntax error names it (not "<unicode string>").
+        with path.open(encoding="utf-8") as stream:
+            loaded = yaml.safe_load(stream)
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}

@@ -218,7 +218,10 @@ class Daemon:
                 self._waiting_for = None
                 return
             except BrokerUnavailableError as exc:
-                self._waiting_for = f"waiting for kafka ({component.name})"
+                self._waiting_for = (
+                    f"waiting for kafka at {self.config.kafka.bootstrap_servers} "
+                    f"({component.name}; kafka.bootstrap_servers)"
+                )
                 delay = backoff.next()
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 self.should_exit.wait(delay)

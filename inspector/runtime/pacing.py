@@ -103,3 +103,42 @@ class RateLimitedLog:
         with self._lock:
             self._last = None
             self._suppressed = 0
+
+
+class ThirdPartyLogLimit(logging.Filter):
+    """Lets a library's warnings through at most once per interval per message template.
+
+    With no broker, kafka-python logs a connection error every few hundred milliseconds (66
+    ERROR and WARNING lines in 30 s) before the daemon's own message says what is wrong and
+    what to do. Installed on the console handler; ``-v`` shows everything.
+
+    Args:
+        prefix: Logger names it applies to (``kafka`` covers ``kafka.net.connection``...).
+        every_s: Shortest time between two records of one template.
+        clock: Monotonic clock.
+    """
+
+    def __init__(
+        self, prefix: str, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """``False`` for a repeat within the interval of a record of the same template."""
+        if not (record.name == self.prefix or record.name.startswith(self.prefix + ".")):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every_s:
+                return False
+            if len(self._last) > 1000:  # templates, not values: a bound that is never reached
+                self._last.clear()
+            self._last[key] = now
+            return True

@@ -282,3 +282,38 @@ def test_a_missing_extra_is_one_line_naming_the_pip_install(
         f"pip install 'inspector[{extra}]'"
     ], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_key_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "daemon.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: broker:9092\n")
+    monkeypatch.setenv("INSPECTOR_KAFKA__BOOTSTRAP_SERVER", "typo:9092")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "INSPECTOR_KAFKA__BOOTSTRAP_SERVER (kafka.bootstrap_server)" in err
+
+
+def test_a_yaml_syntax_error_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "daemon.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: [broker:9092\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "<unicode string>" not in err and "line 3" in err
+
+
+def test_help_shows_defaults_choices_and_what_the_program_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["--help"], ["synth", "--help"], ["train", "--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    out = capsys.readouterr().out
+    assert "Streaming industrial inspection" in out and "only entry point" not in out
+    assert "{metal,fabric,wood,tile}" in out  # synth's categories
+    assert "--epochs EPOCHS       (default: 200)" in out  # train, from TrainConfig
+    assert "INSPECTOR_KAFKA__BOOTSTRAP_SERVERS" in out and "drain_timeout_s=30.0" in out  # run
+    assert out.count("Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.") == 4

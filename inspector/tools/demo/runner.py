@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 def _quiet_console_logs(logfile: Path) -> Iterator[None]:
     """Send logs to ``logfile`` while the live view owns the terminal (errors still show)."""
     root = logging.getLogger()
-    handler = logging.FileHandler(logfile)
+    # One run per file: the log of this run only, not every run since the folder was made.
+    handler = logging.FileHandler(logfile, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     saved = [(h, h.level) for h in root.handlers]
     for h, _ in saved:

@@ -277,7 +277,10 @@ def test_daemon_waits_for_a_broker_that_comes_up_late(
     sink.daemon = daemon
     assert daemon.run() == 0
     assert sink.attempts == 3
-    assert sink.readiness_seen[1] == ["waiting for kafka (kafka)"]  # /readyz says why: 503
+    # /readyz says why, and where it looks: 503
+    assert sink.readiness_seen[1] == [
+        "waiting for kafka at localhost:9092 (kafka; kafka.bootstrap_servers)"
+    ]
     assert len(sink.results) == 9 and len(sink.dead_letters) == 1  # then everything flowed
 
 

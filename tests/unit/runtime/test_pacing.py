@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from inspector.runtime.pacing import Backoff, RateLimitedLog
+from inspector.runtime.pacing import Backoff, RateLimitedLog, ThirdPartyLogLimit
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
@@ -43,3 +43,21 @@ def test_rate_limited_log_counts_what_it_left_out(caplog: pytest.LogCaptureFixtu
         ("WARNING", "down: d (2 similar message(s) since the last)"),
         ("WARNING", "down: e"),
     ]
+
+
+def test_a_librarys_repeated_warnings_are_limited_per_template() -> None:
+    now = [0.0]
+    limit = ThirdPartyLogLimit("kafka", 60.0, lambda: now[0])
+
+    def record(name: str, msg: str, arg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (arg,), None)
+
+    refused = "Connection failed: %s"
+    assert limit.filter(record("kafka.net.manager", refused, "ECONNREFUSED"))
+    assert not limit.filter(record("kafka.net.manager", refused, "ECONNREFUSED"))
+    assert limit.filter(record("kafka.cluster", "Metadata refresh: failed %s", "x"))  # another
+    assert limit.filter(record("inspector.daemon", refused, "ours"))  # not the library's
+    assert limit.filter(record("inspector.daemon", refused, "ours"))
+    assert limit.filter(record("kafkaesque", refused, "x"))  # only kafka and its children
+    now[0] = 60.0
+    assert limit.filter(record("kafka.net.manager", refused, "ECONNREFUSED"))
