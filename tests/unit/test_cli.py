@@ -317,3 +317,53 @@ def test_help_shows_defaults_choices_and_what_the_program_is(
     assert "--epochs EPOCHS       (default: 200)" in out  # train, from TrainConfig
     assert "INSPECTOR_KAFKA__BOOTSTRAP_SERVERS" in out and "drain_timeout_s=30.0" in out  # run
     assert out.count("Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.") == 4
+
+
+_COMMANDS = [
+    "synth",
+    "train",
+    "eval",
+    "predict",
+    "import-anomalib",
+    "run",
+    "demo",
+    "simulate",
+    "bench",
+    "schema",
+]
+
+
+@pytest.mark.parametrize("command", _COMMANDS)
+def test_every_command_exits_2_on_bad_usage(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--no-such-flag"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    # Required arguments are reported first where a command has them (by the subcommand's
+    # parser); unknown flags otherwise (by the top-level parser).
+    assert f"inspector {command}: error:" in err or "inspector: error:" in err
+    assert "unrecognized arguments: --no-such-flag" in err or "are required" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "missing.safetensors", "--data", "."],
+        ["predict", "--checkpoint", "missing.safetensors", "--out", "out", "x.png"],
+        ["import-anomalib", "missing.ckpt", "--out", "m.safetensors"],
+        ["train", "--data", "no-such-folder", "--out", "m.safetensors", "--weights", "none"],
+    ],
+)
+def test_a_runtime_failure_exits_1_with_one_error_line(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")], err
+    assert "Traceback" not in err
