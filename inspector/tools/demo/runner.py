@@ -240,7 +240,18 @@ def _watch(
     """Fold the results and dead-letter topics into ``tally`` and show it until done."""
     last_progress = last_print = time.monotonic()
     printed = 0
-    view = Live(render(tally, header), console=console, refresh_per_second=4) if live else None
+    # Transient: the view is cleared on exit (no second border left in the scrollback); the
+    # summary that follows is printed once, plainly.
+    view = (
+        Live(
+            render(tally, header, console.size.height),
+            console=console,
+            refresh_per_second=4,
+            transient=True,
+        )
+        if live
+        else None
+    )
     with view if view is not None else nullcontext():
         while not stopper.stop.is_set():
             for tp, records in consumer.poll(timeout_ms=250).items():
@@ -253,7 +264,7 @@ def _watch(
                         tally.add_dead_letter(headers.get("error", b"?").decode(errors="replace"))
             now = time.monotonic()
             if view is not None:
-                view.update(render(tally, header))
+                view.update(render(tally, header, console.size.height))
             elif now - last_print >= 2.0 and tally.total != printed:
                 console.print(tally.summary(), highlight=False)
                 last_print, printed = now, tally.total

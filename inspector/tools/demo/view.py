@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from inspector.messages import ResultMessage
 
@@ -145,43 +147,55 @@ def _fmt(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:.0f} {unit}"
 
 
-def render(tally: LineTally, header: str) -> RenderableType:
-    """The live view: totals, per-camera table, last flagged frames."""
-    totals = Table.grid(padding=(0, 3))
+def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
+    """The live view: totals, per-camera table, last flagged frames, in ``height`` lines.
+
+    Lines never wrap (long ids and reasons end in an ellipsis) and the tables shrink to the
+    terminal's height, so the view fits an 80 x 24 terminal.
+    """
+    totals = Table.grid(padding=(0, 2))
     for _ in range(4):
-        totals.add_column()
+        totals.add_column(no_wrap=True, overflow="ellipsis")
     totals.add_row(
         f"[bold]{tally.results}[/] results",
         f"[bold]{tally.frames_per_s():.1f}[/] frames/s",
-        f"latency p50 [bold]{_fmt(tally.latency_ms(50), 'ms')}[/]",
+        f"p50 [bold]{_fmt(tally.latency_ms(50), 'ms')}[/]",
         f"p95 [bold]{_fmt(tally.latency_ms(95), 'ms')}[/]",
     )
     totals.add_row(
         f"[bold red]{tally.anomalous}[/] anomalous",
-        f"[bold]{tally.defects}[/] defect regions",
-        f"caught [bold green]{tally.caught}[/] / missed [bold]{tally.missed}[/]",
+        f"[bold]{tally.defects}[/] regions",
+        f"caught [bold green]{tally.caught}[/] missed [bold]{tally.missed}[/]",
         f"false alarms [bold]{tally.false_alarms}[/]",
     )
-    dead = f"[bold]{tally.dead_letters}[/] dead letters"
+    dead = Text.from_markup(f"[bold]{tally.dead_letters}[/] dead letters")
     if tally.last_dead_letter:
-        dead += f" (last: {tally.last_dead_letter[:60]})"
-    totals.add_row(dead, "", "", "")
+        dead.append(f" (last: {' '.join(tally.last_dead_letter.split())})")
+    dead.no_wrap, dead.overflow = True, "ellipsis"
 
-    cameras = Table(title="cameras", expand=False)
-    cameras.add_column("camera")
-    cameras.add_column("frames", justify="right")
-    cameras.add_column("anomalous", justify="right")
-    cameras.add_column("rate", justify="right")
-    for name, cam in sorted(tally.cameras.items()):
+    # Panel borders 2, totals 3, each table's title, header and rule 3: the rest is rows.
+    rows = max(2, height - 2 - 3 - 3 - 3)
+    camera_rows = min(len(tally.cameras), max(1, rows // 3))
+    cameras = _table("cameras", ("camera", "frames", "anomalous", "rate"))
+    for name, cam in sorted(tally.cameras.items())[:camera_rows]:
         rate = cam.anomalous / cam.frames if cam.frames else 0.0
         cameras.add_row(name, str(cam.frames), str(cam.anomalous), f"{rate:.0%}")
 
-    flagged = Table(title="last anomalous frames", expand=False)
-    for column in ("camera", "frame", "score", "regions", "largest bbox (x,y,w,h)", "truth"):
-        flagged.add_column(column)
-    for f in tally.flagged:
+    flagged = _table("last anomalous frames", ("camera", "frame", "score", "n", "bbox", "truth"))
+    for f in list(tally.flagged)[: max(1, rows - camera_rows)]:
         bbox = ",".join(map(str, f.bbox)) if f.bbox else "-"
         flagged.add_row(
             f.camera_id, f.frame_id, f"{f.score:.2f}", str(f.defects), bbox, f.truth or "?"
         )
-    return Panel(Group(totals, cameras, flagged), title=header, subtitle="Ctrl+C stops")
+    return Panel(Group(totals, dead, cameras, flagged), title=header, subtitle="Ctrl+C stops")
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
+    for i, column in enumerate(columns):
+        # Ids first, capped, so that the numbers after them always keep their columns.
+        if i < 2:
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=20)
+        else:
+            table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=len(column))
+    return table

@@ -80,3 +80,21 @@ def test_render_shows_cameras_and_flagged_frames() -> None:
     text = console.export_text()
     for expected in ("demo header", "line1-cam1", "f2", "scratch", "1,2,3,4", "truncated JPEG"):
         assert expected in text
+
+
+def test_the_view_fits_an_80_by_24_terminal() -> None:
+    tally = LineTally(truth=TRUTH.get)
+    for i in range(20):
+        camera = f"line1-station-{i % 5}-camera-with-a-long-name"
+        tally.add_result(
+            _result(f"frame-{i:05d}-with-a-long-id-{'x' * 40}", camera, anomalous=True)
+        )
+    tally.add_dead_letter("truncated JPEG (31337 bytes, no end-of-image marker)\\n" + "y" * 200)
+    console = Console(record=True, width=80, height=24)
+    console.print(render(tally, "inspector demo: 5 cameras on 127.0.0.1:9092", height=24))
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 24, "\\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)
+    text = "\\n".join(lines)
+    assert "…" in text  # long ids and the reason end in an ellipsis instead of wrapping
+    assert "truncated JPEG" in text and "y" * 100 not in text
