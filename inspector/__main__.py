@@ -1,5 +1,5 @@
 """``python -m inspector`` is the same as the ``inspector`` console script."""
 
-from inspector.cli import main
+from inspector.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -537,6 +537,23 @@ def _width(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
+def entry() -> None:
+    """The console script and ``python -m inspector``: run, then end the process.
+
+    After ``inspector run`` every connection is closed and every log line written, so the
+    process ends at once instead of spending a second or more in the interpreter's teardown
+    (torch and its thread pools): an orchestrator's SIGTERM gets a prompt exit.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if next((arg for arg in argv if not arg.startswith("-")), None) == "run":
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
