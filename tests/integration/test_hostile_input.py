@@ -295,7 +295,10 @@ def test_sigterm_without_a_broker_exits_at_once(
     finally:
         running.process.kill()
     log = running.log.read_text()
-    assert took < 3, f"SIGTERM took {took:.1f} s"
+    # The issue asks for 3 s. Under 1: two SIGTERMs sent back to back may arrive as one, so
+    # the clean path must itself be as prompt as a forced exit (the process ends right after
+    # its "stopped" line, not in the interpreter's teardown).
+    assert took < 1, f"SIGTERM took {took:.1f} s"
     assert code == 0 and "inspector stopped" in log, log[-2000:]
 
 
@@ -427,24 +430,3 @@ def test_after_a_broker_restart_results_flow_again_and_readiness_says_so(
     assert during and all(status == 503 for _, status in during), during
     reasons = " ".join(body for _, status, body in samples if status == 503)
     assert "kafka" in reasons
-
-
-def test_the_daemon_process_ends_promptly_after_a_clean_shutdown(
-    checkpoint: LoadedCheckpoint, tmp_path: Path
-) -> None:
-    # Nothing to drain (no broker yet): the process ends right after its "stopped" line, not a
-    # second or more later in the interpreter's teardown. Two signals sent back to back may
-    # arrive as one, so a clean shutdown must itself be faster than a forced one is allowed.
-    topics = Topics.unique()
-    settings = daemon_settings(f"127.0.0.1:{free_port()}", topics, checkpoint.path)
-    running = _start_daemon(settings, tmp_path, topics)
-    try:
-        _wait_for(lambda: running.get("/readyz")[0] == 503, 120, "serving")
-        signalled = time.monotonic()
-        running.process.send_signal(signal.SIGTERM)
-        code = running.process.wait(10)
-        took = time.monotonic() - signalled
-    finally:
-        running.process.kill()
-    assert code == 0, running.log.read_text()[-2000:]
-    assert took < 1, f"SIGTERM took {took:.1f} s"
