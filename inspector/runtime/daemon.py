@@ -208,7 +208,15 @@ class Daemon:
         exiting, retrying with exponential backoff until it connects or is told to stop.
         """
         backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
+        waiting = (
+            f"waiting for kafka at {self.config.kafka.bootstrap_servers} "
+            f"({component.name}; kafka.bootstrap_servers)"
+        )
         while not self.should_exit.is_set():
+            # Said from the first attempt on: it may block for request_timeout_ms (30 s).
+            self._waiting_for = (
+                waiting if component.name == "kafka" else f"starting {component.name}"
+            )
             try:
                 # A client constructor blocks while it looks for a broker (kafka-python: up to
                 # request_timeout_ms): a thread of its own keeps SIGTERM answered meanwhile.
@@ -218,10 +226,7 @@ class Daemon:
                 self._waiting_for = None
                 return
             except BrokerUnavailableError as exc:
-                self._waiting_for = (
-                    f"waiting for kafka at {self.config.kafka.bootstrap_servers} "
-                    f"({component.name}; kafka.bootstrap_servers)"
-                )
+                self._waiting_for = waiting
                 delay = backoff.next()
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 self.should_exit.wait(delay)
