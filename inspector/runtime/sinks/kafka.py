@@ -9,6 +9,7 @@ when every in-sync replica has its result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -149,7 +150,20 @@ class KafkaSink(Sink):
         """
         with self._lock:
             if self._producer is None:
-                self._producer = self._connect()
+                self._producer = self._connected()
+
+    def _connected(self) -> KafkaProducer:
+        """A new producer (lock held); refused if the sink was closed while it connected.
+
+        Connecting may block for ``request_timeout_ms``; :meth:`close` does not wait for it (a
+        SIGTERM during start-up must not), so what was built meanwhile is closed here.
+        """
+        producer = self._connect()
+        if self._closed:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=0)
+            raise InspectorError("kafka sink is closed")
+        return producer
 
     def _connect(self) -> KafkaProducer:
         servers = self.kafka.bootstrap_servers
@@ -198,7 +212,7 @@ class KafkaSink(Sink):
                 except Exception:
                     log.debug("closing the refused producer failed", exc_info=True)
             if self._producer is None:
-                self._producer = self._connect()
+                self._producer = self._connected()
             return self._producer
 
     def _replace_broken_producer(self) -> None:
@@ -221,7 +235,7 @@ class KafkaSink(Sink):
                 old.close(timeout=0)  # its unsent records fail through their callbacks
         except Exception:
             log.debug("closing the broken producer failed", exc_info=True)
-        self._producer = self._connect()  # raises BrokerUnavailableError: tried again later
+        self._producer = self._connected()  # BrokerUnavailableError: tried again later
         self._rebuild = False
 
     def ready(self) -> bool:
@@ -373,10 +387,18 @@ class KafkaSink(Sink):
         return True
 
     def close(self) -> None:
-        """Flush briefly and close; records still unacknowledged fail through their ``done``."""
-        with self._lock:
-            self._closed = True
-            producer, self._producer = self._producer, None
+        """Flush briefly and close; records still unacknowledged fail through their ``done``.
+
+        Never waits for a connection attempt in progress (it holds the lock for up to
+        ``request_timeout_ms``): that attempt sees the sink closed and closes what it built.
+        """
+        self._closed = True
+        producer = None
+        if self._lock.acquire(timeout=0.2):  # held for long only while connecting
+            try:
+                producer, self._producer = self._producer, None
+            finally:
+                self._lock.release()
         if producer is not None:
             try:
                 producer.close(timeout=5)

@@ -111,6 +111,7 @@ class KafkaSource(Source):
         self._limbo: set[TopicPartition] = set()
         self._limbo_lock = threading.Lock()
         self._ready = False
+        self._closed = False
         self._last_commit = clock()
         self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
         self._jpeg_device = torch.device("cuda") if config.decode_device == "cuda" else None
@@ -155,6 +156,9 @@ class KafkaSource(Source):
                 f"kafka source: cannot connect to {self.kafka.bootstrap_servers} "
                 f"(kafka.bootstrap_servers): {exc!r}"
             ) from exc
+        if self._closed:  # closed while the constructor looked for a broker (SIGTERM at start)
+            consumer.close(autocommit=False)
+            raise InspectorError("kafka source is closed")
         consumer.subscribe(topics=list(self.topics), listener=_RebalanceListener(self))
         self._consumer = consumer
         self._executor = ThreadPoolExecutor(
@@ -374,6 +378,7 @@ class KafkaSource(Source):
         """Leave the group and close (acknowledged offsets are committed on the way out)."""
         consumer = self._consumer
         self._ready = False
+        self._closed = True
         if consumer is not None:
             try:
                 # No auto-commit: only acknowledged offsets are ever committed, by the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -274,3 +276,36 @@ def test_after_losing_the_brokers_the_sink_is_ready_only_once_a_delivery_succeed
     sink.publish(_inspection(), calls.append)
     producer.futures[0].success(object())
     assert calls == [None] and sink.ready()
+
+
+def test_close_does_not_wait_for_a_connection_attempt_in_progress() -> None:
+    # SIGTERM during start-up: the constructor may look for a broker for 30 s with the lock held.
+    release = threading.Event()
+    made: list[FakeProducer] = []
+
+    def slow_factory(**settings: Any) -> FakeProducer:
+        release.wait(10)
+        made.append(FakeProducer(**settings))
+        return made[-1]
+
+    sink = KafkaSink(KafkaConfig(), Metrics(CollectorRegistry()), producer_factory=slow_factory)
+    failures: list[BaseException] = []
+
+    def set_up() -> None:
+        try:
+            sink.setup()
+        except InspectorError as exc:
+            failures.append(exc)
+
+    connecting = threading.Thread(target=set_up)
+    connecting.start()
+    time.sleep(0.1)  # inside the constructor, lock held
+    started = time.monotonic()
+    sink.close()
+    assert time.monotonic() - started < 1.0  # did not wait for the attempt
+    release.set()
+    connecting.join(5)
+    # What the attempt built after the close is closed at once, never used.
+    assert made and made[0].closed
+    assert failures and "closed" in str(failures[0])
+    assert not sink.ready()
