@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # e.g. make demo DEMO_ARGS="--frames 200 --fps 20"
 DEMO_ARGS ?=
 
-.PHONY: test lint typecheck unit demo tools clean
+.PHONY: test lint typecheck unit demo tools kafka reliability clean
 
 $(PY):
 	@bash .ci/check-python $(PYTHON)
@@ -44,7 +44,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-test: lint typecheck tools $(STAMP)
+# Apache Kafka's jars from Maven Central, once (cached outside the checkout): the integration
+# tests start the broker from them (inspector.tools.apache_kafka).
+kafka: $(STAMP)
+	$(PY) -m inspector.tools.apache_kafka --fetch-only
+
+# The fault matrix on Apache Kafka; writes its table into the README's reliability section.
+reliability: kafka $(STAMP)
+	$(PY) bench/reliability.py
+
+test: lint typecheck tools kafka $(STAMP)
 	$(VENV)/bin/pytest -q
 
 # The whole line on an embedded default: synthetic line and model (both cached in runs/demo),

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from inspector.tools.benchmark.record import add_record_arguments, markdown_table, write_section
 from inspector.tools.benchmark.sweep import format_table, recommend_batch_size, run_isolated
 
 
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("--latency-budget-ms", type=float, help="largest p95 batch latency")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per batch size")
     parser.add_argument("-v", "--verbose", action="store_true", help="pass each run's log on")
+    add_record_arguments(parser, __file__)
     args = parser.parse_args()
     results = []
     for batch in args.batch_sizes:
@@ -68,6 +70,15 @@ def main() -> int:
         )
     print(format_table(rows), file=sys.stderr)
     print(f"recommended batch size: {choice.batch_size} ({choice.reason})", file=sys.stderr)
+    if not args.no_record:
+        write_section(
+            args.record,
+            f"batch_sweep-{args.device}-{args.precision}",
+            f"Batch size sweep, model only ({args.backbone}, {args.image_size} px, "
+            f"{args.precision}, {args.device})",
+            markdown_table(rows)
+            + f"\nRecommended `batcher.max_batch_size`: {choice.batch_size} ({choice.reason}).\n",
+        )
     return 1 if any(r.get("failed") for r in results) else 0
 
 

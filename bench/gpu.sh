@@ -47,6 +47,15 @@ if [[ $SMOKE == 1 ]]; then
 fi
 JSONL=$DEST/$NAME.jsonl
 LOG=$DEST/$NAME.log
+# The generated performance file gets the table as its "gpu" section (a smoke run writes a copy
+# beside its JSON lines instead); on the device machine a copy also goes to $OUT, to bring back.
+RECORD=bench/PERFORMANCE.md
+if [[ $SMOKE == 1 ]]; then
+  RECORD=$DEST/PERFORMANCE-smoke.md
+elif [[ -n ${OUT:-} ]]; then
+  cp bench/PERFORMANCE.md "$OUT/PERFORMANCE.md" 2>/dev/null || true
+  RECORD=$OUT/PERFORMANCE.md
+fi
 # Whole-script budget: runs that would not fit in what is left are skipped, not cut short.
 BUDGET_S=${BENCH_BUDGET_S:-450}
 : >"$JSONL"
@@ -178,8 +187,11 @@ else
 fi
 
 # --- the table --------------------------------------------------------------------------------
-$PY - "$JSONL" <<'EOF'
+$PY - "$JSONL" "$RECORD" "$DEVICE" <<'EOF'
 import json, sys
+from pathlib import Path
+import torch
+from inspector.tools.benchmark.record import markdown_table, write_section
 rows = [("mode", "backbone", "prec", "batch", "switches", "img/s", "p50 ms", "p99 ms",
          "TFLOP/s", "GPU MB", "e2e/model", "rate", "p2r p50/p99 ms")]
 for line in open(sys.argv[1]):
@@ -200,6 +212,7 @@ for line in open(sys.argv[1]):
 widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 for row in rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+advice = []
 # Which batcher.max_batch_size to run, per backbone and precision (plain runs only).
 from inspector.tools.benchmark.sweep import recommend_batch_size
 groups = {}
@@ -209,6 +222,10 @@ for line in open(sys.argv[1]):
         groups.setdefault((r["backbone"], r["precision"]), []).append(r)
 for (backbone, precision), runs in groups.items():
     choice = recommend_batch_size(runs)
-    print(f"{backbone} {precision}: batch {choice.batch_size} ({choice.reason})")
+    advice.append(f"{backbone} {precision}: batch {choice.batch_size} ({choice.reason})")
+    print(advice[-1])
+write_section(Path(sys.argv[2]), "gpu", f"GPU plan (bench/gpu.sh), {sys.argv[3]}",
+              markdown_table(rows) + "\nWhich batch size to run: " + "; ".join(advice) + ".\n",
+              command=["bash", "bench/gpu.sh"], device=torch.device(sys.argv[3]))
 EOF
 say "total $SECONDS s; results in $JSONL"

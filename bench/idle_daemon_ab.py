@@ -30,6 +30,7 @@ from inspector.tools.benchmark.checkpoint import write_checkpoint
 from inspector.tools.benchmark.e2e import DaemonThread, create_bench_topics, daemon_config_for
 from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import BenchOptions, decode_jpegs, synthetic_jpegs
+from inspector.tools.benchmark.record import add_record_arguments, markdown_table, write_section
 from inspector.tools.broker import EmbeddedBroker
 
 
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=4, help="timed batches per phase")
     parser.add_argument("--settle-s", type=float, default=8.0, help="daemon start to timing")
     parser.add_argument("--fetch-max-wait-ms", type=int, help="the daemon's source setting")
+    add_record_arguments(parser, __file__)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     options = BenchOptions(
@@ -97,6 +99,18 @@ def main() -> int:
         "command": ["python", *sys.argv],
     }
     print(json.dumps(result))
+    if not args.no_record:
+        rows = [("pair", "quiet images/s", "beside an idle daemon images/s", "ratio")]
+        rows += [
+            (str(n), f"{q:.2f}", f"{b:.2f}", f"{b / q:.2f}") for n, (q, b) in enumerate(pairs, 1)
+        ]
+        write_section(
+            args.record,
+            "idle_daemon_ab",
+            f"Model only, quiet vs beside an idle daemon ({args.backbone}, batch "
+            f"{args.batch_size}, {args.precision}, CPU)",
+            markdown_table(rows) + f"\nMedian ratio {result['median_ratio']:.2f}.\n",
+        )
     return 0
 
 

@@ -43,6 +43,7 @@ from inspector.tools.benchmark.options import (
     full_batches,
     synthetic_jpegs,
 )
+from inspector.tools.benchmark.record import add_record_arguments, markdown_table, write_section
 from inspector.tools.benchmark.timing import measure_worker, throughput
 from inspector.tools.benchmark.traffic import Collected, produce, result_rate, results_consumer
 from inspector.tools.broker import EmbeddedBroker
@@ -136,6 +137,7 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--batches-per-window", type=int, default=4)
     parser.add_argument("--bootstrap-servers", help="a broker of yours instead of the embedded one")
+    add_record_arguments(parser, __file__)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     per_window = args.batches_per_window * args.batch_size
@@ -204,6 +206,27 @@ def main() -> int:
         "command": ["python", *sys.argv],
     }
     print(json.dumps(result))
+    if not args.no_record:
+        rows = [("window", "e2e images/s", "model only images/s", "ratio")]
+        rows += [
+            (
+                str(n),
+                f"{p['e2e_images_per_s']:.2f}",
+                f"{p['model_only_images_per_s']:.2f}",
+                f"{p['e2e_images_per_s'] / p['model_only_images_per_s']:.2f}",
+            )
+            for n, p in enumerate(pairs, 1)
+        ]
+        write_section(
+            args.record,
+            "interleaved_e2e",
+            f"End to end over Kafka vs model only, alternating windows ({args.backbone}, "
+            f"{args.image_size} px, batch {args.batch_size}, {args.precision}, {device})",
+            markdown_table(rows)
+            + f"\nMean e2e/model-only ratio {result['e2e_ratio']:.2f}, median window ratio "
+            f"{result['median_window_ratio']:.2f}.\n",
+            device=device,
+        )
     return 0
 
 

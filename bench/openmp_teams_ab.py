@@ -30,6 +30,7 @@ from inspector.model.fastpath import RuntimeOptions
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.worker import ModelWorker
 from inspector.tools.benchmark.options import decode_jpegs, synthetic_jpegs
+from inspector.tools.benchmark.record import add_record_arguments, markdown_table, write_section
 
 
 def _context_switches() -> int:
@@ -52,6 +53,7 @@ def main() -> int:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--batches", type=int, default=4, help="timed batches per phase")
+    add_record_arguments(parser, __file__)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = ReverseDistillation(
@@ -116,6 +118,20 @@ def main() -> int:
         "command": ["python", *sys.argv],
     }
     print(json.dumps(result))
+    if not args.no_record:
+        rows = [("pair", "alone images/s", "switches/s", "second team images/s", "switches/s")]
+        rows += [
+            (str(n), f"{a[0]:.2f}", f"{a[1]:.0f}", f"{b[0]:.2f}", f"{b[1]:.0f}")
+            for n, (a, b) in enumerate(pairs, 1)
+        ]
+        write_section(
+            args.record,
+            "openmp_teams_ab",
+            f"A second OpenMP team beside the model ({args.backbone}, batch {args.batch_size}, "
+            f"{args.precision}, CPU)",
+            markdown_table(rows)
+            + f"\nMedian images/s with a second team / alone: {result['median_ratio']:.2f}.\n",
+        )
     return 0
 
 

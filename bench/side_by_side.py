@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any
 
+from inspector.tools.benchmark.record import add_record_arguments, markdown_table, write_section
 from inspector.tools.benchmark.sweep import format_table, run_isolated
 
 #: Named configurations: our switches (anomalib always runs plain fp32, contiguous).
@@ -35,8 +36,10 @@ def run(args: argparse.Namespace, name: str) -> dict[str, Any]:
     return {"config": name, **run_isolated(flags, timeout_s=args.timeout, verbose=args.verbose)}
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    rows = [("config", "ours img/s", "anomalib img/s", "speedup", "max|diff|", "p50 ms", "rss MB")]
+def table(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
+        ("config", "ours img/s", "anomalib img/s", "speedup", "max|diff|", "p50 ms", "rss MB")
+    ]
     for r in results:
         if r.get("failed"):
             rows.append((r["config"], "failed", "", "", "", "", ""))
@@ -52,7 +55,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['peak_rss_mb']:.0f}",
             )
         )
-    return format_table(rows)
+    return rows
 
 
 def main() -> int:
@@ -66,13 +69,25 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     parser.add_argument("-v", "--verbose", action="store_true", help="pass each run's log on")
+    add_record_arguments(parser, __file__)
     args = parser.parse_args()
     results = []
     for name in args.configs:
         result = run(args, name)
         results.append(result)
         print(json.dumps(result), flush=True)
-    print(table(results), file=sys.stderr)
+    rows = table(results)
+    print(format_table(rows), file=sys.stderr)
+    if not args.no_record:
+        write_section(
+            args.record,
+            "side_by_side",
+            f"anomalib vs inspector, model only ({args.backbone}, {args.image_size} px, "
+            f"batch {args.batch_size}, {args.device})",
+            markdown_table(rows)
+            + "\nanomalib runs plain fp32 with the same weights on the same frames in each run; "
+            "max|diff| is the largest difference of the anomaly maps.\n",
+        )
     return 1 if any(r.get("failed") for r in results) else 0
 
 

@@ -149,6 +149,11 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    # One read: tensors, metadata and the file's SHA-256 come from the same bytes. With
+    # `safe_open(path).metadata()` they would come from two opens of a path that a deploy's
+    # atomic replace can swap in between (the reported model hash would not be the model run),
+    # and safetensors reads metadata from a path only; the header is the format's 8-byte length
+    # and JSON, which `st_load` has just validated.
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")

@@ -242,7 +242,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     from inspector.messages import result_json_schema_text
 
-    sys.stdout.write(result_json_schema_text())
+    text = result_json_schema_text()
+    try:
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise OSError("standard output is closed")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise InspectorError(
+            f"cannot write the schema to standard output ({exc}); redirect it to a file"
+        ) from exc
     return 0
 
 

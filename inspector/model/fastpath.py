@@ -38,8 +38,8 @@ def in_passing_thread(
     inference. On CPU, torch's OpenMP runtime (libgomp) gives every thread that runs a parallel
     op a team of worker threads for as long as that thread lives; once the teams hold more
     threads than there are cores, every team stops spinning between ops and sleeps instead
-    (``bench/openmp_teams_ab.py`` on 2 cores: 770-1000 context switches/s instead of 36-56,
-    median 16 % fewer images/s). A thread that ends takes its team with it, so only the
+    (``bench/openmp_teams_ab.py`` measures what a second team costs; its latest figures are in
+    ``bench/PERFORMANCE.md``). A thread that ends takes its team with it, so only the
     inference thread keeps one.
 
     Args:
@@ -92,10 +92,16 @@ class RuntimeOptions:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX)."""
+    """Whether bf16 convolutions beat fp32 here: CPUs with AMX tiles (and oneDNN's bf16).
+
+    AVX512-BF16 alone is not enough: oneDNN runs bf16 there, but on such a CPU the model ran
+    slower in bf16 than in fp32 (``bench/side_by_side.py``; see ``bench/PERFORMANCE.md``),
+    so ``auto`` stays at fp32 unless AMX does the matrix work.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # builds without oneDNN
+        amx = bool(torch.cpu._is_amx_tile_supported())  # type: ignore[attr-defined,unused-ignore]
+        return amx and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # builds without oneDNN, or another torch
         return False
 
 
@@ -105,7 +111,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         return "fp32"
     if requested == "bf16":
         if device.type == "cpu" and not cpu_has_fast_bf16():
-            log.warning("precision bf16 on a CPU without native bf16: expect it to be slower")
+            log.warning("precision bf16 on a CPU without AMX: expect it to be slower than fp32")
         return "bf16"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"

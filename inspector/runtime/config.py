@@ -65,6 +65,9 @@ class KafkaConfig(Frozen):
         compression: Producer compression codec.
         linger_ms: Producer batching delay.
         request_timeout_ms: Producer/consumer request timeout.
+        publish_stall_ms: A result or dead letter the broker has not confirmed for this long
+            makes ``/readyz`` 503 with the topic (e.g. its partition has no leader); the
+            client keeps retrying and the frame stays uncommitted meanwhile.
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -85,6 +88,7 @@ class KafkaConfig(Frozen):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "gzip"
     linger_ms: int = Field(default=5, ge=0)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
+    publish_stall_ms: int = Field(default=10_000, ge=100)
 
     def client_security_settings(self) -> dict[str, Any]:
         """kafka-python keyword arguments for the connection's security (source and sink)."""
@@ -212,7 +216,7 @@ class ModelConfig(Frozen):
         device: ``auto`` uses CUDA when available.
         warmup_batches: Batches run on start-up before reporting ready.
         precision: ``auto`` (default: bf16 where the hardware has fast bf16, CUDA GPUs and
-            CPUs with AMX/AVX512-BF16, fp32 elsewhere), ``fp32`` (maps as in training) or
+            CPUs with AMX, fp32 elsewhere), ``fp32`` (maps as in training) or
             ``bf16`` (autocast; anomaly maps still computed in fp32; within 0.01 of fp32 and
             the same image AUROC within 0.02, tests/unit/model/test_fastpath.py).
         channels_last: NHWC memory layout for the convolutions (same results, faster kernels).

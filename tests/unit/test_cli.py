@@ -367,3 +367,36 @@ def test_a_runtime_failure_exits_1_with_one_error_line(
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("error:")], err
     assert "Traceback" not in err
+
+
+def test_synth_into_a_path_it_cannot_write_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["synth", "--out", str(blocker / "line"), "--n-train", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write {blocker}" in err and "Traceback" not in err
+
+
+def test_simulate_with_a_line_it_cannot_make_exits_1_before_any_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["simulate", "--data", str(blocker), "--frames", "1"]
+    assert main([*argv, "--bootstrap-servers", "127.0.0.1:1"]) == 1
+    assert f"error: cannot write {blocker}" in capsys.readouterr().err
+
+
+def test_schema_to_a_closed_stdout_exits_1_with_one_line() -> None:
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m inspector schema >&-', sys.executable],
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: cannot write the schema to standard output")
+    assert "Traceback" not in done.stderr

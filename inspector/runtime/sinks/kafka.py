@@ -10,6 +10,7 @@ when every in-sync replica has its result.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -119,6 +120,12 @@ class KafkaSink(Sink):
         self._lost = False
         self._rebuild_backoff = Backoff(_REBUILD_FIRST_S, _REBUILD_MAX_S)
         self._next_rebuild = float("-inf")
+        # Sends the broker has not confirmed yet: token -> (sent at, topic). The client retries
+        # a partition without a leader until the delivery timeout (minutes) without failing
+        # anything, so readiness looks at the age of the oldest one.
+        self._unconfirmed: dict[int, tuple[float, str]] = {}
+        self._unconfirmed_lock = threading.Lock()
+        self._tokens = itertools.count()
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -263,7 +270,22 @@ class KafkaSink(Sink):
             return f"{where}: no connection to any broker"
         if self._lost:
             return f"{where}: reconnected after losing the brokers; ready once a delivery succeeds"
-        return None
+        return self._stalled_reason(where)
+
+    def _stalled_reason(self, where: str) -> str | None:
+        with self._unconfirmed_lock:
+            pending = list(self._unconfirmed.values())
+        if not pending:
+            return None
+        sent_at, topic = min(pending)
+        waited = self._clock() - sent_at
+        if waited * 1000 < self.kafka.publish_stall_ms:
+            return None
+        return (
+            f"{where}: {len(pending)} record(s) unconfirmed, the oldest to {topic} for "
+            f"{waited:.0f} s (no leader for its partition? kafka.publish_stall_ms); retrying, "
+            "their frames stay uncommitted"
+        )
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -332,13 +354,18 @@ class KafkaSink(Sink):
         done: DoneFn,
     ) -> None:
         started = self._clock()
+        token = next(self._tokens)
+        with self._unconfirmed_lock:
+            self._unconfirmed[token] = (started, topic)
         try:
             future = self._current().send(topic, value=value, key=key, headers=headers)
         except Exception as exc:  # too large, closed, no metadata within max_block_ms...
+            self._settled(token)
             done(self._note_failure(exc, topic))
             return
 
         def delivered(_: Any) -> None:
+            self._settled(token)
             self._failing = None
             self._lost = False
             self._rebuild_backoff.reset()
@@ -346,10 +373,15 @@ class KafkaSink(Sink):
             done(None)
 
         def failed(exc: BaseException) -> None:
+            self._settled(token)
             done(self._note_failure(exc, topic))
 
         future.add_callback(delivered)
         future.add_errback(failed)
+
+    def _settled(self, token: int) -> None:
+        with self._unconfirmed_lock:
+            self._unconfirmed.pop(token, None)
 
     def _note_failure(self, exc: BaseException, topic: str) -> BaseException:
         """Record a failed send; returns the error for ``done`` (a refusal, or ``exc``)."""

@@ -582,3 +582,36 @@ def test_compose_runs_the_daemon_on_the_lean_image_and_the_tools_on_theirs() -> 
     for tool in ("simulator", "model-init"):
         assert services[tool]["build"]["args"]["EXTRAS"] == "demo", tool
         assert services[tool]["image"].endswith("-cpu-tools")
+
+
+# --- the broker: what CI proves is what operators deploy -----------------------------------
+
+
+def test_compose_runs_the_kafka_version_and_settings_the_tests_run() -> None:
+    from inspector.tools.apache_kafka import BROKER_SETTINGS, KAFKA_VERSION, cluster_settings
+
+    services = _services()
+    for name in ("kafka", "kafka-init"):
+        assert services[name]["image"] == f"apache/kafka:{KAFKA_VERSION}", name
+    env = {k: str(v) for k, v in services["kafka"]["environment"].items()}
+    # apache/kafka maps KAFKA_A_B_C to a.b.c; the single-node compose file gets the settings
+    # of a one-node test broker, replication included.
+    for key, value in {**BROKER_SETTINGS, **cluster_settings(1)}.items():
+        variable = "KAFKA_" + key.upper().replace(".", "_")
+        assert env.get(variable) == value, f"compose sets {variable}={env.get(variable)}"
+
+
+def test_the_k8s_notes_name_the_cluster_settings_ci_runs() -> None:
+    from inspector.tools.apache_kafka import BROKER_SETTINGS, KAFKA_VERSION, cluster_settings
+
+    notes = (DEPLOY / "README.md").read_text()
+    assert f"Apache Kafka {KAFKA_VERSION}" in notes
+    three = cluster_settings(3)
+    assert f"--replication-factor {three['default.replication.factor']}" in notes
+    assert f"min.insync.replicas={three['min.insync.replicas']}" in notes
+    assert f"auto.create.topics.enable={BROKER_SETTINGS['auto.create.topics.enable']}" in notes
+    # The frames topic's partitions: compose's kafka-init, the notes and KEDA's bound agree.
+    compose_init = " ".join(_services()["kafka-init"]["command"])
+    assert "--topic inspector.frames --partitions 6" in compose_init
+    assert "--topic inspector.frames --partitions 6" in notes
+    assert _k8s("ScaledObject")["spec"]["maxReplicaCount"] == 6

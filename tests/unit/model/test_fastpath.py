@@ -106,6 +106,16 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert resolve_precision("fp32", CPU) == "fp32"
 
 
+@pytest.mark.parametrize(("amx", "onednn_bf16", "fast"), [(True, True, True), (False, True, False)])
+def test_bf16_counts_as_fast_on_a_cpu_only_with_amx(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, onednn_bf16: bool, fast: bool
+) -> None:
+    # AVX512-BF16 without AMX: oneDNN has bf16 kernels, and the model ran slower than fp32.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_bf16)
+    assert fastpath.cpu_has_fast_bf16() is fast
+
+
 def test_bf16_on_a_cpu_without_it_warns(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

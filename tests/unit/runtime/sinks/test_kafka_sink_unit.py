@@ -309,3 +309,27 @@ def test_close_does_not_wait_for_a_connection_attempt_in_progress() -> None:
     assert made and made[0].closed
     assert failures and "closed" in str(failures[0])
     assert not sink.ready()
+
+
+def test_a_record_the_broker_does_not_confirm_for_long_makes_the_sink_unready() -> None:
+    # A partition without a leader: the client retries for minutes and fails nothing.
+    sink, factory, clock = _sink(publish_stall_ms=10_000)
+    calls: list[BaseException | None] = []
+    sink.publish(_inspection(), calls.append)
+    clock.now = 9.0
+    assert sink.unready_reason() is None  # a slow broker, not yet a stalled one
+    clock.now = 12.0
+    reason = sink.unready_reason()
+    assert reason is not None and "unconfirmed" in reason and "results for 12 s" in reason
+    factory.made[0].futures[0].success(object())
+    assert sink.unready_reason() is None and calls == [None]
+    # A failed send is no longer waiting either (the delivery layer sends it again).
+    sink.publish_dead_letter(
+        DeadLetter(
+            reason="r", error_type="e", stage="decode", camera_id="c", raw=None, failed_at="t"
+        ),
+        calls.append,
+    )
+    factory.made[0].futures[1].failure(KafkaTimeoutError("expired"))
+    clock.now = 60.0
+    assert "unconfirmed" not in (sink.unready_reason() or "")

@@ -1,0 +1,468 @@
+"""Apache Kafka (KRaft) as local JVM processes: one node or a 3-broker cluster, for tests and dev.
+
+The broker's jars come from Maven Central (``org.apache.kafka:kafka_2.13``, the version of
+``deploy/compose.yaml``'s image), fetched once with Maven into a cache outside the checkout
+(``$INSPECTOR_KAFKA_CACHE``, default ``~/.cache/inspector/kafka-VERSION``). Each node is a
+combined broker and controller on free loopback ports with its own data directory, so a node
+killed with SIGKILL can be started again with its data: what the fault tests need.
+
+    python -m inspector.tools.apache_kafka                 # one node; prints its address
+    python -m inspector.tools.apache_kafka --nodes 3       # replication 3, min.insync.replicas 2
+    python -m inspector.tools.apache_kafka --fetch-only    # just fill the cache (make kafka)
+
+The settings every node gets are :data:`BROKER_SETTINGS` (with the replication ones from
+:func:`cluster_settings`); ``deploy/compose.yaml`` and the k8s notes use the same values, and a
+test holds them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+
+from inspector.errors import InspectorError
+from inspector.tools.broker import free_port
+
+log = logging.getLogger(__name__)
+
+#: The broker version; ``deploy/compose.yaml`` runs ``apache/kafka:`` this tag (a test checks).
+KAFKA_VERSION = "3.9.1"
+#: Scala build of the broker artifact.
+SCALA_VERSION = "2.13"
+#: Largest record: ``kafka.max_message_bytes`` (20 MiB), so full-resolution frames fit.
+MAX_MESSAGE_BYTES = 20 * 2**20
+
+#: Settings of every node, tests and deployment alike.
+BROKER_SETTINGS: dict[str, str] = {
+    # Topics come from an explicit create with partition counts, never by accident.
+    "auto.create.topics.enable": "false",
+    "message.max.bytes": str(MAX_MESSAGE_BYTES),
+    "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+    # A daemon that restarts rejoins its group at once instead of after 3 s.
+    "group.initial.rebalance.delay.ms": "0",
+}
+
+_READY_TIMEOUT_S = 90.0
+_JVM_OPTIONS = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
+_LOG4J = """\
+log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka.common.utils.AppInfoParser=INFO
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+log4j.logger.kafka.server.BrokerServer=INFO
+log4j.logger.kafka.server.ControllerServer=INFO
+"""
+_POM = """\
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>inspector.local</groupId><artifactId>kafka-broker-jars</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{version}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
+      <version>1.7.36</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+class KafkaLaunchError(InspectorError):
+    """Apache Kafka could not be fetched or started; the message says what is missing."""
+
+
+def cluster_settings(nodes: int) -> dict[str, str]:
+    """Replication settings for a cluster of ``nodes``: 3 copies and 2 in sync where possible."""
+    replicas = min(nodes, 3)
+    min_isr = 2 if replicas >= 3 else 1
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+    }
+
+
+def cache_dir(version: str = KAFKA_VERSION) -> Path:
+    """Where the broker's jars are kept between runs (outside any checkout)."""
+    given = os.environ.get("INSPECTOR_KAFKA_CACHE")
+    if given:
+        return Path(given).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "inspector" / f"kafka-{version}"
+
+
+def _tool(name: str, install: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise KafkaLaunchError(f"Apache Kafka for tests needs `{name}` on PATH: {install}")
+    return found
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return _tool("java", "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)")
+
+
+def fetch_jars(version: str = KAFKA_VERSION) -> Path:
+    """The folder of the broker's jars, fetched with Maven on first use.
+
+    Concurrent callers (parallel test sessions) wait on a lock instead of fetching twice; a
+    complete fetch is marked by a stamp file, so an interrupted one is redone.
+
+    Raises:
+        KafkaLaunchError: Maven is missing or Maven Central cannot be reached.
+    """
+    root = cache_dir(version)
+    libs, stamp = root / "libs", root / ".complete"
+    if stamp.exists():
+        return libs
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return libs
+        mvn = _tool("mvn", "apt-get install maven (it fetches the broker from Maven Central)")
+        shutil.rmtree(libs, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="inspector-kafka-pom-") as work:
+            (Path(work) / "pom.xml").write_text(_POM.format(scala=SCALA_VERSION, version=version))
+            log.info("fetching Apache Kafka %s from Maven Central into %s", version, libs)
+            done = subprocess.run(
+                [mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
+                 f"-DoutputDirectory={libs}"],
+                cwd=work, capture_output=True, text=True, check=False, timeout=900,
+            )  # fmt: skip
+        if done.returncode != 0:
+            raise KafkaLaunchError(
+                f"Maven could not fetch org.apache.kafka:kafka_{SCALA_VERSION}:{version} "
+                f"(exit {done.returncode}); check access to Maven Central (~/.m2/settings.xml "
+                f"for a mirror): {(done.stdout + done.stderr)[-1500:]}"
+            )
+        stamp.write_text(version)
+    return libs
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class KafkaNode:
+    """One combined broker+controller: its ports, its files and, while it runs, its process."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    home: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of its client listener."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (warnings, and the start-up lines)."""
+        return self.home / "server.log"
+
+    def alive(self) -> bool:
+        """Whether its process is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of its log and console output, for error messages."""
+        text = ""
+        for path in (self.log_file, self.home / "console.log"):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")[-chars:]
+        return text[-chars:]
+
+
+class KafkaCluster:
+    """Apache Kafka in KRaft mode as ``nodes`` local JVM processes.
+
+    Args:
+        nodes: 1 (a single node) or 3 (replication 3, ``min.insync.replicas`` 2).
+        workdir: Where node data lives (default: a temporary folder removed by :meth:`stop`).
+        settings: Extra broker settings over :data:`BROKER_SETTINGS` and the replication ones.
+        listeners: Extra listeners per node (``name -> (protocol, port)``) from a callable of
+            the node, e.g. a SASL_SSL one; their settings come in ``settings``.
+        scram_users: ``name -> password`` SCRAM-SHA-512 credentials, written into the
+            metadata when the storage is formatted (KRaft has no ZooKeeper to add them to).
+    """
+
+    def __init__(
+        self,
+        nodes: int = 1,
+        *,
+        workdir: Path | None = None,
+        settings: Mapping[str, str] | None = None,
+        listeners: Callable[[KafkaNode], Mapping[str, tuple[str, int]]] | None = None,
+        scram_users: Mapping[str, str] | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("nodes must be at least 1")
+        self.nodes: list[KafkaNode] = []
+        self.started_in_s: float | None = None
+        self.version: str | None = None
+        self._count = nodes
+        self._owned = workdir is None
+        self._workdir = workdir
+        self._settings = {**BROKER_SETTINGS, **cluster_settings(nodes), **(settings or {})}
+        self._listeners = listeners
+        self._scram = dict(scram_users or {})
+        self._libs: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated."""
+        return ",".join(node.address for node in self.nodes)
+
+    def __enter__(self) -> KafkaCluster:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> KafkaCluster:
+        """Fetch the jars if needed, format each node's storage, start all, wait until ready.
+
+        Raises:
+            KafkaLaunchError: Java or Maven is missing, or a node does not come up (its log's
+                tail is in the message).
+        """
+        started = time.monotonic()
+        self._libs = fetch_jars()
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="inspector-kafka-"))
+        cluster_id = _cluster_id()
+        self.nodes = [
+            KafkaNode(n, free_port(), free_port(), self._workdir / f"node-{n}")
+            for n in range(1, self._count + 1)
+        ]
+        try:
+            for node in self.nodes:
+                self._configure(node)
+                self._format(node, cluster_id)
+            for node in self.nodes:
+                self.start_node(node, wait=False)
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in_s = time.monotonic() - started
+        self.version = self._running_version()
+        log.info(
+            "Apache Kafka %s (KRaft, %d node%s) at %s, ready in %.1f s",
+            self.version, self._count, "s" * (self._count > 1), self.bootstrap, self.started_in_s,
+        )  # fmt: skip
+        return self
+
+    def _configure(self, node: KafkaNode) -> None:
+        node.home.mkdir(parents=True, exist_ok=True)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        extra = dict(self._listeners(node)) if self._listeners else {}
+        listeners = [f"PLAINTEXT://127.0.0.1:{node.port}"]
+        listeners += [f"{name}://127.0.0.1:{port}" for name, (_, port) in extra.items()]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        protocols += [f"{name}:{protocol}" for name, (protocol, _) in extra.items()]
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
+            "log.dirs": str(node.home / "data"),
+            **self._settings,
+        }
+        text = "".join(f"{key}={value}\n" for key, value in props.items())
+        (node.home / "server.properties").write_text(text)
+        (node.home / "log4j.properties").write_text(_LOG4J.format(log=node.log_file))
+
+    def _java_command(self, main: str, *args: str, node: KafkaNode) -> list[str]:
+        log4j = f"-Dlog4j.configuration=file:{node.home / 'log4j.properties'}"
+        return [_java(), *_JVM_OPTIONS, log4j, "-cp", f"{self._libs}/*", main, *args]
+
+    def _format(self, node: KafkaNode, cluster_id: str) -> None:
+        props = str(node.home / "server.properties")
+        scram: list[str] = []
+        for name, password in self._scram.items():
+            scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        cmd = self._java_command(
+            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props, *scram, node=node
+        )
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise KafkaLaunchError(
+                f"formatting node {node.node_id}'s storage failed: {done.stdout}{done.stderr}"
+            )
+
+    def start_node(self, node: KafkaNode, *, wait: bool = True) -> None:
+        """Start ``node`` (again, with its data after a kill); ``wait`` for the cluster."""
+        if node.alive():
+            return
+        cmd = self._java_command("kafka.Kafka", str(node.home / "server.properties"), node=node)
+        with open(node.home / "console.log", "ab") as console:
+            node.process = subprocess.Popen(
+                cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        if wait:
+            self.wait_ready()
+
+    def kill_node(self, node: KafkaNode) -> None:
+        """SIGKILL: no controlled shutdown, no flush beyond what the OS has."""
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(timeout=30)
+
+    def stop_node(self, node: KafkaNode, timeout_s: float = 30.0) -> None:
+        """SIGTERM: a controlled shutdown (leadership moves first); SIGKILL after ``timeout_s``."""
+        if node.process is None or node.process.poll() is not None:
+            return
+        node.process.terminate()
+        try:
+            node.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill_node(node)
+
+    def wait_ready(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
+        """Wait until every running node is a registered, unfenced broker.
+
+        Raises:
+            KafkaLaunchError: A node's process ended, or the time ran out.
+        """
+        deadline = time.monotonic() + timeout_s
+        want = {node.node_id for node in self.nodes if node.process is not None}
+        while True:
+            for node in self.nodes:
+                if node.process is not None and node.process.poll() is not None:
+                    raise KafkaLaunchError(
+                        f"Apache Kafka node {node.node_id} exited with {node.process.returncode} "
+                        f"while starting; its log ends:\n{node.log_tail()}"
+                    )
+            if want <= self._registered():
+                return
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"node {n.node_id}: {n.log_tail(800)}" for n in self.nodes)
+                raise KafkaLaunchError(
+                    f"Apache Kafka was not ready within {timeout_s:.0f} s; logs end:\n{tails}"
+                )
+            time.sleep(0.25)
+
+    def _registered(self) -> set[int]:
+        running = [n.address for n in self.nodes if n.alive()]
+        if not running:
+            return set()
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=running, request_timeout_ms=3000)
+        except Exception:  # not listening yet: NoBrokersAvailable, timeouts
+            return set()
+        try:
+            return {int(b["broker_id"]) for b in admin.describe_cluster()["brokers"]}
+        except Exception:
+            return set()
+        finally:
+            admin.close()
+
+    def _running_version(self) -> str:
+        for node in self.nodes:
+            with contextlib.suppress(OSError):
+                found = re.search(r"Kafka version: (\S+)", node.log_file.read_text())
+                if found:
+                    return found.group(1)
+        return KAFKA_VERSION
+
+    def stop(self) -> None:
+        """Stop every node and remove the data folder if it made it.
+
+        Data that is thrown away next needs no controlled shutdown (SIGKILL, at once); a
+        given ``workdir`` is kept, so its nodes shut down cleanly (SIGTERM, then SIGKILL).
+        """
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                with contextlib.suppress(OSError):
+                    node.process.kill() if self._owned else node.process.terminate()
+        for node in self.nodes:
+            self.stop_node(node, timeout_s=15.0)
+        if self._owned and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start Apache Kafka and keep it running until Ctrl+C or SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1, choices=[1, 3])
+    parser.add_argument("--workdir", type=Path, help="keep node data here (default: temporary)")
+    parser.add_argument(
+        "--fetch-only", action="store_true", help="fetch the jars into the cache and exit"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.fetch_only:
+        try:
+            libs = fetch_jars()
+        except KafkaLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"Apache Kafka {KAFKA_VERSION} jars: {libs}")
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with KafkaCluster(args.nodes, workdir=args.workdir) as cluster:
+            print(cluster.bootstrap, flush=True)
+            while all(node.alive() for node in cluster.nodes):
+                time.sleep(1)
+            print("a node exited; stopping", file=sys.stderr)
+            return 1
+    except KafkaLaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
