@@ -29,6 +29,7 @@ from inspector.messages import ModelRef
 from inspector.model.device import resolve_device
 from inspector.model.fastpath import RuntimeOptions, in_passing_thread
 from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
+from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import CameraLabels, Metrics
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
@@ -104,6 +105,8 @@ class Daemon:
         self._unstarted: list[Source | Sink] = []
         self.model_label = "(none)"
         self._waiting_for: str | None = None
+        # Why kafka-python cannot connect when a setting is at fault (it only logs it).
+        self.kafka_diagnosis = ConnectionDiagnosis(config.kafka)
         self._reload_requested = threading.Event()
         self._reloader: threading.Thread | None = None
 
@@ -152,11 +155,13 @@ class Daemon:
 
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""
+        diagnosis = self.kafka_diagnosis.reason()
         if self.pipeline is None:
-            return [self._waiting_for or "starting"]
+            return [r for r in (self._waiting_for or "starting", diagnosis) if r]
         if self.should_exit.is_set():
             return ["shutting down"]
-        return self.pipeline.readiness_reasons()
+        reasons = self.pipeline.readiness_reasons()
+        return [diagnosis, *reasons] if reasons and diagnosis else reasons
 
     def startup(self) -> None:
         """Serve health, load and warm the model, connect sources and sinks, start threads.
@@ -371,14 +376,19 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until told to stop, shut down; returns the process exit code."""
+        kafka_log = logging.getLogger("kafka")
+        kafka_log.addHandler(self.kafka_diagnosis)
         try:
-            self.startup()
-            self.main_loop()
-        except BaseException:
-            self.shutdown()
-            log.info("inspector stopped: start-up or the main loop failed (see above)")
-            raise
-        code = 0 if self.shutdown() else 1
+            try:
+                self.startup()
+                self.main_loop()
+            except BaseException:
+                self.shutdown()
+                log.info("inspector stopped: start-up or the main loop failed (see above)")
+                raise
+            code = 0 if self.shutdown() else 1
+        finally:
+            kafka_log.removeHandler(self.kafka_diagnosis)
         pipeline = self.pipeline
         log.info(
             "inspector stopped: %d result(s) and %d dead letter(s) delivered, %d frame(s) left "

@@ -82,6 +82,13 @@ class RateLimitedLog:
 
     def warning(self, msg: str, *args: object) -> bool:
         """Warn now, or log at DEBUG if the last warning is too recent; ``True`` if warned."""
+        return self._log(logging.WARNING, msg, *args)
+
+    def error(self, msg: str, *args: object) -> bool:
+        """:meth:`warning` at ERROR: for what needs an operator (a setting to fix)."""
+        return self._log(logging.ERROR, msg, *args)
+
+    def _log(self, level: int, msg: str, *args: object) -> bool:
         now = self._clock()
         with self._lock:
             if self._last is not None and now - self._last < self.every_s:
@@ -93,9 +100,11 @@ class RateLimitedLog:
         if not warn:
             self.logger.debug(msg, *args)
         elif suppressed:
-            self.logger.warning(msg + " (%d similar message(s) since the last)", *args, suppressed)
+            self.logger.log(
+                level, msg + " (%d similar message(s) since the last)", *args, suppressed
+            )
         else:
-            self.logger.warning(msg, *args)
+            self.logger.log(level, msg, *args)
         return warn
 
     def reset(self) -> None:
