@@ -17,17 +17,14 @@ test holds them together.
 
 from __future__ import annotations
 
-import argparse
+import base64
 import contextlib
 import ctypes
-import fcntl
 import logging
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,27 +35,16 @@ from types import TracebackType
 
 from kafka import KafkaAdminClient
 
-from inspector.errors import InspectorError
+from inspector.tools.apache_kafka.jars import (
+    KAFKA_VERSION,
+    KafkaLaunchError,
+    fetch_jars,
+    java_executable,
+)
+from inspector.tools.apache_kafka.settings import BROKER_SETTINGS, cluster_settings
 from inspector.tools.broker import free_port
 
 log = logging.getLogger(__name__)
-
-#: The broker version; ``deploy/compose.yaml`` runs ``apache/kafka:`` this tag (a test checks).
-KAFKA_VERSION = "3.9.1"
-#: Scala build of the broker artifact.
-SCALA_VERSION = "2.13"
-#: Largest record: ``kafka.max_message_bytes`` (20 MiB), so full-resolution frames fit.
-MAX_MESSAGE_BYTES = 20 * 2**20
-
-#: Settings of every node, tests and deployment alike.
-BROKER_SETTINGS: dict[str, str] = {
-    # Topics come from an explicit create with partition counts, never by accident.
-    "auto.create.topics.enable": "false",
-    "message.max.bytes": str(MAX_MESSAGE_BYTES),
-    "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
-    # A daemon that restarts rejoins its group at once instead of after 3 s.
-    "group.initial.rebalance.delay.ms": "0",
-}
 
 _READY_TIMEOUT_S = 90.0
 _JVM_OPTIONS = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
@@ -73,96 +59,6 @@ log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
 log4j.logger.kafka.server.ControllerServer=INFO
 """
-_POM = """\
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>inspector.local</groupId><artifactId>kafka-broker-jars</artifactId><version>1</version>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
-      <version>{version}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
-      <version>1.7.36</version></dependency>
-  </dependencies>
-</project>
-"""
-
-
-class KafkaLaunchError(InspectorError):
-    """Apache Kafka could not be fetched or started; the message says what is missing."""
-
-
-def cluster_settings(nodes: int) -> dict[str, str]:
-    """Replication settings for a cluster of ``nodes``: 3 copies and 2 in sync where possible."""
-    replicas = min(nodes, 3)
-    min_isr = 2 if replicas >= 3 else 1
-    return {
-        "default.replication.factor": str(replicas),
-        "min.insync.replicas": str(min_isr),
-        "offsets.topic.replication.factor": str(replicas),
-        "transaction.state.log.replication.factor": str(replicas),
-        "transaction.state.log.min.isr": str(min_isr),
-    }
-
-
-def cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where the broker's jars are kept between runs (outside any checkout)."""
-    given = os.environ.get("INSPECTOR_KAFKA_CACHE")
-    if given:
-        return Path(given).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "inspector" / f"kafka-{version}"
-
-
-def _tool(name: str, install: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise KafkaLaunchError(f"Apache Kafka for tests needs `{name}` on PATH: {install}")
-    return found
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    return _tool("java", "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)")
-
-
-def fetch_jars(version: str = KAFKA_VERSION) -> Path:
-    """The folder of the broker's jars, fetched with Maven on first use.
-
-    Concurrent callers (parallel test sessions) wait on a lock instead of fetching twice; a
-    complete fetch is marked by a stamp file, so an interrupted one is redone.
-
-    Raises:
-        KafkaLaunchError: Maven is missing or Maven Central cannot be reached.
-    """
-    root = cache_dir(version)
-    libs, stamp = root / "libs", root / ".complete"
-    if stamp.exists():
-        return libs
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists():
-            return libs
-        mvn = _tool("mvn", "apt-get install maven (it fetches the broker from Maven Central)")
-        shutil.rmtree(libs, ignore_errors=True)
-        with tempfile.TemporaryDirectory(prefix="inspector-kafka-pom-") as work:
-            (Path(work) / "pom.xml").write_text(_POM.format(scala=SCALA_VERSION, version=version))
-            log.info("fetching Apache Kafka %s from Maven Central into %s", version, libs)
-            done = subprocess.run(
-                [mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={libs}"],
-                cwd=work, capture_output=True, text=True, check=False, timeout=900,
-            )  # fmt: skip
-        if done.returncode != 0:
-            raise KafkaLaunchError(
-                f"Maven could not fetch org.apache.kafka:kafka_{SCALA_VERSION}:{version} "
-                f"(exit {done.returncode}); check access to Maven Central (~/.m2/settings.xml "
-                f"for a mirror): {(done.stdout + done.stderr)[-1500:]}"
-            )
-        stamp.write_text(version)
-    return libs
 
 
 def _die_with_parent() -> None:
@@ -261,23 +157,21 @@ class KafkaCluster:
         """
         started = time.monotonic()
         self._libs = fetch_jars()
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="inspector-kafka-"))
-        cluster_id = _cluster_id()
-        self.nodes = [
-            KafkaNode(n, free_port(), free_port(), self._workdir / f"node-{n}")
-            for n in range(1, self._count + 1)
-        ]
-        try:
-            for node in self.nodes:
-                self._configure(node)
-                self._format(node, cluster_id)
-            for node in self.nodes:
-                self.start_node(node, wait=False)
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        # Once more on fresh ports and storage: a port taken between free_port() and the
+        # JVM binding it, or a start slowed past the timeout by a busy machine.
+        for attempt in (1, 2):
+            try:
+                self._launch()
+                break
+            except KafkaLaunchError as exc:
+                if attempt == 2:
+                    self.stop()
+                    raise
+                log.warning("Apache Kafka did not start, trying again: %s", exc)
+                self._kill_all()
+            except BaseException:
+                self.stop()
+                raise
         self.started_in_s = time.monotonic() - started
         self.version = self._running_version()
         log.info(
@@ -285,6 +179,26 @@ class KafkaCluster:
             self.version, self._count, "s" * (self._count > 1), self.bootstrap, self.started_in_s,
         )  # fmt: skip
         return self
+
+    def _launch(self) -> None:
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="inspector-kafka-"))
+        cluster_id = _cluster_id()
+        self.nodes = [
+            KafkaNode(n, free_port(), free_port(), self._workdir / f"node-{n}")
+            for n in range(1, self._count + 1)
+        ]
+        for node in self.nodes:
+            shutil.rmtree(node.home, ignore_errors=True)  # a failed attempt's storage
+            self._configure(node)
+            self._format(node, cluster_id)
+        for node in self.nodes:
+            self.start_node(node, wait=False)
+        self.wait_ready()
+
+    def _kill_all(self) -> None:
+        for node in self.nodes:
+            self.kill_node(node)
 
     def _configure(self, node: KafkaNode) -> None:
         node.home.mkdir(parents=True, exist_ok=True)
@@ -312,7 +226,7 @@ class KafkaCluster:
 
     def _java_command(self, main: str, *args: str, node: KafkaNode) -> list[str]:
         log4j = f"-Dlog4j.configuration=file:{node.home / 'log4j.properties'}"
-        return [_java(), *_JVM_OPTIONS, log4j, "-cp", f"{self._libs}/*", main, *args]
+        return [java_executable(), *_JVM_OPTIONS, log4j, "-cp", f"{self._libs}/*", main, *args]
 
     def _format(self, node: KafkaNode, cluster_id: str) -> None:
         props = str(node.home / "server.properties")
@@ -422,47 +336,4 @@ class KafkaCluster:
 
 def _cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Start Apache Kafka and keep it running until Ctrl+C or SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=1, choices=[1, 3])
-    parser.add_argument("--workdir", type=Path, help="keep node data here (default: temporary)")
-    parser.add_argument(
-        "--fetch-only", action="store_true", help="fetch the jars into the cache and exit"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.fetch_only:
-        try:
-            libs = fetch_jars()
-        except KafkaLaunchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"Apache Kafka {KAFKA_VERSION} jars: {libs}")
-        return 0
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with KafkaCluster(args.nodes, workdir=args.workdir) as cluster:
-            print(cluster.bootstrap, flush=True)
-            while all(node.alive() for node in cluster.nodes):
-                time.sleep(1)
-            print("a node exited; stopping", file=sys.stderr)
-            return 1
-    except KafkaLaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
