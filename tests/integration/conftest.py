@@ -20,6 +20,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka_helpers import wait_for_leaders
 
 from inspector.tools.apache_kafka import KafkaCluster, KafkaLaunchError
 
@@ -86,6 +87,7 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         pass
     finally:
         admin.close()
+    wait_for_leaders(bootstrap, [name])
 
 
 @pytest.fixture()

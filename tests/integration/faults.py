@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka_helpers import Topics
+from kafka_helpers import Topics, wait_for_leaders
 
 from inspector.tools.broker import free_port
 
@@ -203,6 +203,7 @@ class Line:
             admin.create_topics(new)
         finally:
             admin.close()
+        wait_for_leaders(bootstrap, [t.name for t in new])
 
     # --- frames ---------------------------------------------------------------------------
 

@@ -70,6 +70,32 @@ def create_topics(bootstrap: str, topics: Topics, partitions: int = 2) -> None:
         )
     finally:
         admin.close()
+    wait_for_leaders(bootstrap, [topics.frames, topics.results, topics.dlq])
+
+
+def wait_for_leaders(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of ``names`` has a leader in the broker's metadata.
+
+    Apache Kafka answers CreateTopics before its brokers publish the new topic's metadata; a
+    consumer group whose leader assigns partitions in between gets none of the topic's
+    partitions (kafka-python's range assignor: "No partition metadata for topic").
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            described = admin.describe_topics(names)
+            ready = len(described) == len(names) and all(
+                t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"])
+                for t in described
+            )
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no leaders for {names} within {timeout:.0f} s")
+            time.sleep(0.1)
+    finally:
+        admin.close()
 
 
 def produce(bootstrap: str, topic: str, payloads: list[tuple[str, bytes]]) -> None:
