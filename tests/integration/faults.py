@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 from kafka_helpers import Topics, wait_for_leaders
 
 from inspector.tools.broker import free_port
@@ -129,9 +130,10 @@ def bounded(call: Callable[[], T], timeout: float = 30.0, tries: int = 5) -> T:
         pool.shutdown(wait=False)
         try:
             return future.result(timeout=timeout)
-        except FutureTimeout:
+        except (FutureTimeout, KafkaError):  # hung, or timed out while leaders move
+            time.sleep(1)
             continue
-    raise AssertionError(f"a Kafka call hung {tries} times")
+    raise AssertionError(f"a Kafka call hung or failed {tries} times")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
