@@ -39,6 +39,25 @@ from inspector.tools.broker import free_port
 T = TypeVar("T")
 
 
+def spawn_daemon(
+    settings: dict[str, Any], config: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``inspector run`` with ``settings`` (HTTP on a free port) in a process of its own.
+
+    Returns the process and its HTTP port; its output is appended to ``log``.
+    """
+    port = free_port()
+    config.write_text(yaml.safe_dump({**settings, "http": {"host": "127.0.0.1", "port": port}}))
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inspector", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return process, port
+
+
 def http_get(port: int, path: str) -> tuple[int, bytes]:
     """``(status, body)`` of a GET on a local daemon; ``(0, b"")`` while it does not listen."""
     try:
@@ -257,17 +276,9 @@ class Line:
 
     def settings(self, **sections: Any) -> dict[str, Any]:
         """The daemons' config: small batches, frequent commits, a short session."""
-        kafka = {
-            "bootstrap_servers": self.bootstrap,
-            "frames_topic": self.topics.frames,
-            "results_topic": self.topics.results,
-            "dlq_topic": self.topics.dlq,
-            "group_id": self.topics.group,
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 1000,
-            "commit_interval_ms": 200,
-            "request_timeout_ms": 10_000,
-        }
+        kafka = self.topics.kafka_settings(
+            self.bootstrap, commit_interval_ms=200, request_timeout_ms=10_000
+        )
         kafka.update(sections.pop("kafka", {}))
         return {
             "kafka": kafka,
@@ -279,22 +290,10 @@ class Line:
         }
 
     def start_daemon(self, name: str, **sections: Any) -> Daemon:
-        port = free_port()
-        config = self.workdir / f"{name}.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {**self.settings(**sections), "http": {"host": "127.0.0.1", "port": port}}
-            )
+        process, port = spawn_daemon(
+            self.settings(**sections), self.workdir / f"{name}.yaml", self.workdir / f"{name}.log"
         )
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "inspector", "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        daemon = Daemon(name, process, port, log)
+        daemon = Daemon(name, process, port, self.workdir / f"{name}.log")
         self.daemons.append(daemon)
         return daemon
 

@@ -7,10 +7,8 @@ letters equal what was produced, with no duplicates (nothing here crashes).
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,8 +22,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
-from faults import http_get
+from faults import http_get, spawn_daemon
 from kafka import KafkaProducer
 from kafka_helpers import Collected, Topics, collect, create_topics, daemon_settings
 from PIL import Image
@@ -168,19 +165,8 @@ class Subprocess:
 
 
 def _start_daemon(settings: dict[str, object], tmp: Path, topics: Topics) -> Subprocess:
-    port = free_port()
-    settings = {**settings, "http": {"host": "127.0.0.1", "port": port}}
-    config = tmp / "daemon.yaml"
-    config.write_text(yaml.safe_dump(settings))
-    log = tmp / "daemon.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "inspector", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    return Subprocess(process, port, log, topics)
+    process, port = spawn_daemon(settings, tmp / "daemon.yaml", tmp / "daemon.log")
+    return Subprocess(process, port, tmp / "daemon.log", topics)
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

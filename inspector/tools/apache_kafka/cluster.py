@@ -1,18 +1,6 @@
-"""Apache Kafka (KRaft) as local JVM processes: one node or a 3-broker cluster, for tests and dev.
+"""The nodes of a local Apache Kafka (KRaft) cluster: configure, format, start, kill, restart.
 
-The broker's jars come from Maven Central (``org.apache.kafka:kafka_2.13``, the version of
-``deploy/compose.yaml``'s image), fetched once with Maven into a cache outside the checkout
-(``$INSPECTOR_KAFKA_CACHE``, default ``~/.cache/inspector/kafka-VERSION``). Each node is a
-combined broker and controller on free loopback ports with its own data directory, so a node
-killed with SIGKILL can be started again with its data: what the fault tests need.
-
-    python -m inspector.tools.apache_kafka                 # one node; prints its address
-    python -m inspector.tools.apache_kafka --nodes 3       # replication 3, min.insync.replicas 2
-    python -m inspector.tools.apache_kafka --fetch-only    # just fill the cache (make kafka)
-
-The settings every node gets are :data:`BROKER_SETTINGS` (with the replication ones from
-:func:`cluster_settings`); ``deploy/compose.yaml`` and the k8s notes use the same values, and a
-test holds them together.
+See the package docstring for what it is for and how to run it.
 """
 
 from __future__ import annotations
