@@ -172,6 +172,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from inspector.ml.recalibrate import RecalibrateConfig, recalibrate
+
+    config = RecalibrateConfig(**_flags(args, RecalibrateConfig.model_fields))
+    report = recalibrate(args.checkpoint, args.out, config, good=args.good, scores=args.scores)
+    print(report.summary())
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(report.model_dump_json(indent=2) + "\n")
+        except OSError as exc:  # the checkpoint is written: say so, not only that this failed
+            raise InspectorError(
+                f"{args.out} written, but not the report --json {args.json}: {exc}"
+            ) from exc
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
@@ -352,6 +369,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name")
     p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser(
+        "calibrate", help="re-fit a checkpoint's thresholds on good images or good frames' scores"
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (atomically)")
+    good = p.add_mutually_exclusive_group(required=True)
+    good.add_argument("--good", type=Path, metavar="DIR", help="good images, not the training set")
+    good.add_argument("--scores", type=Path, metavar="FILE", help="JSONL results of good frames")
+    p.add_argument(
+        "--false-alarm-rate",
+        "--target-false-alarm-rate",
+        dest="target_false_alarm_rate",
+        type=float,
+        required=True,
+        metavar="RATE",
+        help="share of good frames allowed above the threshold",
+    )
+    p.add_argument(
+        "--allow-other-checkpoint",
+        action="store_true",
+        help="--scores: take lines of other checkpoints (same weights)",
+    )
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--device", **_from_field(ModelConfig, "device"))
+    p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
+    p.add_argument("--json", type=Path, help="also write the report here")
+    p.set_defaults(handler=_cmd_calibrate)
 
     p = sub.add_parser(
         "run",

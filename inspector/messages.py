@@ -94,6 +94,13 @@ class ResultMessage(_Message):
     mask: MaskPayload | None
     image_size: tuple[int, int] = Field(description="original frame height, width")
     latency_ms: Latency
+    late: bool | None = Field(
+        default=None,
+        description=(
+            "the verdict was ready after the camera's deadline_ms from captured_at (too late to "
+            "act on the part); null: the camera has no deadline or the frame no capture time"
+        ),
+    )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inspector.model.config import Frozen
+from inspector.runtime.recipes import CameraRecipe
 
 #: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
 #: (same value as :data:`inspector.imaging.DEFAULT_MAX_PIXELS`).
@@ -68,6 +69,10 @@ class KafkaConfig(Frozen):
         publish_stall_ms: A result or dead letter the broker has not confirmed for this long
             makes ``/readyz`` 503 with the topic (e.g. its partition has no leader); the
             client keeps retrying and the frame stays uncommitted meanwhile.
+        revoke_drain_ms: When a rebalance takes partitions away, wait up to this long for
+            their frames in flight to be delivered before committing and giving them up, so
+            the next owner does not inspect them again (the group waits meanwhile; 0: commit
+            what is delivered at once).
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -89,6 +94,7 @@ class KafkaConfig(Frozen):
     linger_ms: int = Field(default=5, ge=0)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     publish_stall_ms: int = Field(default=10_000, ge=100)
+    revoke_drain_ms: int = Field(default=3_000, ge=0)
 
     def client_security_settings(self) -> dict[str, Any]:
         """kafka-python keyword arguments for the connection's security (source and sink)."""
@@ -317,7 +323,11 @@ class MetricsConfig(Frozen):
 
 
 class InspectorConfig(BaseSettings):
-    """The daemon's whole configuration: YAML file, then ``INSPECTOR_SECTION__KEY`` overrides."""
+    """The daemon's whole configuration: YAML file, then ``INSPECTOR_SECTION__KEY`` overrides.
+
+    ``cameras`` maps a camera id to its recipe (:class:`~inspector.runtime.recipes.
+    CameraRecipe`); the key ``"*"`` applies to cameras without one.
+    """
 
     model_config = SettingsConfigDict(
         frozen=True,
@@ -336,6 +346,7 @@ class InspectorConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cameras: dict[str, CameraRecipe] = {}
 
     @classmethod
     def settings_customise_sources(

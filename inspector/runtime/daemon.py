@@ -34,6 +34,7 @@ from inspector.runtime.metrics import CameraLabels, Metrics
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.recipes import ANY_CAMERA, Deadlines
 from inspector.runtime.server import HealthServer
 from inspector.runtime.signals import watch_signals
 from inspector.runtime.sinks.base import Sink
@@ -60,7 +61,7 @@ def _camera_labels(config: InspectorConfig) -> CameraLabels:
         s.camera_id
         for s in config.sources
         if isinstance(s, CameraSourceConfig | DirectorySourceConfig)
-    }
+    } | (set(config.cameras) - {ANY_CAMERA})
     return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
 
 
@@ -193,6 +194,7 @@ class Daemon:
             sinks,
             self.metrics,
             stall_timeout_s=cfg.daemon.stall_timeout_s,
+            deadlines=Deadlines(cfg.cameras),
         )
         self.pipeline.start()
         self._unstarted = []

@@ -266,6 +266,8 @@ class Outcomes:
                 self.results_delivered += 1
             camera = self.metrics.camera(frame.meta.camera_id)
             self.metrics.frames_processed.labels(camera=camera).inc()
+            if inspection.message.late:  # counted with the delivery, so late/processed is a ratio
+                self.metrics.results_late.labels(camera=camera).inc()
             self.metrics.end_to_end_seconds.observe(self.clock() - frame.meta.received_monotonic)
             self.release(nbytes)
 

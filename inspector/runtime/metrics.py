@@ -116,6 +116,12 @@ class Metrics:
             ["stage", "reason"],
             registry=r,
         )
+        self.results_late = Counter(
+            "inspector_results_late",
+            "Delivered results whose verdict was ready after the camera's deadline_ms.",
+            ["camera"],
+            registry=r,
+        )
         self.anomalies = Counter(
             "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
         )

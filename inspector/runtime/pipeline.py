@@ -36,6 +36,7 @@ from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.recipes import Deadlines
 from inspector.runtime.records import DeadLetter, Frame, Inspection, ScoredBatch
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
@@ -70,6 +71,7 @@ class Pipeline:
         metrics: Metrics registry wrapper.
         max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
         stall_timeout_s: Frames in flight and no delivery for this long: not ready.
+        deadlines: Marks results ready after their camera's deadline (default: none has one).
         clock: Monotonic clock.
     """
 
@@ -84,6 +86,7 @@ class Pipeline:
         *,
         max_in_flight: int | None = None,
         stall_timeout_s: float = 60.0,
+        deadlines: Deadlines | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sources = list(sources)
@@ -98,6 +101,7 @@ class Pipeline:
             max_in_flight or 4 * batcher.queue_size, batcher.max_in_flight_bytes, clock
         )
         self._stall_timeout_s = stall_timeout_s
+        self._deadlines = deadlines or Deadlines({})
         self._stop_fetch = threading.Event()  # sources take no new frames
         self._stop_model = threading.Event()  # the model takes no new batch
         self._stop_all = threading.Event()  # source threads commit, close and end
@@ -369,7 +373,8 @@ class Pipeline:
             postprocess=post_ms,
             total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
         )
-        message = item.postprocessor.to_message(meta, decision, latency)
+        late = self._deadlines.late(meta.camera_id, meta.captured_at)
+        message = item.postprocessor.to_message(meta, decision, latency, late)
         m = self.metrics
         camera = m.camera(meta.camera_id)
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)

@@ -162,9 +162,13 @@ class Postprocessor:
         return defects, mask
 
     def to_message(
-        self, frame: FrameMeta, decision: FrameDecision, latency: Latency
+        self,
+        frame: FrameMeta,
+        decision: FrameDecision,
+        latency: Latency,
+        late: bool | None = None,
     ) -> ResultMessage:
-        """Build the public result message for a decided frame."""
+        """Build the public result message for a decided frame (``late``: see the schema)."""
         mask = None
         if decision.mask is not None and self.config.include_mask:
             h, w = decision.mask.shape
@@ -191,4 +195,5 @@ class Postprocessor:
             mask=mask,
             image_size=frame.image_size,
             latency_ms=latency,
+            late=late,
         )

@@ -90,6 +90,8 @@ def running_daemon(
             "sources": [{"type": "kafka"}],
             "model": {"checkpoint": str(checkpoint.path), "device": "cpu", "warmup_batches": 1},
             "http": {"host": "127.0.0.1", "port": 0},
+            # Frames captured (header) before the daemon started: every verdict is late.
+            "cameras": {"*": {"deadline_ms": 1}},
         }
     )
     daemon = Daemon(config)
@@ -107,7 +109,9 @@ def running_daemon(
             done = _sample_value(text, "inspector_frames_processed_total") >= N_GOOD
             if done and _sample_value(text, "inspector_frames_failed_total") >= 1:
                 break
-            assert thread.is_alive() and time.monotonic() < deadline, "frames not inspected"
+            assert thread.is_alive() and time.monotonic() < deadline, (
+                f"frames not inspected; readiness: {daemon.readiness()}"
+            )
             time.sleep(0.2)
         yield running
     finally:
@@ -162,7 +166,11 @@ def test_every_queried_series_is_exported(running_daemon: RunningDaemon) -> None
         "inspector_end_to_end_seconds_bucket",
         "inspector_consumer_lag",
         "inspector_model_info",
+        "inspector_results_late_total",
     } <= samples
+    text = running_daemon.metrics_text()
+    processed = _sample_value(text, "inspector_frames_processed_total")
+    assert _sample_value(text, "inspector_results_late_total") == processed >= N_GOOD
 
 
 def _free_port() -> int:

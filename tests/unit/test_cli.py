@@ -325,6 +325,7 @@ _COMMANDS = [
     "eval",
     "predict",
     "import-anomalib",
+    "calibrate",
     "run",
     "demo",
     "simulate",

@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,6 +52,8 @@ _FETCH_OVERHEAD_BYTES = 64 * 1024
 _DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024
 #: Repeat "broker unreachable" warnings at most this often (seconds).
 _LOG_EVERY_S = 30.0
+#: How often a revocation looks whether its partitions' frames are delivered (seconds).
+_SETTLE_POLL_S = 0.02
 
 
 def _joining(consumer: Any) -> bool:
@@ -398,6 +400,7 @@ class KafkaSource(Source):
         with self._limbo_lock:
             self._limbo |= revoked
         consumer = self._consumer
+        await self._settle(consumer, revoked)
         offsets = self.tracker.committable(revoked)
         if offsets and consumer is not None:
             try:
@@ -408,6 +411,31 @@ class KafkaSource(Source):
         # The bookkeeping stays until the new assignment is known: kafka-python 3 keeps the
         # fetch position of a partition that comes back to this member, so its offsets still in
         # flight are not read again and must still hold back commits (see _on_assigned).
+
+    async def _settle(self, consumer: KafkaConsumer | None, revoked: set[TopicPartition]) -> None:
+        """Wait (bounded by ``kafka.revoke_drain_ms``) until ``revoked`` has nothing in flight.
+
+        The checkpoint of a revocation: frames already in the pipeline finish and their
+        results are confirmed by the sinks, so the commit that follows covers them and the
+        next owner starts after them instead of inspecting them again. The pipeline's own
+        threads deliver them; this coroutine only yields to kafka-python's event loop
+        (heartbeats continue) between looks.
+        """
+        sleep = _loop_sleep(consumer)
+        if sleep is None or self._closed:  # closing: the pipeline drained before, by its deadline
+            return
+        deadline = time.monotonic() + self.kafka.revoke_drain_ms / 1000
+        while any(self.tracker.pending(tp) for tp in revoked):
+            if time.monotonic() >= deadline:
+                left = sum(self.tracker.pending(tp) for tp in revoked)
+                log.info(
+                    "kafka source: %d frame(s) of revoked partitions still in flight after "
+                    "%d ms (kafka.revoke_drain_ms): their next owner inspects them again",
+                    left,
+                    self.kafka.revoke_drain_ms,
+                )
+                return
+            await sleep(_SETTLE_POLL_S)
 
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = set(assigned)
@@ -431,23 +459,50 @@ class KafkaSource(Source):
             log.info("kafka source: partitions revoked: %s", sorted(map(tuple, partitions)))
 
 
+def _loop_sleep(consumer: KafkaConsumer | None) -> Callable[[float], Awaitable[None]] | None:
+    """The awaitable sleep of the consumer's event loop, where rebalance listeners run.
+
+    kafka-python 3 runs an ``AsyncConsumerRebalanceListener`` on its own event loop (not
+    asyncio), whose sleep is only reachable as ``consumer._net.sleep``; a blocking wait there
+    would stop heartbeats. Pinned by ``kafka-python<3.1``; ``None`` (no waiting: commit what is
+    delivered at once) on a client without it.
+    """
+    net = getattr(consumer, "_net", None)
+    sleep = getattr(net, "sleep", None)
+    return sleep if callable(sleep) else None
+
+
 def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
     return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
 
 
 class _RebalanceListener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    """Commits acknowledged offsets of partitions before they move to another member."""
+    """Commits acknowledged offsets of partitions before they move to another member.
+
+    Never raises: kafka-python re-raises a listener's exception from every later ``poll()``
+    and retries the join, so one bug here would stop the source for good. A failed revocation
+    costs duplicates at most (the next owner re-reads from the last commit).
+    """
 
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._source._on_revoked(revoked)
+        try:
+            await self._source._on_revoked(revoked)
+        except Exception:
+            log.exception("kafka source: handling revoked partitions failed (not committed)")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._source._on_assigned(assigned)
+        try:
+            self._source._on_assigned(assigned)
+        except Exception:
+            log.exception("kafka source: handling assigned partitions failed")
 
     async def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
         # Evicted from the group: a commit would be rejected, and kafka-python drops the fetch
         # positions (whatever comes back is read from the last commit): forget.
-        self._source._forget(lost)
+        try:
+            self._source._forget(lost)
+        except Exception:
+            log.exception("kafka source: handling lost partitions failed")

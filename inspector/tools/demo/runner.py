@@ -193,7 +193,7 @@ def _run_line(
         name="cameras",
         daemon=True,
     )
-    tally = LineTally(truth=simulator.truth)
+    tally = LineTally(truth=simulator.truth, sent=lambda: simulator.count)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     parts = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
     consumer.assign(parts)

@@ -13,6 +13,7 @@ from inspector.ml.config import TrainConfig
 from inspector.model.config import ArchitectureConfig
 from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import InspectorConfig, explicit_config
+from inspector.runtime.recipes import ANY_CAMERA
 from inspector.tools.broker import EMBEDDED_FETCH_MAX_WAIT_MS, free_port
 from inspector.tools.demo.view import LineTally
 
@@ -24,6 +25,9 @@ TOPICS = {
 }
 #: With --frames N, give up when nothing arrived for this long.
 STALL_TIMEOUT_S = 180.0
+#: The demo line's verdict deadline from capture: a part must be judged within a second to be
+#: rejected; results after it are flagged late and the live view turns red.
+DEMO_DEADLINE_MS = 1000
 
 
 class DemoError(InspectorError):
@@ -170,5 +174,6 @@ def demo_config(
             },
             "http": {"host": "127.0.0.1", "port": port},
             "daemon": {"drain_timeout_s": 15},
+            "cameras": {ANY_CAMERA: {"deadline_ms": DEMO_DEADLINE_MS}},
         }
     )

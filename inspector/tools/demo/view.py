@@ -53,12 +53,17 @@ class LineTally:
     Args:
         truth: Looks up what the simulator really sent for a frame id (``good``, a defect kind,
             ``corrupt``), or ``None`` when unknown; used to count catches and false alarms.
+        sent: Frames the cameras have sent so far (``None``: unknown); what is sent and not
+            yet back is how far the line is behind.
         clock: Monotonic clock (tests pass a fake one).
     """
 
     truth: Callable[[str], str | None] = lambda _frame_id: None
+    sent: Callable[[], int] | None = None
     clock: Callable[[], float] = time.monotonic
     results: int = 0
+    late: int = 0
+    with_deadline: int = 0
     anomalous: int = 0
     defects: int = 0
     dead_letters: int = 0
@@ -87,6 +92,9 @@ class LineTally:
         self._latency_ms.append(message.latency_ms.total)
         camera = self.cameras.setdefault(message.camera_id, CameraTally())
         camera.frames += 1
+        if message.late is not None:
+            self.with_deadline += 1
+            self.late += message.late
         truth = self.truth(message.frame_id)
         defective = truth is not None and truth != "good"
         if message.is_anomalous:
@@ -116,6 +124,14 @@ class LineTally:
         self.dead_letters += 1
         self.last_dead_letter = error
 
+    def behind(self) -> int | None:
+        """Frames sent by the cameras and not yet back as a result or dead letter."""
+        return None if self.sent is None else max(0, self.sent() - self.total)
+
+    def late_share(self) -> float | None:
+        """Share of results with a deadline that came after it (``None``: none had one)."""
+        return self.late / self.with_deadline if self.with_deadline else None
+
     def frames_per_s(self) -> float:
         """Results per second over the last few seconds."""
         now = self.clock()
@@ -139,8 +155,16 @@ class LineTally:
             f"{self.results} results ({self.frames_per_s():.1f}/s), {self.anomalous} anomalous "
             f"({self.caught} defective parts caught, {self.missed} missed, "
             f"{self.false_alarms} false alarms), {self.defects} defect regions, "
-            f"{self.dead_letters} dead letters; {latency}"
+            f"{self.dead_letters} dead letters; {latency}{self._falling_behind()}"
         ).rstrip("; ")
+
+    def _falling_behind(self) -> str:
+        parts = []
+        if (behind := self.behind()) is not None:
+            parts.append(f"{behind} frames behind")
+        if (share := self.late_share()) is not None:
+            parts.append(f"{self.late} late ({share:.0%})")
+        return "; " + ", ".join(parts) if parts else ""
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -168,13 +192,23 @@ def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
         f"caught [bold green]{tally.caught}[/] missed [bold]{tally.missed}[/]",
         f"false alarms [bold]{tally.false_alarms}[/]",
     )
+    behind, share = tally.behind(), tally.late_share()
+    # Red when the line falls behind: frames waiting, or verdicts after the deadline.
+    lagging = (behind or 0) > 2 * max(1.0, tally.frames_per_s()) or (share or 0) > 0.01
+    style = "bold red" if lagging else "bold"
+    totals.add_row(
+        f"behind [{style}]{'-' if behind is None else behind}[/] frames",
+        f"late [{style}]{tally.late}[/]",
+        f"late share [{style}]{'-' if share is None else f'{share:.0%}'}[/]",
+        "[bold red]FALLING BEHIND[/]" if lagging else "keeping up",
+    )
     dead = Text.from_markup(f"[bold]{tally.dead_letters}[/] dead letters")
     if tally.last_dead_letter:
         dead.append(f" (last: {' '.join(tally.last_dead_letter.split())})")
     dead.no_wrap, dead.overflow = True, "ellipsis"
 
-    # Panel borders 2, totals 3, each table's title, header and rule 3: the rest is rows.
-    rows = max(2, height - 2 - 3 - 3 - 3)
+    # Panel borders 2, totals 4, each table's title, header and rule 3: the rest is rows.
+    rows = max(2, height - 2 - 4 - 3 - 3)
     camera_rows = min(len(tally.cameras), max(1, rows // 3))
     cameras = _table("cameras", ("camera", "frames", "anomalous", "rate"))
     for name, cam in sorted(tally.cameras.items())[:camera_rows]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from inspector.runtime.config import BatcherConfig, PostprocessConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.recipes import CameraRecipe, Deadlines
 from inspector.runtime.records import DeadLetter, Frame, RawMessage
 from inspector.runtime.worker import ModelWorker
 
@@ -34,6 +36,7 @@ def _pipeline(
     sources: list[FakeSource],
     sinks: list[FakeSink],
     registry: CollectorRegistry,
+    deadlines: Deadlines | None = None,
     **kwargs: float,
 ) -> Pipeline:
     metrics = Metrics(registry)
@@ -44,7 +47,7 @@ def _pipeline(
         PostprocessConfig(),
     )
     batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=int(kwargs.pop("queue", 8)))
-    return Pipeline(sources, batcher, worker, post, sinks, metrics, **kwargs)
+    return Pipeline(sources, batcher, worker, post, sinks, metrics, deadlines=deadlines, **kwargs)
 
 
 def _frames(n: int, acks: list[str], camera: str = "cam") -> list[Frame]:
@@ -222,3 +225,34 @@ def test_in_flight_bytes_are_bounded_but_one_frame_always_fits(
     pipeline.admission.max_bytes = 12_000  # one frame at a time
     _run(pipeline)
     assert len(acks) == 6 and sink.max_outstanding == 1
+
+
+def test_results_after_the_deadline_are_flagged_late_and_counted(
+    model: ReverseDistillation,
+) -> None:
+    # Every frame captured at once; a slow sink with 4 frames in flight lets results out at
+    # ~13/s, so later frames get their verdict past the 1 s deadline. Lateness grows with the
+    # processing order: on-time results first, then late ones, and the counter agrees.
+    acks: list[str] = []
+    captured = datetime.now(UTC).isoformat()
+    line = [
+        dataclasses.replace(f, meta=dataclasses.replace(f.meta, captured_at=captured))
+        for f in _frames(40, acks, "line1")
+    ]
+    other = _frames(3, acks, "bench")  # no recipe: lateness unknown
+    source, sink = FakeSource([*line, *other], per_poll=8), FakeSink(delay_s=0.3)
+    registry = CollectorRegistry()
+    deadlines = Deadlines({"line1": CameraRecipe(deadline_ms=1000)})
+    pipeline = _pipeline(
+        model, [source], [sink], registry, max_in_flight=4, queue=2, deadlines=deadlines
+    )
+    _run(pipeline)
+    messages = sorted((r.message for r in sink.results), key=lambda m: m.processed_at)
+    flags = [m.late for m in messages if m.camera_id == "line1"]
+    assert len(flags) == 40
+    assert flags == sorted(flags)  # on time, then late: never on time again after a late one
+    assert 0 < flags.count(True) < 40
+    assert [m.late for m in messages if m.camera_id == "bench"] == [None] * 3
+    late = registry.get_sample_value("inspector_results_late_total", {"camera": "line1"})
+    assert late == flags.count(True)
+    assert registry.get_sample_value("inspector_results_late_total", {"camera": "bench"}) is None

@@ -98,3 +98,31 @@ def test_the_view_fits_an_80_by_24_terminal() -> None:
     text = "\\n".join(lines)
     assert "…" in text  # long ids and the reason end in an ellipsis instead of wrapping
     assert "truncated JPEG" in text and "y" * 100 not in text
+
+
+def test_the_view_shows_when_the_line_falls_behind() -> None:
+    sent = [4]
+    tally = LineTally(sent=lambda: sent[0])
+    tally.add_result(_result("f1", "a", anomalous=False).model_copy(update={"late": False}))
+    tally.add_result(_result("f2", "a", anomalous=False).model_copy(update={"late": False}))
+    tally.add_result(_result("f3", "b", anomalous=False))  # no deadline: not in the share
+    assert (tally.behind(), tally.late, tally.late_share()) == (1, 0, 0.0)
+    console = Console(record=True, width=100)
+    console.print(render(tally, "demo"))
+    assert "keeping up" in console.export_text()
+
+    sent[0] = 200  # the cameras ran ahead; verdicts now come after the deadline
+    tally.add_result(_result("f4", "a", anomalous=False).model_copy(update={"late": True}))
+    assert (tally.behind(), tally.late, tally.late_share()) == (196, 1, 1 / 3)
+    console = Console(record=True, width=100)
+    console.print(render(tally, "demo"))
+    text = console.export_text()
+    assert "FALLING BEHIND" in text and "196" in text and "33%" in text
+    assert "196 frames behind, 1 late (33%)" in tally.summary()
+
+
+def test_without_a_sent_count_or_deadlines_the_view_says_unknown() -> None:
+    tally = LineTally()
+    tally.add_result(_result("f1", "a", anomalous=False))
+    assert tally.behind() is None and tally.late_share() is None
+    assert "behind" not in tally.summary() and " late (" not in tally.summary()
