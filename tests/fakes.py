@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import torch
 
 from inspector.messages import (
     Defect,
@@ -23,9 +24,13 @@ from inspector.messages import (
     ThresholdInfo,
 )
 from inspector.model.calibration import Calibration
+from inspector.runtime.config import PostprocessConfig
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
 from inspector.runtime.sources.base import Source
+from inspector.runtime.worker import ModelWorker
 
 
 def make_frame(
@@ -239,3 +244,16 @@ UNIT_CALIBRATION = Calibration(
     pixel_min=0.0,
     pixel_max=1.0,
 )
+
+
+def small_model_stage(
+    model: torch.nn.Module, metrics: Metrics, name: str = "m"
+) -> tuple[ModelWorker, Postprocessor]:
+    """A CPU worker (no warm-up, batches of 4) and a postprocessor on :data:`UNIT_CALIBRATION`."""
+    worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=4)
+    post = Postprocessor(
+        UNIT_CALIBRATION,
+        ModelRef(name=name, backbone="resnet18", checkpoint_sha256="0" * 64),
+        PostprocessConfig(),
+    )
+    return worker, post

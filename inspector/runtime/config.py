@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inspector.model.config import Frozen
@@ -283,15 +283,19 @@ class SinksConfig(Frozen):
 
 
 class HttpConfig(Frozen):
-    """``/metrics``, ``/healthz`` and ``/readyz`` on one port.
+    """``/metrics``, ``/healthz``, ``/readyz`` and the control API (``/v1/``) on one port.
 
     Attributes:
         host: Listen address.
         port: Listen port (0: any free port).
+        admin_token: Bearer token for the control API's writes; ``None``: the API is off
+            (``/v1/`` answers 404). Set it from the environment (``INSPECTOR_HTTP__ADMIN_TOKEN``),
+            never in a YAML file that others read.
     """
 
     host: str = "0.0.0.0"  # all interfaces: a daemon in a container must be scrapeable
     port: int = Field(default=9108, ge=0, le=65535)
+    admin_token: SecretStr | None = Field(default=None, min_length=16)
 
 
 class DaemonConfig(Frozen):
@@ -302,10 +306,13 @@ class DaemonConfig(Frozen):
             flushing the sinks, committing and closing share this one deadline.
         stall_timeout_s: Frames in flight and nothing delivered for this long: ``/readyz``
             answers 503 ("delivery stalled"), whatever the connections say.
+        state_path: File where control API changes are saved; on start, its sources (when
+            it exists) replace the YAML file's, so a restart comes back as the line was.
     """
 
     drain_timeout_s: float = Field(default=30.0, gt=0)
     stall_timeout_s: float = Field(default=60.0, gt=0)
+    state_path: Path | None = None
 
 
 class MetricsConfig(Frozen):
@@ -347,6 +354,15 @@ class InspectorConfig(BaseSettings):
     daemon: DaemonConfig = DaemonConfig()
     metrics: MetricsConfig = MetricsConfig()
     cameras: dict[str, CameraRecipe] = {}
+
+    @model_validator(mode="after")
+    def _camera_ids_unique(self) -> InspectorConfig:
+        # A source runs (and is addressed by the control API) under its camera id.
+        ids = [s.camera_id for s in self.sources if not isinstance(s, KafkaSourceConfig)]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"sources: camera_id {', '.join(repeated)} used by several sources")
+        return self
 
     @classmethod
     def settings_customise_sources(

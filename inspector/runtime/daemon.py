@@ -29,17 +29,20 @@ from inspector.messages import ModelRef
 from inspector.model.device import resolve_device
 from inspector.model.fastpath import RuntimeOptions, in_passing_thread
 from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
+from inspector.runtime.control import LineControl
 from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import CameraLabels, Metrics
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import ANY_CAMERA, Deadlines
-from inspector.runtime.server import HealthServer
+from inspector.runtime.server import HttpServer
 from inspector.runtime.signals import watch_signals
+from inspector.runtime.sinks import build_sinks
 from inspector.runtime.sinks.base import Sink
-from inspector.runtime.sources import build_source
+from inspector.runtime.sources import build_source, source_ids
 from inspector.runtime.sources.base import Source
+from inspector.runtime.state import restore_state
 from inspector.runtime.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -65,24 +68,6 @@ def _camera_labels(config: InspectorConfig) -> CameraLabels:
     return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
 
 
-def build_sinks(config: InspectorConfig, metrics: Metrics) -> list[Sink]:
-    """The sinks the config enables."""
-    sinks: list[Sink] = []
-    if config.sinks.kafka.enabled:
-        from inspector.runtime.sinks.kafka import KafkaSink
-
-        sinks.append(KafkaSink(config.kafka, metrics))
-    if config.sinks.jsonl.path is not None:
-        from inspector.runtime.sinks.jsonl import JsonlSink
-
-        sinks.append(JsonlSink(config.sinks.jsonl, metrics))
-    if config.sinks.overlays.directory is not None:
-        from inspector.runtime.sinks.overlays import OverlaySink
-
-        sinks.append(OverlaySink(config.sinks.overlays, metrics))
-    return sinks
-
-
 class Daemon:
     """One inspection daemon.
 
@@ -101,7 +86,8 @@ class Daemon:
         self.force_exit = False
         self.exit_code: int | None = None
         self.pipeline: Pipeline | None = None
-        self.server: HealthServer | None = None
+        self.server: HttpServer | None = None
+        self.control: LineControl | None = None  # the control API's, once the pipeline runs
         # Components built but not yet owned by a running pipeline: closed here on failure.
         self._unstarted: list[Source | Sink] = []
         self.model_label = "(none)"
@@ -171,13 +157,21 @@ class Daemon:
             InspectorError: A component cannot start (message says why and what to do).
         """
         cfg = self.config
-        self.server = HealthServer(
-            cfg.http.host, cfg.http.port, self.registry, self.readiness, self.metrics
+        self.server = HttpServer(
+            cfg.http.host,
+            cfg.http.port,
+            self.registry,
+            self.readiness,
+            self.metrics,
+            admin_token=cfg.http.admin_token,
+            control=lambda: self.control,
         )
         self.server.start()
         try:
             worker, postprocessor = self._load_model()
-            sources = [build_source(s, cfg.kafka, self.metrics) for s in cfg.sources]
+            state = restore_state(cfg.daemon.state_path)
+            configs = list(state.sources) if state is not None else list(cfg.sources)
+            sources = [build_source(s, cfg.kafka, self.metrics) for s in configs]
             sinks = build_sinks(cfg, self.metrics)
             self._unstarted = [*sinks, *sources]
             for component in self._unstarted:
@@ -186,6 +180,7 @@ class Daemon:
             return
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
+        ids = source_ids(configs)
         self.pipeline = Pipeline(
             sources,
             cfg.batcher,
@@ -195,8 +190,21 @@ class Daemon:
             self.metrics,
             stall_timeout_s=cfg.daemon.stall_timeout_s,
             deadlines=Deadlines(cfg.cameras),
+            source_ids=ids,
+            # With the control API on, sources come and go: the daemon runs until told to stop.
+            keep_open=cfg.http.admin_token is not None,
         )
         self.pipeline.start()
+        self.control = LineControl(
+            self.pipeline.intake,
+            cfg.kafka,
+            self.metrics,
+            dict(zip(ids, configs, strict=True)),
+            state_path=cfg.daemon.state_path,
+        )
+        for sid in state.paused if state is not None else ():
+            if sid in ids:
+                self.pipeline.intake.hold(sid)
         self._unstarted = []
         log.info(
             "inspector running: model %s on %s, %d source(s), %d sink(s), http :%d",

@@ -122,6 +122,13 @@ class Metrics:
             ["camera"],
             registry=r,
         )
+        self.control_changes = Counter(
+            "inspector_control_changes",
+            "Changes asked through the control API, by action and result (ok, rejected, "
+            "failed, unauthorized).",
+            ["action", "result"],
+            registry=r,
+        )
         self.anomalies = Counter(
             "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
         )

@@ -3,9 +3,8 @@
 Threads and bounded queues:
 
 - one thread per source polls it and admits frames into the frames queue; dead letters go
-  straight to the sinks. Admission takes a share of two global bounds, frames in flight and
-  decoded bytes in flight, so a slow sink pushes back all the way: the source pauses (Kafka
-  pauses its partitions) instead of memory growing;
+  straight to the sinks (:class:`~inspector.runtime.intake.Intake`: sources may be added,
+  removed, paused and resumed while the others run);
 - an inference thread batches frames and runs the model;
 - a postprocess thread turns raw maps into results and hands them to every sink
   (:class:`~inspector.runtime.delivery.Delivery`, which retries a failing sink until it takes them).
@@ -19,33 +18,29 @@ confirmed during it must be committed too).
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inspector.messages import Latency
-from inspector.runtime.admission import Admission, footprint
+from inspector.runtime.admission import Admission
 from inspector.runtime.batcher import Batcher
 from inspector.runtime.config import BatcherConfig
 from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
+from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import Deadlines
-from inspector.runtime.records import DeadLetter, Frame, Inspection, ScoredBatch
+from inspector.runtime.records import Frame, Inspection, ScoredBatch
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
 
 log = logging.getLogger(__name__)
-
-#: How often a blocked source thread still polls its source (commits, group membership).
-_KEEPALIVE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class Pipeline:
     """The running stages of one daemon.
 
     Args:
-        sources: Frame sources, one thread each.
+        sources: Frame sources, one thread each (set up already).
         batcher: Batch size/wait, queue capacity and the in-flight byte budget.
         worker: Warmed-up model worker.
         postprocessor: Turns raw maps into results.
@@ -72,6 +67,9 @@ class Pipeline:
         max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
         stall_timeout_s: Frames in flight and no delivery for this long: not ready.
         deadlines: Marks results ready after their camera's deadline (default: none has one).
+        source_ids: Unique id of each source (default: its name, numbered when repeated).
+        keep_open: Keep running when every source is exhausted or removed (sources may be
+            added later, through the control API); otherwise the pipeline finishes then.
         clock: Monotonic clock.
     """
 
@@ -87,9 +85,11 @@ class Pipeline:
         max_in_flight: int | None = None,
         stall_timeout_s: float = 60.0,
         deadlines: Deadlines | None = None,
+        source_ids: Sequence[str] | None = None,
+        keep_open: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sources = list(sources)
+        self._initial = list(zip(source_ids or _default_ids(sources), sources, strict=True))
         self.sinks = list(sinks)
         self._model = (worker, postprocessor)
         self.metrics = metrics
@@ -104,15 +104,25 @@ class Pipeline:
         self._deadlines = deadlines or Deadlines({})
         self._stop_fetch = threading.Event()  # sources take no new frames
         self._stop_model = threading.Event()  # the model takes no new batch
-        self._stop_all = threading.Event()  # source threads commit, close and end
-        self._input_closed = threading.Event()  # no frame will enter the frames queue again
-        self._idle: list[threading.Event] = [threading.Event() for _ in self.sources]
-        self._source_threads: list[threading.Thread] = []
         self._model_threads: list[threading.Thread] = []
         self._delivery = Delivery(self.sinks, metrics, clock=clock)
         self.outcomes = Outcomes(self._delivery, metrics, self.admission.release, clock)
-        self._commit_deadline = float("inf")
         self.fatal: BaseException | None = None
+        self.intake = Intake(
+            self.frames,
+            self.admission,
+            self.outcomes,
+            self._stop_fetch,
+            self._stop_model,
+            self._fail,
+            keep_open=keep_open,
+        )
+        self._input_closed = self.intake.closed  # no frame will enter the frames queue again
+
+    @property
+    def sources(self) -> list[Source]:
+        """The sources running now."""
+        return [slot.source for slot in self.intake.slots()]
 
     @property
     def worker(self) -> ModelWorker:
@@ -135,29 +145,28 @@ class Pipeline:
 
     def start(self) -> None:
         """Start every thread (sources and sinks must be set up, the worker warmed)."""
-        for i, source in enumerate(self.sources):
-            self._source_threads.append(
-                self._spawn(
-                    f"source-{source.name}",
-                    functools.partial(self._source_loop, i, source),
-                    on_death=functools.partial(self._mark_idle, i),
-                )
-            )
+        slots = [self.intake.add(i, source, start=False) for i, source in self._initial]
+        for slot in slots:
+            self.intake.start(slot)
         self._model_threads.append(self._spawn("inference", self._inference_loop))
         self._model_threads.append(self._spawn("postprocess", self._postprocess_loop))
 
-    def _spawn(
-        self, name: str, target: Callable[[], None], on_death: Callable[[], None] | None = None
-    ) -> threading.Thread:
+    def add_source(self, source_id: str, source: Source) -> SourceSlot:
+        """Run one more source (set up already) beside the others."""
+        return self.intake.add(source_id, source)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.fatal = exc
+        self._stop_fetch.set()
+        self.intake.input_stopped()
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def run() -> None:
             try:
                 target()
             except BaseException as exc:  # a bug in a stage must stop the daemon, loudly
                 log.exception("pipeline thread %s died", name)
-                self.fatal = exc
-                self._stop_fetch.set()
-                if on_death is not None:
-                    on_death()  # a dead source sends nothing more: draining need not wait
+                self._fail(exc)
 
         thread = threading.Thread(target=run, name=f"inspector-{name}", daemon=True)
         thread.start()
@@ -166,6 +175,7 @@ class Pipeline:
     def stop_fetching(self) -> None:
         """Take no new frames; frames already admitted still run to delivery."""
         self._stop_fetch.set()
+        self.intake.input_stopped()
 
     @property
     def in_flight(self) -> int:
@@ -215,10 +225,8 @@ class Pipeline:
             except Exception:
                 log.exception("flushing sink %s failed", sink.name)
         self._delivery.close()
-        self._commit_deadline = end
-        self._stop_all.set()
-        for thread in self._source_threads:
-            thread.join(left())
+        self.intake.stop_all(end)
+        self.intake.join(left)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -258,70 +266,6 @@ class Pipeline:
         self.metrics.queue_depth.labels(queue="in_flight").set(self.in_flight)
         self.metrics.queue_depth.labels(queue="retry").set(self._delivery.retrying)
         self.metrics.in_flight_bytes.set(self.admission.bytes)
-
-    # --- sources ----------------------------------------------------------------------------
-
-    def _source_loop(self, index: int, source: Source) -> None:
-        pending: deque[Frame | DeadLetter] = deque()
-        try:
-            while not self._stop_all.is_set():
-                if self._stop_fetch.is_set() or (source.exhausted and not pending):
-                    self._mark_idle(index)
-                    source.pause()
-                    source.poll(0.1)  # still commits acked offsets on this thread
-                    continue
-                if not pending:
-                    pending.extend(source.poll(0.1))
-                while pending and not self._stop_fetch.is_set():
-                    if not self._admit(source, pending[0], pending):
-                        break
-                    pending.popleft()
-            self._mark_idle(index)
-        finally:
-            try:
-                source.drain(max(0.1, self._commit_deadline - time.monotonic()))
-            finally:
-                source.close()
-
-    def _mark_idle(self, index: int) -> None:
-        self._idle[index].set()
-        if all(e.is_set() for e in self._idle):
-            self._input_closed.set()
-
-    def _admit(
-        self, source: Source, item: Frame | DeadLetter, pending: deque[Frame | DeadLetter]
-    ) -> bool:
-        paused = False
-        last_poll = time.monotonic()
-        nbytes = footprint(item)
-        while not self.admission.reserve(nbytes):
-            if self._stop_fetch.is_set():
-                if paused:
-                    source.resume()
-                return False
-            if not paused:
-                source.pause()
-                paused = True
-            if time.monotonic() - last_poll > _KEEPALIVE_S:
-                pending.extend(source.poll(0))
-                last_poll = time.monotonic()
-        if isinstance(item, DeadLetter):
-            self.outcomes.dead_letter(item, nbytes)
-        else:
-            while True:
-                try:
-                    self.frames.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    if self._stop_model.is_set():  # nothing will take it any more
-                        self.admission.release(nbytes)
-                        return False
-                    if not paused:
-                        source.pause()
-                        paused = True
-        if paused:
-            source.resume()
-        return True
 
     # --- model and postprocess -------------------------------------------------------------
 
@@ -384,3 +328,14 @@ class Pipeline:
             m.anomalies.labels(camera=camera).inc()
             m.defects.labels(camera=camera).inc(len(decision.defects))
         return Inspection(message, frame, decision.heatmap, decision.mask)
+
+
+def _default_ids(sources: Sequence[Source]) -> list[str]:
+    """Each source's name, numbered from the second of the same name on (``kafka``, ``kafka-2``)."""
+    seen: dict[str, int] = {}
+    ids = []
+    for source in sources:
+        seen[source.name] = seen.get(source.name, 0) + 1
+        n = seen[source.name]
+        ids.append(source.name if n == 1 else f"{source.name}-{n}")
+    return ids

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from inspector.runtime.config import (
     CameraSourceConfig,
     DirectorySourceConfig,
@@ -40,4 +42,23 @@ def build_source(config: SourceConfig, kafka: KafkaConfig, metrics: Metrics) -> 
     raise TypeError(f"unknown source config {type(config).__name__}")
 
 
-__all__ = ["Source", "build_source"]
+def source_id(config: SourceConfig, taken: Iterable[str] = ()) -> str:
+    """The id a source runs under: its camera id, or ``kafka`` numbered past ``taken`` ids."""
+    if isinstance(config, CameraSourceConfig | DirectorySourceConfig):
+        return config.camera_id
+    used = set(taken)
+    n = 1
+    while (candidate := "kafka" if n == 1 else f"kafka-{n}") in used:
+        n += 1
+    return candidate
+
+
+def source_ids(configs: Iterable[SourceConfig]) -> list[str]:
+    """The ids of the configured sources, in order (see :func:`source_id`)."""
+    ids: list[str] = []
+    for config in configs:
+        ids.append(source_id(config, ids))
+    return ids
+
+
+__all__ = ["Source", "build_source", "source_id", "source_ids"]

@@ -36,6 +36,10 @@ class Source(ABC):
     def resume(self) -> None:  # noqa: B027 - optional hook
         """Fetch again after :meth:`pause`."""
 
+    def in_flight(self) -> int:
+        """Items handed out and not yet acked (what a removal waits for before committing)."""
+        return 0
+
     def drain(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called on shutdown once in-flight frames are acked: commit what is delivered."""
 

@@ -372,6 +372,10 @@ class KafkaSource(Source):
         self._last_commit = self._clock()
         return True
 
+    def in_flight(self) -> int:
+        """Records handed out and not yet acked (any thread)."""
+        return self.tracker.in_flight()
+
     def drain(self, timeout: float) -> None:
         """Commit every acknowledged offset (the final commit on shutdown)."""
         self.commit(timeout)

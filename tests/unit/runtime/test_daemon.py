@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.checkpoint import LoadedCheckpoint, save_checkpoint
 from inspector.cli import main
-from inspector.errors import BrokerUnavailableError, CheckpointError
+from inspector.errors import BrokerUnavailableError, CheckpointError, ConfigError
 from inspector.runtime import daemon as daemon_module
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.daemon import Daemon
@@ -294,3 +294,78 @@ def test_stopping_while_waiting_for_the_broker_exits_cleanly(
     sink.daemon = daemon
     assert daemon.run() == 0
     assert sink.attempts == 2 and sink.closed and not sink.results
+
+
+def test_a_restart_comes_back_with_the_sources_the_control_api_left(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    # First run: the YAML's source, plus one added and one paused through the API; the
+    # daemon saves each change. Second run, same YAML: the line as the API left it.
+    state_path = tmp_path / "state" / "line.json"
+    token = "a-token-of-the-line-0123"
+    base = _config(checkpoint.path, frames, tmp_path, loop=True).model_dump(mode="json")
+    base["http"]["admin_token"] = token
+    base["daemon"] = {"state_path": str(state_path), "drain_timeout_s": 10}
+    more = {"type": "directory", "path": str(frames), "camera_id": "extra", "loop": True}
+
+    def start() -> tuple[Daemon, threading.Thread, list[int]]:
+        daemon = Daemon(InspectorConfig.model_validate(base), registry=CollectorRegistry())
+        exit_code: list[int] = []
+        thread = threading.Thread(target=lambda: exit_code.append(daemon.run()))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while daemon.control is None:
+            assert thread.is_alive() and time.monotonic() < deadline, "daemon did not start"
+            time.sleep(0.05)
+        return daemon, thread, exit_code
+
+    def call(daemon: Daemon, method: str, path: str, body: object = None) -> tuple[int, object]:
+        assert daemon.server is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{daemon.server.port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    daemon, thread, exit_code = start()
+    try:
+        assert call(daemon, "POST", "/v1/sources", more)[0] == 201
+        assert call(daemon, "POST", "/v1/sources/replay/pause")[0] == 200
+    finally:
+        daemon.request_exit()
+        thread.join(60)
+    assert exit_code == [0]
+    saved = json.loads(state_path.read_text())
+    assert [s["camera_id"] for s in saved["sources"]] == ["replay", "extra"]
+    assert saved["paused"] == ["replay"]
+
+    daemon, thread, exit_code = start()
+    try:
+        status, listed = call(daemon, "GET", "/v1/sources")
+        assert status == 200 and isinstance(listed, list)
+        assert [(s["id"], s["state"]) for s in listed] == [
+            ("replay", "paused"),
+            ("extra", "running"),
+        ]
+    finally:
+        daemon.request_exit()
+        thread.join(60)
+    assert exit_code == [0]
+
+
+def test_a_broken_state_file_is_an_error_naming_it(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path
+) -> None:
+    state_path = tmp_path / "line.json"
+    state_path.write_text('{"version": 1, "sources": [{"type": "ftp"}]}')
+    base = _config(checkpoint.path, frames, tmp_path).model_dump(mode="json")
+    base["daemon"] = {"state_path": str(state_path)}
+    daemon = Daemon(InspectorConfig.model_validate(base), registry=CollectorRegistry())
+    with pytest.raises(ConfigError, match=r"daemon\.state_path: .*line\.json .*sources\.0"):
+        daemon.run()  # the command line turns it into exit code 2

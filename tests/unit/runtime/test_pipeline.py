@@ -7,20 +7,24 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import torch
-from fakes import UNIT_CALIBRATION, FakeSink, FakeSource, make_dead_letter, make_frame
+from fakes import (
+    UNIT_CALIBRATION,
+    FakeSink,
+    FakeSource,
+    make_dead_letter,
+    make_frame,
+    small_model_stage,
+)
 from prometheus_client import CollectorRegistry
 
 from inspector.errors import RecordRefusedError
-from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
-from inspector.runtime.config import BatcherConfig, PostprocessConfig
+from inspector.runtime.config import BatcherConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Deadlines
 from inspector.runtime.records import DeadLetter, Frame, RawMessage
-from inspector.runtime.worker import ModelWorker
 
 CAL = UNIT_CALIBRATION
 
@@ -40,12 +44,7 @@ def _pipeline(
     **kwargs: float,
 ) -> Pipeline:
     metrics = Metrics(registry)
-    worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=4)
-    post = Postprocessor(
-        CAL,
-        ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        PostprocessConfig(),
-    )
+    worker, post = small_model_stage(model, metrics)
     batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=int(kwargs.pop("queue", 8)))
     return Pipeline(sources, batcher, worker, post, sinks, metrics, deadlines=deadlines, **kwargs)
 

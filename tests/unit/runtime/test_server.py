@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from inspector.errors import ConfigError
 from inspector.runtime import server as server_module
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.server import HealthServer
+from inspector.runtime.server import HttpServer
 
 HOST = "127.0.0.1"
 
@@ -44,30 +45,31 @@ def reasons() -> Reasons:
 
 
 @pytest.fixture
-def server(registry: CollectorRegistry, reasons: Reasons) -> Iterator[HealthServer]:
-    srv = HealthServer(HOST, 0, registry, reasons, Metrics(registry))
+def server(registry: CollectorRegistry, reasons: Reasons) -> Iterator[HttpServer]:
+    srv = HttpServer(HOST, 0, registry, reasons, Metrics(registry))
     srv.start()
     yield srv
     srv.stop()
 
 
 def _get(
-    server: HealthServer, path: str, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
+    server: HttpServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, Message, bytes]:
+    """Status, headers (looked up case-insensitively, as HTTP defines them) and body."""
     req = urllib.request.Request(f"http://{HOST}:{server.port}{path}", headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
         with err:
-            return err.code, dict(err.headers), err.read()
+            return err.code, err.headers, err.read()
 
 
-def test_binds_an_ephemeral_port(server: HealthServer) -> None:
+def test_binds_an_ephemeral_port(server: HttpServer) -> None:
     assert server.port > 0
 
 
-def test_metrics_are_prometheus_text(server: HealthServer, registry: CollectorRegistry) -> None:
+def test_metrics_are_prometheus_text(server: HttpServer, registry: CollectorRegistry) -> None:
     status, headers, body = _get(server, "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -76,7 +78,7 @@ def test_metrics_are_prometheus_text(server: HealthServer, registry: CollectorRe
     assert 'inspector_build_info{version="' in text
 
 
-def test_metrics_negotiate_gzip_and_openmetrics(server: HealthServer) -> None:
+def test_metrics_negotiate_gzip_and_openmetrics(server: HttpServer) -> None:
     status, headers, body = _get(server, "/metrics", {"Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("Content-Encoding") == "gzip"
     assert b"inspector_ready" in gzip.decompress(body)
@@ -85,7 +87,7 @@ def test_metrics_negotiate_gzip_and_openmetrics(server: HealthServer) -> None:
     assert body.rstrip().endswith(b"# EOF")
 
 
-def test_healthz_is_alive_even_when_not_ready(server: HealthServer) -> None:
+def test_healthz_is_alive_even_when_not_ready(server: HttpServer) -> None:
     status, headers, body = _get(server, "/healthz")
     assert status == 200
     assert headers["Content-Type"] == "application/json"
@@ -93,7 +95,7 @@ def test_healthz_is_alive_even_when_not_ready(server: HealthServer) -> None:
 
 
 def test_readyz_follows_the_readiness_callable_and_sets_the_gauge(
-    server: HealthServer, registry: CollectorRegistry, reasons: Reasons
+    server: HttpServer, registry: CollectorRegistry, reasons: Reasons
 ) -> None:
     status, _, body = _get(server, "/readyz")
     assert status == 503
@@ -119,7 +121,7 @@ def test_a_failing_readiness_check_is_not_ready_not_a_crash(registry: CollectorR
     def broken() -> list[str]:
         raise RuntimeError("boom")
 
-    srv = HealthServer(HOST, 0, registry, broken, Metrics(registry))
+    srv = HttpServer(HOST, 0, registry, broken, Metrics(registry))
     srv.start()
     try:
         status, _, body = _get(srv, "/readyz")
@@ -130,7 +132,7 @@ def test_a_failing_readiness_check_is_not_ready_not_a_crash(registry: CollectorR
     assert registry.get_sample_value("inspector_ready") == 0
 
 
-def test_unknown_path_is_404(server: HealthServer) -> None:
+def test_unknown_path_is_404(server: HttpServer) -> None:
     status, _, body = _get(server, "/nope")
     assert status == 404
     assert json.loads(body)["paths"] == ["/metrics", "/healthz", "/readyz"]
@@ -141,7 +143,7 @@ def test_port_in_use_is_a_config_error_naming_the_port(registry: CollectorRegist
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        srv = HealthServer(HOST, port, registry, lambda: [], Metrics(registry))
+        srv = HttpServer(HOST, port, registry, lambda: [], Metrics(registry))
         with pytest.raises(ConfigError, match=rf"http\.port.*{port}"):
             srv.start()
         assert srv.port == 0
@@ -149,7 +151,7 @@ def test_port_in_use_is_a_config_error_naming_the_port(registry: CollectorRegist
 
 
 def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
-    srv = HealthServer(HOST, 0, registry, lambda: [], Metrics(registry))
+    srv = HttpServer(HOST, 0, registry, lambda: [], Metrics(registry))
     srv.start()
     port = srv.port
     assert _get(srv, "/healthz")[0] == 200
@@ -160,7 +162,7 @@ def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
         socket.create_connection((HOST, port), timeout=1).close()
     # The same port can be bound again, by us or anyone else.
     fresh = CollectorRegistry()
-    again = HealthServer(HOST, port, fresh, lambda: [], Metrics(fresh))
+    again = HttpServer(HOST, port, fresh, lambda: [], Metrics(fresh))
     again.start()
     try:
         assert again.port == port
@@ -193,7 +195,7 @@ def _connect_back_to_back(port: int, count: int) -> list[socket.socket]:
 
 
 def test_a_burst_of_idle_connections_is_accepted_and_health_still_answers(
-    server: HealthServer,
+    server: HttpServer,
 ) -> None:
     # With socketserver's backlog of 5 the accept queue overflows within a few connections
     # and the rest wait for SYN retransmits (200 took ~31 s).
@@ -208,18 +210,18 @@ def test_a_burst_of_idle_connections_is_accepted_and_health_still_answers(
             sock.close()
 
 
-def test_the_listen_backlog_is_the_module_constant(server: HealthServer) -> None:
+def test_the_listen_backlog_is_the_module_constant(server: HttpServer) -> None:
     assert server_module._REQUEST_QUEUE_SIZE >= 1024
     assert server._server is not None
-    assert server._server.request_queue_size == server_module._REQUEST_QUEUE_SIZE
+    assert server._server.config.backlog == server_module._REQUEST_QUEUE_SIZE
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's struct tcp_info")
-def test_the_kernel_holds_the_backlog_for_the_listening_socket(server: HealthServer) -> None:
+def test_the_kernel_holds_the_backlog_for_the_listening_socket(server: HttpServer) -> None:
     # For a listening socket Linux reports the accept-queue limit in tcpi_sacked (the u32
     # after tcpi_unacked, 28 bytes in), already capped at net.core.somaxconn.
-    assert server._server is not None
-    info = server._server.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    assert server._socket is not None
+    info = server._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
     (max_backlog,) = struct.unpack_from("I", info, 28)
     with open("/proc/sys/net/core/somaxconn") as f:
         somaxconn = int(f.read())
@@ -229,7 +231,7 @@ def test_the_kernel_holds_the_backlog_for_the_listening_socket(server: HealthSer
 def test_logs_the_bound_address_and_port_at_info(
     registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    srv = HealthServer(HOST, 0, registry, lambda: [], Metrics(registry))
+    srv = HttpServer(HOST, 0, registry, lambda: [], Metrics(registry))
     with caplog.at_level(logging.INFO, logger="inspector.runtime.server"):
         srv.start()
     try:
@@ -245,7 +247,7 @@ def test_logs_an_ipv6_address_in_brackets(
 ) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
-    srv = HealthServer("::1", 0, registry, lambda: [], Metrics(registry))
+    srv = HttpServer("::1", 0, registry, lambda: [], Metrics(registry))
     with caplog.at_level(logging.INFO, logger="inspector.runtime.server"):
         try:
             srv.start()
