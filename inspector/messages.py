@@ -44,7 +44,10 @@ class ThresholdInfo(_Message):
 
     image: float
     pixel: float
-    source: Literal["checkpoint", "config"]
+    source: Literal["checkpoint", "config", "recipe"] = Field(
+        description="where the thresholds come from: the checkpoint, the daemon's postprocess "
+        "config, or the camera's recipe"
+    )
 
 
 class Defect(_Message):

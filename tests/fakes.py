@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from inspector.messages import (
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import PostprocessConfig
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.models import ModelSet, ServedModel
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
@@ -246,14 +248,17 @@ UNIT_CALIBRATION = Calibration(
 )
 
 
-def small_model_stage(
-    model: torch.nn.Module, metrics: Metrics, name: str = "m"
-) -> tuple[ModelWorker, Postprocessor]:
-    """A CPU worker (no warm-up, batches of 4) and a postprocessor on :data:`UNIT_CALIBRATION`."""
-    worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=4)
+def small_models(
+    model: torch.nn.Module, metrics: Metrics, name: str = "m", max_batch_size: int = 4
+) -> ModelSet:
+    """One served CPU model (no warm-up) on :data:`UNIT_CALIBRATION`, as the default."""
+    worker = ModelWorker(
+        model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=max_batch_size
+    )
+    sha = (name.encode().hex() * 64)[:64]
     post = Postprocessor(
         UNIT_CALIBRATION,
-        ModelRef(name=name, backbone="resnet18", checkpoint_sha256="0" * 64),
+        ModelRef(name=name, backbone="resnet18", checkpoint_sha256=sha),
         PostprocessConfig(),
     )
-    return worker, post
+    return ModelSet(ServedModel(name, Path(f"{name}.safetensors"), sha, worker, post, 0), metrics)

@@ -28,9 +28,18 @@ from starlette.types import Receive, Scope, Send
 
 from inspector import __version__
 from inspector.runtime.config import SourceConfig
-from inspector.runtime.control import LineControl, SourceSetupError, SourceState
+from inspector.runtime.control import (
+    LineControl,
+    ModelSetupError,
+    ModelState,
+    NewModel,
+    SourceSetupError,
+    SourceState,
+)
 from inspector.runtime.intake import DuplicateSourceError, UnknownSourceError
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.models import ModelInUseError, UnknownModelError
+from inspector.runtime.recipes import CameraRecipe
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +229,68 @@ def _add_control_routes(
     def resume_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
         """Take frames from a paused source again."""
         return lookup(lambda: ctl.resume_source(source_id, who))
+
+    @app.get("/v1/models", tags=["models"], responses={503: errors[503]})
+    def list_models(ctl: Control) -> list[ModelState]:
+        """Every served model: the default first, with its memory and the cameras using it."""
+        return ctl.model_states()
+
+    @app.post(
+        "/v1/models",
+        status_code=201,
+        tags=["models"],
+        responses={
+            **errors,
+            409: {"model": Problem, "description": "a model of this name is served already"},
+            422: {"description": "invalid body, or the checkpoint cannot be loaded (the reason)"},
+        },
+    )
+    def add_model(body: NewModel, ctl: Control, who: Operator) -> ModelState:
+        """Load, check and warm a checkpoint beside the served models (takes seconds)."""
+        try:
+            return ctl.add_model(body, who)
+        except ModelInUseError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ModelSetupError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    @app.delete(
+        "/v1/models/{name}",
+        tags=["models"],
+        responses={
+            **errors,
+            409: {"model": Problem, "description": "the default model, or a camera uses it"},
+        },
+    )
+    def remove_model(name: str, ctl: Control, who: Operator) -> ModelState:
+        """Stop serving a model that no camera's recipe names."""
+        try:
+            return ctl.remove_model(name, who)
+        except UnknownModelError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except ModelInUseError as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    @app.get("/v1/cameras", tags=["cameras"], responses={503: errors[503]})
+    def list_recipes(ctl: Control) -> dict[str, CameraRecipe]:
+        """Every camera's recipe, by camera id (``*``: cameras without their own)."""
+        return ctl.recipes.all()
+
+    @app.put(
+        "/v1/cameras/{camera_id}",
+        tags=["cameras"],
+        responses={
+            401: errors[401],
+            503: errors[503],
+            422: {"description": "invalid recipe, or its model is not served"},
+        },
+    )
+    def set_recipe(camera_id: str, body: CameraRecipe, ctl: Control, who: Operator) -> CameraRecipe:
+        """A camera's product recipe: model, thresholds, smallest defect, deadline.
+
+        The switch happens between batches: frames already inferred keep their model.
+        """
+        try:
+            return ctl.set_recipe(camera_id, body, who)
+        except UnknownModelError as exc:
+            raise HTTPException(422, f"model: {exc}") from exc

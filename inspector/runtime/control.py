@@ -1,10 +1,12 @@
-"""What the control API can change in a running daemon: today its sources.
+"""What the control API can change in a running daemon: sources, models and recipes.
 
 :class:`LineControl` is the one place that turns an API request into a change of the running
 pipeline: it builds and sets up a new source on the request's thread (so a camera that cannot
 open is a 422 with the reason, and the daemon keeps running), starts it beside the others,
-pauses, resumes and removes them. Every change is logged (who and what, never a credential)
-and counted in ``inspector_control_changes_total``.
+pauses, resumes and removes them; it loads and warms models beside the served ones and sets
+the cameras' recipes (a switch applies from the next batch). Every change is logged (who and
+what, never a credential), counted in ``inspector_control_changes_total`` and saved to the
+state file.
 """
 
 from __future__ import annotations
@@ -15,20 +17,69 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspector.errors import InspectorError
 from inspector.runtime.config import KafkaConfig, SourceConfig
 from inspector.runtime.intake import DuplicateSourceError, Intake, SourceSlot, UnknownSourceError
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.models import ModelInUseError, ModelSet, ServedModel, UnknownModelError
+from inspector.runtime.recipes import CameraRecipe, Recipes
 from inspector.runtime.sources import build_source, source_id
 from inspector.runtime.sources.base import Source
-from inspector.runtime.state import RuntimeState, save_state
+from inspector.runtime.state import RuntimeState, SavedModel, save_state
 
 log = logging.getLogger(__name__)
 
 #: Actions of ``inspector_control_changes_total`` (a fixed set: bounded labels).
-Action = Literal["add_source", "remove_source", "pause_source", "resume_source"]
+Action = Literal[
+    "add_source",
+    "remove_source",
+    "pause_source",
+    "resume_source",
+    "add_model",
+    "remove_model",
+    "set_recipe",
+]
+#: Loads, checks and warms a checkpoint under a name.
+ModelLoader = Callable[[str, Path], ServedModel]
+
+
+class ModelSetupError(InspectorError):
+    """A model given through the API could not be loaded (file, calibration, device)."""
+
+
+class ModelState(BaseModel):
+    """One served model as ``GET /v1/models`` lists it.
+
+    Attributes:
+        name: Its name in recipes.
+        checkpoint: The file it was loaded from.
+        checkpoint_sha256: The file's digest (as in results).
+        backbone: Its encoder.
+        default: The configured model (cameras without a model in their recipe use it).
+        memory_bytes: Bytes of its parameters and buffers.
+        used_by: Cameras whose recipe names it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    checkpoint: str
+    checkpoint_sha256: str
+    backbone: str
+    default: bool
+    memory_bytes: int
+    used_by: list[str]
+
+
+class NewModel(BaseModel):
+    """``POST /v1/models``: a checkpoint to serve beside the others."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    checkpoint: Path
 
 
 class SourceSetupError(InspectorError):
@@ -62,9 +113,12 @@ class LineControl:
 
     Args:
         intake: The running pipeline's sources.
+        models: The served models.
+        recipes: The cameras' recipes.
         kafka: Broker settings for Kafka sources added later.
         metrics: ``inspector_control_changes_total``.
         configs: The settings of the sources running at start, by id.
+        load_model: Loads a checkpoint as the daemon serves it (``POST /v1/models``).
         builder: Makes a source from its settings (default :func:`build_source`).
         state_path: Where every change is saved (``daemon.state_path``; ``None``: nowhere).
     """
@@ -72,13 +126,21 @@ class LineControl:
     def __init__(
         self,
         intake: Intake,
+        models: ModelSet,
+        recipes: Recipes,
         kafka: KafkaConfig,
         metrics: Metrics,
         configs: dict[str, SourceConfig],
+        *,
+        load_model: ModelLoader | None = None,
         builder: Callable[[SourceConfig, KafkaConfig, Metrics], Source] = build_source,
         state_path: Path | None = None,
     ) -> None:
         self.intake = intake
+        self.models = models
+        self.recipes = recipes
+        self._load_model = load_model
+        self._model_lock = threading.Lock()  # one load at a time: memory, and names unique
         self.kafka = kafka
         self.metrics = metrics
         self._configs = dict(configs)
@@ -158,12 +220,94 @@ class LineControl:
             self.save()
         return slot
 
+    # --- models and recipes -------------------------------------------------------------
+
+    def model_states(self) -> list[ModelState]:
+        """Every served model, the default first."""
+        default = self.models.default.name
+        return [self._model_state(m, default) for m in self.models.all()]
+
+    def add_model(self, new: NewModel, who: str) -> ModelState:
+        """Load, check and warm a checkpoint beside the served models.
+
+        Raises:
+            ModelInUseError: A model of that name is served already.
+            ModelSetupError: It cannot be loaded (the message says why).
+        """
+        with self._model_lock:
+            if any(m.name == new.name for m in self.models.all()):
+                self._count("add_model", "rejected")
+                raise ModelInUseError(f"a model {new.name!r} is served already")
+            if self._load_model is None:
+                raise ModelSetupError("this daemon cannot load models")
+            try:
+                served = self._load_model(new.name, new.checkpoint)
+            except Exception as exc:  # any failure to load is the caller's 422, never a crash
+                self._count("add_model", "failed")
+                log.warning("control: %s added model %s: cannot load: %s", who, new.name, exc)
+                raise ModelSetupError(f"model {new.name} cannot be loaded: {exc}") from exc
+            self.models.add(served)
+        self._count("add_model", "ok")
+        log.info("control: %s added model %s (%s)", who, new.name, new.checkpoint)
+        self.save()
+        return self._model_state(served, self.models.default.name)
+
+    def remove_model(self, name: str, who: str) -> ModelState:
+        """Stop serving a model no camera uses (not the default)."""
+        try:
+            removed = self.models.remove(name, self.recipes.uses(name))
+        except (UnknownModelError, ModelInUseError):
+            self._count("remove_model", "rejected")
+            raise
+        self._count("remove_model", "ok")
+        log.info("control: %s removed model %s", who, name)
+        self.save()
+        return self._model_state(removed, self.models.default.name)
+
+    def set_recipe(self, camera_id: str, recipe: CameraRecipe, who: str) -> CameraRecipe:
+        """Give a camera (or ``*``) a new recipe; its frames follow it from the next batch.
+
+        Raises:
+            UnknownModelError: The recipe names a model that is not served.
+        """
+        if recipe.model is not None:
+            try:
+                self.models.get(recipe.model)
+            except UnknownModelError:
+                self._count("set_recipe", "rejected")
+                raise
+        self.recipes.set(camera_id, recipe)
+        self._count("set_recipe", "ok")
+        log.info("control: %s set the recipe of camera %s: %s", who, camera_id, recipe)
+        self.save()
+        return recipe
+
+    def _model_state(self, model: ServedModel, default: str) -> ModelState:
+        return ModelState(
+            name=model.name,
+            checkpoint=str(model.checkpoint),
+            checkpoint_sha256=model.sha256,
+            backbone=model.postprocessor.model.backbone,
+            default=model.name == default,
+            memory_bytes=model.memory_bytes,
+            used_by=self.recipes.uses(model.name),
+        )
+
+    # --- the state file -------------------------------------------------------------------
+
     def runtime_state(self) -> RuntimeState:
-        """What a restart must bring back: the running sources and which are paused."""
+        """What a restart must bring back: sources (and which are paused), models, recipes."""
         slots = [s for s in self.intake.slots() if s.id in self._configs]
+        default = self.models.default.name
         return RuntimeState(
             sources=tuple(self._configs[s.id] for s in slots),
             paused=tuple(s.id for s in slots if s.held),
+            models=tuple(
+                SavedModel(name=m.name, checkpoint=m.checkpoint)
+                for m in self.models.all()
+                if m.name != default
+            ),
+            cameras=self.recipes.all(),
         )
 
     def save(self) -> None:

@@ -23,27 +23,23 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from inspector.checkpoint import load_checkpoint
 from inspector.errors import BrokerUnavailableError, ConfigError, WaitAbandonedError
-from inspector.messages import ModelRef
-from inspector.model.device import resolve_device
-from inspector.model.fastpath import RuntimeOptions, in_passing_thread
+from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
 from inspector.runtime.control import LineControl
 from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import CameraLabels, Metrics
+from inspector.runtime.models import ModelSet, ServedModel, load_served_model
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.postprocess import Postprocessor
-from inspector.runtime.recipes import ANY_CAMERA, Deadlines
+from inspector.runtime.recipes import ANY_CAMERA, Recipes
 from inspector.runtime.server import HttpServer
 from inspector.runtime.signals import watch_signals
 from inspector.runtime.sinks import build_sinks
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources import build_source, source_ids
 from inspector.runtime.sources.base import Source
-from inspector.runtime.state import restore_state
-from inspector.runtime.worker import ModelWorker
+from inspector.runtime.state import RuntimeState, restore_state
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +164,7 @@ class Daemon:
         )
         self.server.start()
         try:
-            worker, postprocessor = self._load_model()
+            served = self._load_model()
             state = restore_state(cfg.daemon.state_path)
             configs = list(state.sources) if state is not None else list(cfg.sources)
             sources = [build_source(s, cfg.kafka, self.metrics) for s in configs]
@@ -181,39 +177,57 @@ class Daemon:
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
         ids = source_ids(configs)
+        models = ModelSet(served, self.metrics)
+        self._restore_models(models, state)
+        recipes = Recipes(state.cameras if state is not None else cfg.cameras)
         self.pipeline = Pipeline(
             sources,
             cfg.batcher,
-            worker,
-            postprocessor,
+            models,
             sinks,
             self.metrics,
             stall_timeout_s=cfg.daemon.stall_timeout_s,
-            deadlines=Deadlines(cfg.cameras),
+            recipes=recipes,
             source_ids=ids,
             # With the control API on, sources come and go: the daemon runs until told to stop.
             keep_open=cfg.http.admin_token is not None,
         )
-        self.pipeline.start()
+        self.pipeline.start(held=state.paused if state is not None else ())
         self.control = LineControl(
             self.pipeline.intake,
+            models,
+            recipes,
             cfg.kafka,
             self.metrics,
             dict(zip(ids, configs, strict=True)),
+            load_model=lambda name, path: load_served_model(name, path, cfg, self.metrics),
             state_path=cfg.daemon.state_path,
         )
-        for sid in state.paused if state is not None else ():
-            if sid in ids:
-                self.pipeline.intake.hold(sid)
         self._unstarted = []
         log.info(
             "inspector running: model %s on %s, %d source(s), %d sink(s), http :%d",
             self.model_label,
-            worker.device,
+            served.worker.device,
             len(sources),
             len(sinks),
             self.server.port,
         )
+
+    def _restore_models(self, models: ModelSet, state: RuntimeState | None) -> None:
+        """Load the models the control API had loaded.
+
+        One that fails is logged and left out: the frames of cameras whose recipe names it
+        become dead letters ``unknown_model``, the other cameras run.
+        """
+        for saved in state.models if state is not None else ():
+            try:
+                models.add(
+                    load_served_model(saved.name, saved.checkpoint, self.config, self.metrics)
+                )
+            except Exception as exc:
+                log.error(
+                    "restoring model %s from %s failed: %s", saved.name, saved.checkpoint, exc
+                )
 
     def _set_up(self, component: Source | Sink) -> None:
         """Set a component up; while its broker is unreachable, wait and retry.
@@ -246,7 +260,7 @@ class Daemon:
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 self.should_exit.wait(delay)
 
-    def _load_model(self) -> tuple[ModelWorker, Postprocessor]:
+    def _load_model(self) -> ServedModel:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.
 
         The torch work runs on a thread that ends with it, so that only the inference thread
@@ -257,52 +271,32 @@ class Daemon:
         """
         return in_passing_thread(self._load_and_warm, "inspector-model-setup", self.should_exit)
 
-    def _load_and_warm(self) -> tuple[ModelWorker, Postprocessor]:
+    def _load_and_warm(self) -> ServedModel:
         cfg = self.config
         if cfg.model.checkpoint is None:
             raise ConfigError(
                 "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
             )
         try:
-            loaded = load_checkpoint(cfg.model.checkpoint)
-            device = resolve_device(cfg.model.device)
-            meta = loaded.meta
-            model_ref = ModelRef(
-                name=meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
-            )
-            postprocessor = Postprocessor(meta.calibration, model_ref, cfg.postprocess)
-            worker = ModelWorker(
-                loaded.model,
-                device,
-                self.metrics,
-                warmup_batches=cfg.model.warmup_batches,
-                max_batch_size=cfg.batcher.max_batch_size,
-                runtime=RuntimeOptions(
-                    precision=cfg.model.precision,
-                    channels_last=cfg.model.channels_last,
-                    compile=cfg.model.compile,
-                    cuda_graphs=cfg.model.cuda_graphs,
-                ),
-                map_filter=postprocessor.needs_map,
-                preprocessing=meta.preprocessing,
-            )
-            worker.warm_up()
+            served = load_served_model(None, cfg.model.checkpoint, cfg, self.metrics)
         except Exception:
             self.metrics.model_reloads.labels(result="failure").inc()
             raise
         self.metrics.model_reloads.labels(result="success").inc()
+        ref = served.postprocessor.model
         self.metrics.model_info.info(
             {
-                "name": meta.name,
-                "backbone": meta.model.backbone,
-                "device": str(device),
-                "checkpoint_sha256": loaded.sha256,
+                "name": ref.name,
+                "backbone": ref.backbone,
+                "device": str(served.worker.device),
+                "checkpoint_sha256": served.sha256,
             }
         )
-        self.metrics.threshold.labels(kind="image").set(postprocessor.threshold.image)
-        self.metrics.threshold.labels(kind="pixel").set(postprocessor.threshold.pixel)
-        self.model_label = f"{meta.name} ({meta.model.backbone}, sha256 {loaded.sha256[:12]})"
-        return worker, postprocessor
+        threshold = served.postprocessor.threshold
+        self.metrics.threshold.labels(kind="image").set(threshold.image)
+        self.metrics.threshold.labels(kind="pixel").set(threshold.pixel)
+        self.model_label = f"{ref.name} ({ref.backbone}, sha256 {served.sha256[:12]})"
+        return served
 
     def reload_model(self) -> bool:
         """Load the configured checkpoint again and switch to it without stopping.
@@ -315,11 +309,11 @@ class Daemon:
             return False
         previous = self.model_label
         try:
-            worker, postprocessor = self._load_model()
+            served = self._load_model()
         except Exception as exc:
             log.error("model reload failed, still serving %s: %s", previous, exc)
             return False
-        self.pipeline.swap_model(worker, postprocessor)
+        self.pipeline.swap_model(served)
         log.info("model reloaded: %s (was %s)", self.model_label, previous)
         return True
 

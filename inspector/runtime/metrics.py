@@ -122,6 +122,12 @@ class Metrics:
             ["camera"],
             registry=r,
         )
+        self.model_memory = Gauge(
+            "inspector_model_memory_bytes",
+            "Bytes of each served model's parameters and buffers, on its device.",
+            ["model"],
+            registry=r,
+        )
         self.control_changes = Counter(
             "inspector_control_changes",
             "Changes asked through the control API, by action and result (ok, rejected, "

@@ -33,8 +33,9 @@ from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.models import ModelRouter, ModelSet, Routed, ServedModel
 from inspector.runtime.postprocess import Postprocessor
-from inspector.runtime.recipes import Deadlines
+from inspector.runtime.recipes import Recipes
 from inspector.runtime.records import Frame, Inspection, ScoredBatch
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
@@ -49,9 +50,10 @@ class _Inferred:
     output: ScoredBatch
     started: float
     finished: float
-    # The postprocessor of the model that inferred the batch: after a reload, batches still
+    # Each frame's postprocessor: its model's calibration with its camera's recipe. After a
+    # reload or a recipe switch, batches already inferred keep what matches their maps.
     # in flight keep the calibration that matches their maps.
-    postprocessor: Postprocessor
+    postprocessors: list[Postprocessor]
 
 
 class Pipeline:
@@ -60,13 +62,12 @@ class Pipeline:
     Args:
         sources: Frame sources, one thread each (set up already).
         batcher: Batch size/wait, queue capacity and the in-flight byte budget.
-        worker: Warmed-up model worker.
-        postprocessor: Turns raw maps into results.
+        models: The served models (warmed up); each camera's recipe picks one.
         sinks: Result destinations; a frame is acked when all of them confirmed.
         metrics: Metrics registry wrapper.
         max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
         stall_timeout_s: Frames in flight and no delivery for this long: not ready.
-        deadlines: Marks results ready after their camera's deadline (default: none has one).
+        recipes: Each camera's model, thresholds and deadline (default: the model, none).
         source_ids: Unique id of each source (default: its name, numbered when repeated).
         keep_open: Keep running when every source is exhausted or removed (sources may be
             added later, through the control API); otherwise the pipeline finishes then.
@@ -77,21 +78,20 @@ class Pipeline:
         self,
         sources: Sequence[Source],
         batcher: BatcherConfig,
-        worker: ModelWorker,
-        postprocessor: Postprocessor,
+        models: ModelSet,
         sinks: Sequence[Sink],
         metrics: Metrics,
         *,
         max_in_flight: int | None = None,
         stall_timeout_s: float = 60.0,
-        deadlines: Deadlines | None = None,
+        recipes: Recipes | None = None,
         source_ids: Sequence[str] | None = None,
         keep_open: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._initial = list(zip(source_ids or _default_ids(sources), sources, strict=True))
         self.sinks = list(sinks)
-        self._model = (worker, postprocessor)
+        self.models = models
         self.metrics = metrics
         self.clock = clock
         self.frames: queue.Queue[Frame] = queue.Queue(batcher.queue_size)
@@ -101,7 +101,8 @@ class Pipeline:
             max_in_flight or 4 * batcher.queue_size, batcher.max_in_flight_bytes, clock
         )
         self._stall_timeout_s = stall_timeout_s
-        self._deadlines = deadlines or Deadlines({})
+        self.recipes = recipes or Recipes({})
+        self._router = ModelRouter(models, self.recipes)
         self._stop_fetch = threading.Event()  # sources take no new frames
         self._stop_model = threading.Event()  # the model takes no new batch
         self._model_threads: list[threading.Thread] = []
@@ -126,27 +127,32 @@ class Pipeline:
 
     @property
     def worker(self) -> ModelWorker:
-        """The model worker in use."""
-        return self._model[0]
+        """The default model's worker."""
+        return self.models.default.worker
 
     @property
     def postprocessor(self) -> Postprocessor:
-        """The postprocessor of the model in use."""
-        return self._model[1]
+        """The default model's postprocessor."""
+        return self.models.default.postprocessor
 
-    def swap_model(self, worker: ModelWorker, postprocessor: Postprocessor) -> None:
-        """Use another (warmed-up) model from the next batch on, without stopping.
+    def swap_model(self, model: ServedModel) -> None:
+        """Serve another version of the default model from the next batch on, without stopping.
 
         Batches already inferred are post-processed with the model that inferred them.
         """
-        self._model = (worker, postprocessor)  # one reference assignment: atomic
+        self.models.replace_default(model)
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start every thread (sources and sinks must be set up, the worker warmed)."""
+    def start(self, held: Sequence[str] = ()) -> None:
+        """Start every thread (sources and sinks must be set up, the worker warmed).
+
+        Args:
+            held: Ids of sources that start paused (as an operator left them).
+        """
         slots = [self.intake.add(i, source, start=False) for i, source in self._initial]
         for slot in slots:
+            slot.held = slot.id in held
             self.intake.start(slot)
         self._model_threads.append(self._spawn("inference", self._inference_loop))
         self._model_threads.append(self._spawn("postprocess", self._postprocess_loop))
@@ -235,7 +241,7 @@ class Pipeline:
 
     def readiness_reasons(self) -> list[str]:
         """Why the pipeline is not ready (empty when ready)."""
-        reasons = [] if self.worker.ready else ["model not warmed up"]
+        reasons = [f"model {m.name} not warmed up" for m in self.models.all() if not m.worker.ready]
         reasons += [f"source {s.name} not connected" for s in self.sources if not s.ready()]
         reasons += [r for s in self.sinks if (r := s.unready_reason()) is not None]
         if self.fatal is not None:
@@ -275,18 +281,26 @@ class Pipeline:
                 batch = self._batcher.next_batch(self._input_closed)
                 if not batch:
                     return
-                started = self.clock()
-                worker, postprocessor = self._model
-                try:
-                    output = worker.score([f.image for f in batch])
-                except Exception as exc:
-                    log.exception("inference failed for a batch of %d", len(batch))
-                    for frame in batch:
-                        self.outcomes.failed(frame, "inference", "inference_error", exc)
-                    continue
-                self._post.put(_Inferred(batch, output, started, self.clock(), postprocessor))
+                routed, orphans = self._router.route(batch)
+                for frame, exc in orphans:  # its recipe names a model no longer served
+                    self.outcomes.failed(frame, "inference", "unknown_model", exc)
+                for group in routed:
+                    self._infer(group)
         finally:
             self._post.put(None)
+
+    def _infer(self, group: Routed) -> None:
+        started = self.clock()
+        try:
+            output = group.model.worker.score(
+                [f.image for f in group.frames], map_filter=group.map_filter()
+            )
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(group.frames))
+            for frame in group.frames:
+                self.outcomes.failed(frame, "inference", "inference_error", exc)
+            return
+        self._post.put(_Inferred(group.frames, output, started, self.clock(), group.postprocessors))
 
     def _postprocess_loop(self) -> None:
         while (item := self._post.get()) is not None:
@@ -305,7 +319,8 @@ class Pipeline:
     ) -> Inspection:
         t0 = self.clock()
         meta = frame.meta
-        decision = item.postprocessor.decide(
+        postprocessor = item.postprocessors[i]
+        decision = postprocessor.decide(
             item.output.maps[i], float(item.output.scores[i]), meta.image_size
         )
         post_ms = (self.clock() - t0) * 1e3
@@ -317,8 +332,8 @@ class Pipeline:
             postprocess=post_ms,
             total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
         )
-        late = self._deadlines.late(meta.camera_id, meta.captured_at)
-        message = item.postprocessor.to_message(meta, decision, latency, late)
+        late = self.recipes.late(meta.camera_id, meta.captured_at)
+        message = postprocessor.to_message(meta, decision, latency, late)
         m = self.metrics
         camera = m.camera(meta.camera_id)
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)

@@ -78,6 +78,27 @@ class Postprocessor:
             source="config" if overridden else "checkpoint",
         )
 
+    def with_recipe(
+        self,
+        image_threshold: float | None,
+        pixel_threshold: float | None,
+        min_defect_area_px: int | None,
+    ) -> Postprocessor:
+        """This model's postprocessor with a camera recipe's overrides (``None``: keep)."""
+        update = {
+            k: v
+            for k, v in (
+                ("image_threshold", image_threshold),
+                ("pixel_threshold", pixel_threshold),
+                ("min_defect_area_px", min_defect_area_px),
+            )
+            if v is not None
+        }
+        varied = Postprocessor(self.calibration, self.model, self.config.model_copy(update=update))
+        if image_threshold is not None or pixel_threshold is not None:
+            varied.threshold = varied.threshold.model_copy(update={"source": "recipe"})
+        return varied
+
     def needs_map(self, raw_scores: torch.Tensor) -> torch.Tensor:
         """Which frames can be anomalous, from their raw scores ``(N,)``: ``(N,)`` bool.
 

@@ -1,4 +1,8 @@
-"""Per-camera recipes: what each camera's frames are held to (today: a verdict deadline).
+"""Per-camera recipes: the product a camera inspects (model, thresholds) and its deadline.
+
+A line switches products while it runs: each camera's recipe names the model its frames go to
+and may override that model's thresholds and smallest defect area; the control API changes it
+(``PUT /v1/cameras/{id}``) and the switch takes effect from the next batch on.
 
 A line rejects a part at a fixed point after the camera: a verdict that arrives later cannot
 act on it. Each camera may have a ``deadline_ms`` counted from the frame's ``captured_at``; a
@@ -10,6 +14,7 @@ A leaf of the runtime like :mod:`inspector.runtime.config` (which holds the reci
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,15 +31,29 @@ class CameraRecipe(Frozen):
     """What one camera's frames are held to.
 
     Attributes:
+        model: Name of the loaded model the camera's frames go to (``None``: the daemon's
+            ``model.checkpoint``).
+        image_threshold: The model's image threshold for this camera, on the normalised 0..1
+            scale (``None``: the model's, 0.5).
+        pixel_threshold: Likewise for defect pixels.
+        min_defect_area_px: Smallest region kept as a defect (``None``: ``postprocess``'s).
         deadline_ms: Longest time from capture (``captured_at``) to a verdict; later results
             carry ``"late": true``. ``None``: no deadline.
     """
 
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    image_threshold: float | None = Field(default=None, ge=0, le=1)
+    pixel_threshold: float | None = Field(default=None, ge=0, le=1)
+    min_defect_area_px: int | None = Field(default=None, ge=1)
     deadline_ms: int | None = Field(default=None, gt=0)
 
 
-class Deadlines:
-    """Decides whether a result is late, from its camera's recipe and its capture time.
+#: The recipe of a camera that has none (no ``"*"`` either): the default model, no deadline.
+NO_RECIPE = CameraRecipe()
+
+
+class Recipes:
+    """The cameras' recipes, changed while frames flow (thread-safe).
 
     Args:
         recipes: ``{camera_id: recipe}``; the key ``"*"`` applies to cameras without a recipe.
@@ -47,12 +66,32 @@ class Deadlines:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._recipes = dict(recipes)
+        self._lock = threading.Lock()
         self._wall_clock = wall_clock
+
+    def recipe(self, camera_id: str) -> CameraRecipe:
+        """The recipe frames of ``camera_id`` follow now."""
+        with self._lock:
+            return self._recipes.get(camera_id) or self._recipes.get(ANY_CAMERA) or NO_RECIPE
+
+    def all(self) -> dict[str, CameraRecipe]:
+        """Every recipe set, by camera id (``"*"`` included)."""
+        with self._lock:
+            return dict(self._recipes)
+
+    def set(self, camera_id: str, recipe: CameraRecipe) -> None:
+        """Give ``camera_id`` (or ``"*"``) a new recipe, from the next batch on."""
+        with self._lock:
+            self._recipes[camera_id] = recipe
+
+    def uses(self, model: str) -> list[str]:
+        """Cameras whose recipe names ``model``."""
+        with self._lock:
+            return sorted(c for c, r in self._recipes.items() if r.model == model)
 
     def deadline_ms(self, camera_id: str) -> int | None:
         """The deadline of ``camera_id`` in milliseconds, ``None`` when it has none."""
-        recipe = self._recipes.get(camera_id) or self._recipes.get(ANY_CAMERA)
-        return None if recipe is None else recipe.deadline_ms
+        return self.recipe(camera_id).deadline_ms
 
     def late(self, camera_id: str, captured_at: str | None) -> bool | None:
         """Whether a verdict on a frame of ``camera_id`` captured at ``captured_at`` is late now.

@@ -21,8 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inspector.errors import ConfigError
 from inspector.runtime.config import SourceConfig
+from inspector.runtime.recipes import CameraRecipe
 
 log = logging.getLogger(__name__)
+
+
+class SavedModel(BaseModel):
+    """A model loaded through the control API: loaded again at start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    checkpoint: Path
 
 
 class RuntimeState(BaseModel):
@@ -32,6 +42,8 @@ class RuntimeState(BaseModel):
         version: Format version of the file.
         sources: The running sources, as in the YAML file's ``sources``.
         paused: Ids of the sources paused by an operator.
+        models: Models served besides the configured one.
+        cameras: The cameras' recipes (replace the YAML file's ``cameras``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -39,6 +51,8 @@ class RuntimeState(BaseModel):
     version: Literal[1] = 1
     sources: tuple[Annotated[SourceConfig, Field(discriminator="type")], ...] = ()
     paused: tuple[str, ...] = ()
+    models: tuple[SavedModel, ...] = ()
+    cameras: dict[str, CameraRecipe] = {}
 
 
 def load_state(path: Path) -> RuntimeState | None:
@@ -73,10 +87,13 @@ def restore_state(path: Path | None) -> RuntimeState | None:
     state = load_state(path) if path is not None else None
     if state is not None:
         log.info(
-            "restoring the line from %s: %d source(s) (%d paused) instead of the config's",
+            "restoring the line from %s: %d source(s) (%d paused), %d more model(s), %d "
+            "recipe(s) instead of the config's",
             path,
             len(state.sources),
             len(state.paused),
+            len(state.models),
+            len(state.cameras),
         )
     return state
 

@@ -91,11 +91,17 @@ class ModelWorker:
         self._record(time.perf_counter() - t0, len(images))
         return result
 
-    def score(self, images: Sequence[np.ndarray | torch.Tensor]) -> ScoredBatch:
+    def score(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor],
+        map_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> ScoredBatch:
         """Like :meth:`infer`, but only the maps that ``map_filter`` asks for leave the device.
 
         Args:
             images: Frames as for :meth:`infer`.
+            map_filter: This batch's filter instead of the worker's (cameras whose recipe
+                sets their own image threshold).
 
         Returns:
             Scores ``(N,)`` and, per frame, its map ``(H, W)`` or ``None``; host, float32.
@@ -106,8 +112,9 @@ class ModelWorker:
             (scores,) = self._to_host(out.pred_score)
             maps: list[torch.Tensor | None] = [None] * len(images)
             wanted = torch.ones(len(images), dtype=torch.bool)
-            if self.map_filter is not None:
-                wanted = self.map_filter(scores)
+            chosen = map_filter or self.map_filter
+            if chosen is not None:
+                wanted = chosen(scores)
             index = wanted.nonzero().flatten()
             if len(index):
                 (picked,) = self._to_host(out.anomaly_map[index.to(self.device), 0])

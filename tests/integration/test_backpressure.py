@@ -8,28 +8,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes import UNIT_CALIBRATION, FakeSink
+from fakes import FakeSink, small_models
 from kafka_helpers import Topics, create_topics, produce
 from prometheus_client import CollectorRegistry
 
-from inspector.messages import ModelRef
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import (
     BatcherConfig,
     KafkaConfig,
     KafkaSourceConfig,
-    PostprocessConfig,
 )
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.sources.kafka import KafkaSource
-from inspector.runtime.worker import ModelWorker
 
 pytestmark = pytest.mark.integration
-
-CAL = UNIT_CALIBRATION
 
 
 def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:
@@ -53,18 +47,12 @@ def test_slow_sink_bounds_memory_and_lag_is_visible(bootstrap: str) -> None:
     source = KafkaSource(kafka, KafkaSourceConfig(max_poll_records=16), metrics)
     torch.manual_seed(0)
     model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64))
-    worker = ModelWorker(model, torch.device("cpu"), metrics, warmup_batches=0, max_batch_size=2)
-    post = Postprocessor(
-        CAL,
-        ModelRef(name="m", backbone="resnet18", checkpoint_sha256="0" * 64),
-        PostprocessConfig(),
-    )
+    models = small_models(model, metrics, max_batch_size=2)
     sink = FakeSink(delay_s=0.15)
     pipeline = Pipeline(
         [source],
         BatcherConfig(max_batch_size=2, max_wait_ms=5, queue_size=2),
-        worker,
-        post,
+        models,
         [sink],
         metrics,
         max_in_flight=4,

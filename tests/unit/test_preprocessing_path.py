@@ -101,5 +101,5 @@ def test_the_daemon_serves_with_the_checkpoints_statistics(saved: Path) -> None:
             "sinks": {"kafka": {"enabled": False}},
         }
     )
-    worker, _ = Daemon(config, registry=CollectorRegistry())._load_model()
+    worker = Daemon(config, registry=CollectorRegistry())._load_model().worker
     assert worker.preprocessing == OTHER

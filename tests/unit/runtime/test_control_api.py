@@ -19,20 +19,23 @@ import pytest
 import requests
 import schemathesis
 import torch
-from fakes import FakeSink, small_model_stage
+from fakes import FakeSink, small_models
 from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from inspector.checkpoint import LoadedCheckpoint
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import (
     BatcherConfig,
     DirectorySourceConfig,
     KafkaConfig,
+    explicit_config,
 )
 from inspector.runtime.control import LineControl
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.models import load_served_model
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.server import HttpServer
 from inspector.runtime.sources import build_source
@@ -72,8 +75,9 @@ class Line:
 
 def path_template(path: str) -> str:
     parts = path.split("/")
-    if len(parts) >= 4 and parts[2] == "sources":
-        parts[3] = "{source_id}"
+    if len(parts) >= 4:
+        names = {"sources": "{source_id}", "models": "{name}", "cameras": "{camera_id}"}
+        parts[3] = names[parts[2]]
     return "/".join(parts)
 
 
@@ -90,7 +94,7 @@ def line(tmp_path: Path) -> Iterator[Line]:
     model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=64)).eval()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    worker, post = small_model_stage(model, metrics)
+    models = small_models(model, metrics)
     first = DirectorySourceConfig(
         path=str(_folder(tmp_path, "a", 6)), camera_id="cam-a", loop=True, fps=20
     )
@@ -100,15 +104,23 @@ def line(tmp_path: Path) -> Iterator[Line]:
     pipeline = Pipeline(
         [source],
         BatcherConfig(max_batch_size=4, max_wait_ms=5),
-        worker,
-        post,
+        models,
         [sink],
         metrics,
         source_ids=["cam-a"],
         keep_open=True,
     )
     pipeline.start()
-    control = LineControl(pipeline.intake, KafkaConfig(), metrics, {"cam-a": first})
+    serving = explicit_config({"model": {"device": "cpu", "warmup_batches": 0}})
+    control = LineControl(
+        pipeline.intake,
+        models,
+        pipeline.recipes,
+        KafkaConfig(),
+        metrics,
+        {"cam-a": first},
+        load_model=lambda name, path: load_served_model(name, path, serving, metrics),
+    )
     server = HttpServer(
         "127.0.0.1",
         0,
@@ -234,7 +246,55 @@ def test_generated_requests_get_only_documented_answers(line: Line) -> None:
             answers.setdefault(case.operation.label, set()).add(response.status_code)
 
         run()
-    assert len(answers) == 6  # every operation was exercised
+    assert len(answers) == 11  # every operation was exercised
     writes = [label for label in answers if not label.startswith("GET")]
     assert all(answers[label] == {401} for label in writes), answers  # no token, no change
     assert [s["id"] for s in line.call("GET", "/v1/sources").json()] == ["cam-a"]
+
+
+def test_a_camera_switches_product_mid_stream_without_losing_frames(
+    line: Line, tmp_path: Path, checkpoint: LoadedCheckpoint
+) -> None:
+    _wait(lambda: line.results_of("cam-a") >= 4)
+    new = {"name": "product-b", "checkpoint": str(checkpoint.path)}
+    loaded = line.call("POST", "/v1/models", json=new)
+    assert loaded.status_code == 201, loaded.text
+    assert loaded.json()["checkpoint_sha256"] == checkpoint.sha256
+    assert loaded.json()["memory_bytes"] > 0 and not loaded.json()["default"]
+    assert line.call("POST", "/v1/models", json=new).status_code == 409
+    missing = {"name": "product-c", "checkpoint": str(tmp_path / "none.safetensors")}
+    refused = line.call("POST", "/v1/models", json=missing)
+    assert refused.status_code == 422 and "none.safetensors" in refused.json()["error"]
+    assert line.call("PUT", "/v1/cameras/cam-a", json={"model": "nope"}).status_code == 422
+
+    switched = line.call("PUT", "/v1/cameras/cam-a", json={"model": "product-b"})
+    assert switched.status_code == 200 and switched.json()["model"] == "product-b"
+    before = line.results_of("cam-a")
+    _wait(lambda: line.results_of("cam-a") >= before + 8)
+    names = [
+        r.message.model.name
+        for r in sorted(line.sink.results, key=lambda r: r.message.processed_at)
+        if r.message.camera_id == "cam-a"
+    ]
+    first_b = names.index("product-b")
+    # Before the switch the default model, after it the new one: never back, nothing lost.
+    assert set(names[:first_b]) == {"m"} and set(names[first_b:]) == {"product-b"}
+    assert first_b >= 4 and not line.sink.dead_letters
+    models = {m["name"]: m for m in line.call("GET", "/v1/models").json()}
+    assert models["product-b"]["used_by"] == ["cam-a"] and models["m"]["default"]
+    assert line.call("DELETE", "/v1/models/product-b").status_code == 409  # cam-a uses it
+    assert line.call("DELETE", "/v1/models/m").status_code == 409  # the default
+    memory = line.registry.get_sample_value("inspector_model_memory_bytes", {"model": "product-b"})
+    assert memory == models["product-b"]["memory_bytes"]
+
+    # A recipe's own threshold: everything of cam-a flagged, with its map, by the recipe.
+    line.call("PUT", "/v1/cameras/cam-a", json={"model": "product-b", "image_threshold": 0.0})
+    seen = line.results_of("cam-a")
+    _wait(lambda: line.results_of("cam-a") >= seen + 8)
+    last = [r for r in line.sink.results if r.message.camera_id == "cam-a"][-4:]
+    assert all(r.message.threshold.source == "recipe" for r in last)
+    assert all(r.message.is_anomalous and r.heatmap is not None for r in last)
+
+    line.call("PUT", "/v1/cameras/cam-a", json={})  # back to the default model
+    assert line.call("DELETE", "/v1/models/product-b").status_code == 200
+    assert [m["name"] for m in line.call("GET", "/v1/models").json()] == ["m"]

@@ -13,7 +13,7 @@ from fakes import (
     FakeSource,
     make_dead_letter,
     make_frame,
-    small_model_stage,
+    small_models,
 )
 from prometheus_client import CollectorRegistry
 
@@ -23,7 +23,7 @@ from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import BatcherConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.recipes import CameraRecipe, Deadlines
+from inspector.runtime.recipes import CameraRecipe, Recipes
 from inspector.runtime.records import DeadLetter, Frame, RawMessage
 
 CAL = UNIT_CALIBRATION
@@ -40,13 +40,13 @@ def _pipeline(
     sources: list[FakeSource],
     sinks: list[FakeSink],
     registry: CollectorRegistry,
-    deadlines: Deadlines | None = None,
+    recipes: Recipes | None = None,
     **kwargs: float,
 ) -> Pipeline:
     metrics = Metrics(registry)
-    worker, post = small_model_stage(model, metrics)
+    models = small_models(model, metrics)
     batcher = BatcherConfig(max_batch_size=4, max_wait_ms=5, queue_size=int(kwargs.pop("queue", 8)))
-    return Pipeline(sources, batcher, worker, post, sinks, metrics, deadlines=deadlines, **kwargs)
+    return Pipeline(sources, batcher, models, sinks, metrics, recipes=recipes, **kwargs)
 
 
 def _frames(n: int, acks: list[str], camera: str = "cam") -> list[Frame]:
@@ -162,7 +162,7 @@ def test_inference_failure_becomes_dead_letters(model: ReverseDistillation) -> N
     frames = [dataclasses.replace(f, raw=r) for f, r in zip(_frames(3, acks), raws, strict=True)]
     pipeline = _pipeline(model, [FakeSource(frames)], [sink], CollectorRegistry())
 
-    def broken(images: list[np.ndarray]) -> object:
+    def broken(images: list[np.ndarray], map_filter: object = None) -> object:
         raise RuntimeError("CUDA error: out of memory")
 
     pipeline.worker.score = broken  # type: ignore[assignment,method-assign]
@@ -241,9 +241,9 @@ def test_results_after_the_deadline_are_flagged_late_and_counted(
     other = _frames(3, acks, "bench")  # no recipe: lateness unknown
     source, sink = FakeSource([*line, *other], per_poll=8), FakeSink(delay_s=0.3)
     registry = CollectorRegistry()
-    deadlines = Deadlines({"line1": CameraRecipe(deadline_ms=1000)})
+    recipes = Recipes({"line1": CameraRecipe(deadline_ms=1000)})
     pipeline = _pipeline(
-        model, [source], [sink], registry, max_in_flight=4, queue=2, deadlines=deadlines
+        model, [source], [sink], registry, max_in_flight=4, queue=2, recipes=recipes
     )
     _run(pipeline)
     messages = sorted((r.message for r in sink.results), key=lambda m: m.processed_at)

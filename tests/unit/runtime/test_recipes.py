@@ -8,14 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from inspector.runtime.config import InspectorConfig, explicit_config
-from inspector.runtime.recipes import CameraRecipe, Deadlines
+from inspector.runtime.recipes import CameraRecipe, Recipes
 
 CAPTURED = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
 
 
-def _deadlines(now_ms_after_capture: float, **recipes: CameraRecipe) -> Deadlines:
+def _deadlines(now_ms_after_capture: float, **recipes: CameraRecipe) -> Recipes:
     now = CAPTURED.timestamp() + now_ms_after_capture / 1000
-    return Deadlines(recipes, wall_clock=lambda: now)
+    return Recipes(recipes, wall_clock=lambda: now)
 
 
 @pytest.mark.parametrize(("age_ms", "late"), [(0, False), (250, False), (250.5, True), (-5, False)])
@@ -26,7 +26,7 @@ def test_late_is_decided_against_the_camera_deadline(age_ms: float, late: bool) 
 
 def test_the_wildcard_recipe_covers_cameras_without_their_own() -> None:
     recipes = {"*": CameraRecipe(deadline_ms=100), "slow": CameraRecipe(deadline_ms=1000)}
-    deadlines = Deadlines(recipes, wall_clock=lambda: CAPTURED.timestamp() + 0.5)
+    deadlines = Recipes(recipes, wall_clock=lambda: CAPTURED.timestamp() + 0.5)
     assert deadlines.late("any", CAPTURED.isoformat()) is True
     assert deadlines.late("slow", CAPTURED.isoformat()) is False
     assert deadlines.deadline_ms("any") == 100

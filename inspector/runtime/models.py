@@ -1,0 +1,244 @@
+"""The models a daemon serves: the configured one and those loaded through the control API.
+
+Each is a warmed-up :class:`~inspector.runtime.worker.ModelWorker` with the postprocessor of
+its checkpoint's calibration; cameras choose one by name in their recipe. They share the
+device (one GPU holds several small models); ``inspector_model_memory_bytes{model}`` shows what
+each holds. Loading happens beside the running models, which keep serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from inspector.checkpoint import load_checkpoint
+from inspector.errors import InspectorError
+from inspector.messages import ModelRef
+from inspector.model.device import resolve_device
+from inspector.model.fastpath import RuntimeOptions
+from inspector.runtime.config import InspectorConfig
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.postprocess import Postprocessor
+from inspector.runtime.recipes import CameraRecipe, Recipes
+from inspector.runtime.records import Frame
+from inspector.runtime.worker import ModelWorker
+
+
+class UnknownModelError(InspectorError):
+    """No model of this name is loaded."""
+
+
+class ModelInUseError(InspectorError):
+    """The model cannot go: a camera's recipe uses it, or it is the default."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded, warmed-up model.
+
+    Attributes:
+        name: Its name in recipes and the API (the checkpoint's name for the default model).
+        checkpoint: The file it was loaded from.
+        sha256: The checkpoint's digest (as in every result).
+        worker: Runs it.
+        postprocessor: Its calibration and the configured region settings.
+        memory_bytes: Bytes of its parameters and buffers (on its device).
+    """
+
+    name: str
+    checkpoint: Path
+    sha256: str
+    worker: ModelWorker
+    postprocessor: Postprocessor
+    memory_bytes: int
+
+
+def load_served_model(
+    name: str | None, path: Path, config: InspectorConfig, metrics: Metrics
+) -> ServedModel:
+    """Load, validate and warm up a checkpoint as the daemon serves it.
+
+    Args:
+        name: Its name; ``None``: the checkpoint's own.
+        path: The safetensors checkpoint.
+        config: ``model`` (device, fast path, warm-up), ``batcher`` and ``postprocess``.
+        metrics: Where the worker reports.
+
+    Raises:
+        InspectorError: The file cannot be loaded, has no calibration, or the device fails.
+    """
+    cfg = config.model
+    loaded = load_checkpoint(path)
+    meta = loaded.meta
+    model_ref = ModelRef(
+        name=name or meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
+    )
+    postprocessor = Postprocessor(meta.calibration, model_ref, config.postprocess)
+    worker = ModelWorker(
+        loaded.model,
+        resolve_device(cfg.device),
+        metrics,
+        warmup_batches=cfg.warmup_batches,
+        max_batch_size=config.batcher.max_batch_size,
+        runtime=RuntimeOptions(
+            precision=cfg.precision,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            cuda_graphs=cfg.cuda_graphs,
+        ),
+        map_filter=postprocessor.needs_map,
+        preprocessing=meta.preprocessing,
+    )
+    worker.warm_up()
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    memory = sum(t.numel() * t.element_size() for t in tensors)
+    return ServedModel(model_ref.name, path, loaded.sha256, worker, postprocessor, memory)
+
+
+class ModelSet:
+    """The served models by name, with one default (thread-safe).
+
+    Args:
+        default: The configured model; frames of cameras without a model in their recipe go
+            to it.
+        metrics: ``inspector_model_memory_bytes{model}`` follows what is loaded.
+    """
+
+    def __init__(self, default: ServedModel, metrics: Metrics) -> None:
+        self._lock = threading.Lock()
+        self._models = {default.name: default}
+        self._default = default.name
+        self._metrics = metrics
+        metrics.model_memory.labels(model=default.name).set(default.memory_bytes)
+
+    @property
+    def default(self) -> ServedModel:
+        """The model of cameras without one in their recipe."""
+        with self._lock:
+            return self._models[self._default]
+
+    def get(self, name: str | None) -> ServedModel:
+        """The model ``name`` (``None``: the default).
+
+        Raises:
+            UnknownModelError: None of that name is loaded.
+        """
+        with self._lock:
+            found = self._models.get(self._default if name is None else name)
+        if found is None:
+            raise UnknownModelError(f"no model {name!r} is loaded (GET /v1/models lists them)")
+        return found
+
+    def all(self) -> list[ServedModel]:
+        """Every served model, the default first."""
+        with self._lock:
+            return sorted(self._models.values(), key=lambda m: m.name != self._default)
+
+    def add(self, model: ServedModel) -> None:
+        """Serve one more model (or a new version under the same name)."""
+        with self._lock:
+            self._models[model.name] = model
+        self._metrics.model_memory.labels(model=model.name).set(model.memory_bytes)
+
+    def replace_default(self, model: ServedModel) -> None:
+        """A reloaded configured checkpoint (SIGHUP): serves under its (possibly new) name."""
+        with self._lock:
+            old = self._default
+            if model.name != old:
+                self._models.pop(old, None)
+            self._models[model.name] = model
+            self._default = model.name
+        if model.name != old:
+            self._metrics.model_memory.remove(old)
+        self._metrics.model_memory.labels(model=model.name).set(model.memory_bytes)
+
+    def remove(self, name: str, used_by: list[str]) -> ServedModel:
+        """Stop serving ``name``.
+
+        Raises:
+            UnknownModelError: None of that name is loaded.
+            ModelInUseError: It is the default or ``used_by`` (cameras) is not empty.
+        """
+        with self._lock:
+            found = self._models.get(name)
+            if found is None:
+                raise UnknownModelError(f"no model {name!r} is loaded")
+            if name == self._default:
+                raise ModelInUseError(f"model {name!r} is the default (model.checkpoint)")
+            if used_by:
+                raise ModelInUseError(
+                    f"model {name!r} is used by camera(s) {', '.join(used_by)}: change their "
+                    "recipes first (PUT /v1/cameras/{id})"
+                )
+            del self._models[name]
+        self._metrics.model_memory.remove(name)
+        return found
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Frames of one batch that go to one model, each with the postprocessor of its recipe."""
+
+    model: ServedModel
+    frames: list[Frame]
+    postprocessors: list[Postprocessor]
+
+    def map_filter(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Which frames need their map, each by its own recipe's image threshold."""
+        posts = self.postprocessors
+        if all(p is posts[0] for p in posts):
+            return posts[0].needs_map
+        return lambda scores: torch.cat(
+            [p.needs_map(scores[i : i + 1]) for i, p in enumerate(posts)]
+        )
+
+
+class ModelRouter:
+    """Splits a batch by the model each frame's camera recipe names (a batch never mixes).
+
+    Args:
+        models: The served models.
+        recipes: The cameras' recipes, read per batch: a switch applies from the next batch.
+    """
+
+    #: Recipe postprocessors kept (a few per camera at most in practice).
+    _CACHE = 256
+
+    def __init__(self, models: ModelSet, recipes: Recipes) -> None:
+        self.models = models
+        self.recipes = recipes
+        self._posts: dict[tuple[str, str, CameraRecipe], Postprocessor] = {}
+
+    def route(self, batch: list[Frame]) -> tuple[list[Routed], list[tuple[Frame, Exception]]]:
+        """The batch by model, in first-seen order, and the frames whose model is gone."""
+        groups: dict[str, Routed] = {}
+        failed: list[tuple[Frame, Exception]] = []
+        for frame in batch:
+            recipe = self.recipes.recipe(frame.meta.camera_id)
+            try:
+                model = self.models.get(recipe.model)
+            except UnknownModelError as exc:
+                failed.append((frame, exc))
+                continue
+            group = groups.setdefault(model.name, Routed(model, [], []))
+            group.frames.append(frame)
+            group.postprocessors.append(self._postprocessor(model, recipe))
+        return list(groups.values()), failed
+
+    def _postprocessor(self, model: ServedModel, recipe: CameraRecipe) -> Postprocessor:
+        overrides = recipe.image_threshold, recipe.pixel_threshold, recipe.min_defect_area_px
+        if all(v is None for v in overrides):
+            return model.postprocessor
+        key = (model.name, model.sha256, recipe)
+        found = self._posts.get(key)
+        if found is None:
+            if len(self._posts) >= self._CACHE:
+                self._posts.clear()
+            found = self._posts[key] = model.postprocessor.with_recipe(
+                recipe.image_threshold, recipe.pixel_threshold, recipe.min_defect_area_px
+            )
+        return found
