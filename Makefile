@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # e.g. make demo DEMO_ARGS="--frames 200 --fps 20"
 DEMO_ARGS ?=
 
-.PHONY: test lint typecheck unit demo tools kafka reliability clean
+.PHONY: test lint typecheck unit demo tools aravis kafka reliability clean
 
 $(PY):
 	@bash .ci/check-python $(PYTHON)
@@ -33,6 +33,11 @@ $(DEMO_STAMP): pyproject.toml | $(PY)
 tools:
 	bash .ci/ensure-prometheus
 
+# Aravis (GenICam cameras) with its Python bindings, importable from the venv, and the software
+# GigE Vision camera the camera tests start (Debian's packages; see .ci/ensure-aravis).
+aravis: $(STAMP)
+	bash .ci/ensure-aravis $(VENV)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector tests bench
 	$(VENV)/bin/ruff format --check inspector tests bench
@@ -53,7 +58,7 @@ kafka: $(STAMP)
 reliability: kafka $(STAMP)
 	$(PY) bench/reliability.py
 
-test: lint typecheck tools kafka $(STAMP)
+test: lint aravis typecheck tools kafka $(STAMP)
 	$(VENV)/bin/pytest -q
 
 # The whole line on an embedded default: synthetic line and model (both cached in runs/demo),

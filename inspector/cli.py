@@ -256,6 +256,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cameras(args: argparse.Namespace) -> int:
+    from inspector.runtime.sources.aravis import list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps([d.as_dict() for d in devices], indent=2))
+        return 0
+    if not devices:
+        print("no GenICam camera found (GigE Vision: same subnet, firewall open for UDP 3956)")
+        return 0
+    columns = ("id", "vendor", "model", "serial", "address", "protocol")
+    rows = [columns, *[tuple(d.as_dict()[c] for c in columns) for d in devices]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from inspector.messages import result_json_schema_text
 
@@ -484,6 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random weights and synthetic frames")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.set_defaults(handler=_cmd_bench)
+
+    p = sub.add_parser(
+        "cameras", help="list the GenICam cameras (GigE Vision, USB3 Vision) found through Aravis"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    p.set_defaults(handler=_cmd_cameras)
 
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)

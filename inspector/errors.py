@@ -100,3 +100,12 @@ class RecordRefusedError(InspectorError):
 
 class WaitAbandonedError(InspectorError):
     """Told to stop while waiting for work on another thread; that work was abandoned."""
+
+
+class CameraLibraryMissingError(InspectorError):
+    """The camera library (Aravis or its Python bindings) is not installed.
+
+    A set-up problem, like a missing extra: exit code 2.
+    """
+
+    exit_code = 2
