@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inspector.model.config import Frozen
+from inspector.runtime.config_genicam import GenicamSourceConfig
 from inspector.runtime.recipes import CameraRecipe
 
 #: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
@@ -192,7 +193,8 @@ class DirectorySourceConfig(Frozen):
 
 
 SourceConfig = Annotated[
-    KafkaSourceConfig | CameraSourceConfig | DirectorySourceConfig, Field(discriminator="type")
+    KafkaSourceConfig | CameraSourceConfig | DirectorySourceConfig | GenicamSourceConfig,
+    Field(discriminator="type"),
 ]
 
 

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.errors import BrokerUnavailableError, ConfigError, WaitAbandonedError
 from inspector.model.fastpath import in_passing_thread
-from inspector.runtime.config import CameraSourceConfig, DirectorySourceConfig, InspectorConfig
+from inspector.runtime.config import InspectorConfig, KafkaSourceConfig
 from inspector.runtime.control import LineControl
 from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import CameraLabels, Metrics
@@ -56,11 +56,9 @@ _T = TypeVar("_T")
 
 def _camera_labels(config: InspectorConfig) -> CameraLabels:
     """Bounded camera labels: the configured cameras, then the first N others seen."""
-    configured = {
-        s.camera_id
-        for s in config.sources
-        if isinstance(s, CameraSourceConfig | DirectorySourceConfig)
-    } | (set(config.cameras) - {ANY_CAMERA})
+    configured = {s.camera_id for s in config.sources if not isinstance(s, KafkaSourceConfig)} | (
+        set(config.cameras) - {ANY_CAMERA}
+    )
     return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
 
 

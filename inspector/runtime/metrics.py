@@ -197,6 +197,25 @@ class Metrics:
         self.camera_reconnects = Counter(
             "inspector_camera_reconnects", "Camera reconnect attempts.", ["camera"], registry=r
         )
+        self.camera_incomplete = Counter(
+            "inspector_camera_frames_incomplete",
+            "Frames a GenICam camera sent incomplete (lost packets, timeouts): dropped.",
+            ["camera"],
+            registry=r,
+        )
+        self.camera_underruns = Counter(
+            "inspector_camera_buffer_underruns",
+            "Frames a GenICam camera sent while no buffer was free: lost.",
+            ["camera"],
+            registry=r,
+        )
+        self.camera_frame_rate = Gauge(
+            "inspector_camera_frame_rate",
+            "Frames per second a camera delivers (over the last seconds) and, kind=configured, "
+            "what it was set to.",
+            ["camera", "kind"],
+            registry=r,
+        )
         self.camera_last_frame = Gauge(
             "inspector_camera_last_frame_timestamp_seconds",
             "Unix time of the last frame read from a camera.",

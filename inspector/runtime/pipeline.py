@@ -242,7 +242,7 @@ class Pipeline:
     def readiness_reasons(self) -> list[str]:
         """Why the pipeline is not ready (empty when ready)."""
         reasons = [f"model {m.name} not warmed up" for m in self.models.all() if not m.worker.ready]
-        reasons += [f"source {s.name} not connected" for s in self.sources if not s.ready()]
+        reasons += [r for s in self.sources if (r := s.unready_reason()) is not None]
         reasons += [r for s in self.sinks if (r := s.unready_reason()) is not None]
         if self.fatal is not None:
             reasons.append(f"pipeline failed: {self.fatal!r}")

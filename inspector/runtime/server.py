@@ -95,6 +95,11 @@ class HttpServer:
         sock = _bind(self.host, self.requested_port)
         config = uvicorn.Config(
             self.app,
+            # None: uvicorn must not run logging.config.dictConfig, which removes and closes
+            # every handler of the root logger (the daemon's log file and console went silent;
+            # a FileHandler reopened in "w" mode truncated the demo's log). Its loggers then
+            # propagate to the daemon's handlers, at WARNING.
+            log_config=None,
             log_level="warning",
             access_log=False,
             lifespan="off",

@@ -1,4 +1,4 @@
-"""Frame sources: Kafka, OpenCV cameras, folders of recorded frames."""
+"""Frame sources: Kafka, OpenCV cameras, GenICam cameras, folders of recorded frames."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from inspector.runtime.config import (
     KafkaSourceConfig,
     SourceConfig,
 )
+from inspector.runtime.config_genicam import GenicamSourceConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.sources.base import Source
 
@@ -39,12 +40,16 @@ def build_source(config: SourceConfig, kafka: KafkaConfig, metrics: Metrics) -> 
         from inspector.runtime.sources.directory import DirectorySource
 
         return DirectorySource(config, metrics)
+    if isinstance(config, GenicamSourceConfig):
+        from inspector.runtime.sources.genicam import GenicamSource
+
+        return GenicamSource(config, metrics)
     raise TypeError(f"unknown source config {type(config).__name__}")
 
 
 def source_id(config: SourceConfig, taken: Iterable[str] = ()) -> str:
     """The id a source runs under: its camera id, or ``kafka`` numbered past ``taken`` ids."""
-    if isinstance(config, CameraSourceConfig | DirectorySourceConfig):
+    if not isinstance(config, KafkaSourceConfig):
         return config.camera_id
     used = set(taken)
     n = 1

@@ -52,6 +52,10 @@ class Source(ABC):
         """Whether the source is connected (for ``/readyz``)."""
         return True
 
+    def unready_reason(self) -> str | None:
+        """Why the source is not ready, for ``/readyz`` (``None`` when it is)."""
+        return None if self.ready() else f"source {self.name} not connected"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and devices."""
 

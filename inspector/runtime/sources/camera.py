@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,10 +26,11 @@ import numpy as np
 from inspector.runtime.config import CameraSourceConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pacing import Backoff, RateLimitedLog
-from inspector.runtime.records import DeadLetter, Frame, FrameMeta
+from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.base import LocalSource
 from inspector.runtime.sources.capture import (
     BACKENDS,
+    Captured,
     CaptureFactory,
     CaptureLike,
     as_bgr,
@@ -49,15 +49,6 @@ _JITTER = 0.1
 _LOG_EVERY_S = 60.0
 #: Frame rate assumed for a video file that does not declare one (simulated live camera).
 _DEFAULT_FILE_FPS = 30.0
-
-
-@dataclass(frozen=True)
-class _Captured:
-    seq: int
-    image: np.ndarray
-    captured_at: str
-    received_monotonic: float
-    decode_ms: float
 
 
 class _EndOfFileError(Exception):
@@ -103,7 +94,7 @@ class CameraSource(LocalSource):
         self._sleep = sleep or self._interruptible_sleep
         self._api = BACKENDS[config.backend]
         self._cond = threading.Condition()
-        self._buffer: deque[_Captured] = deque()
+        self._buffer: deque[Captured] = deque()
         self._thread: threading.Thread | None = None
         self._up = False
         self._ended = False  # the reader finished (file ended without loop, or closed)
@@ -152,16 +143,7 @@ class CameraSource(LocalSource):
         self._schedule_next()
         self._m_received.inc()
         self._m_decode.observe(item.decode_ms / 1e3)
-        height, width = item.image.shape[:2]
-        meta = FrameMeta(
-            frame_id=f"{self.config.camera_id}:{item.seq}",
-            camera_id=self.config.camera_id,
-            image_size=(height, width),
-            captured_at=item.captured_at,
-            received_monotonic=item.received_monotonic,
-            decode_ms=item.decode_ms,
-        )
-        return [Frame(meta=meta, image=item.image)]
+        return [item.to_frame(self.config.camera_id)]
 
     @property
     def exhausted(self) -> bool:
@@ -188,7 +170,7 @@ class CameraSource(LocalSource):
 
     # --- handing frames over ----------------------------------------------------------------
 
-    def _take(self, timeout: float) -> _Captured | None:
+    def _take(self, timeout: float) -> Captured | None:
         with self._cond:
             self._cond.wait_for(lambda: bool(self._buffer) or self._ended, max(timeout, 0.0))
             if not self._buffer:
@@ -209,7 +191,7 @@ class CameraSource(LocalSource):
         else:
             self._next_due = now + period
 
-    def _deliver(self, item: _Captured) -> None:
+    def _deliver(self, item: Captured) -> None:
         with self._cond:
             if self.config.live:
                 if self._buffer:
@@ -346,7 +328,7 @@ class CameraSource(LocalSource):
         except Exception as exc:  # a driver or backend error must not end the reader
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _read(self, capture: CaptureLike, seq: int) -> _Captured:
+    def _read(self, capture: CaptureLike, seq: int) -> Captured:
         image: np.ndarray | None = None
         try:
             start = time.perf_counter()
@@ -377,7 +359,7 @@ class CameraSource(LocalSource):
         # A live grab blocks until the camera delivers, which is not decoding time.
         decode_s = done - (grabbed_at if self.config.live else start)
         self._m_last.set(time.time())
-        return _Captured(
+        return Captured(
             seq=seq,
             image=image,
             captured_at=datetime.now(UTC).isoformat(),

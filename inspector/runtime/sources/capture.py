@@ -1,12 +1,15 @@
-"""The OpenCV capture interface the camera source uses, and helpers around it."""
+"""The OpenCV capture interface the camera source uses, and what camera readers hand over."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
+from inspector.runtime.records import Frame, FrameMeta
 
 #: OpenCV capture API per configured backend.
 BACKENDS: dict[str, int] = {
@@ -64,3 +67,35 @@ def as_bgr(image: Any) -> np.ndarray | None:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     return None
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One frame a camera's reader thread took, waiting for the source's :meth:`poll`.
+
+    Attributes:
+        seq: Frames read by this source so far (ids stay unique across reconnects).
+        image: BGR uint8 ``(h, w, 3)``.
+        captured_at: RFC 3339 capture time.
+        received_monotonic: ``time.monotonic()`` when it was read.
+        decode_ms: Time spent decoding or converting it.
+    """
+
+    seq: int
+    image: np.ndarray
+    captured_at: str
+    received_monotonic: float
+    decode_ms: float
+
+    def to_frame(self, camera_id: str) -> Frame:
+        """The pipeline's frame, with id ``<camera_id>:<seq>``."""
+        height, width = self.image.shape[:2]
+        meta = FrameMeta(
+            frame_id=f"{camera_id}:{self.seq}",
+            camera_id=camera_id,
+            image_size=(height, width),
+            captured_at=self.captured_at,
+            received_monotonic=self.received_monotonic,
+            decode_ms=self.decode_ms,
+        )
+        return Frame(meta=meta, image=self.image)

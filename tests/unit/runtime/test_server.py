@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -258,3 +259,28 @@ def test_logs_an_ipv6_address_in_brackets(
     finally:
         srv.stop()
     assert f"http: serving /metrics, /healthz, /readyz on [::1]:{port}" in caplog.messages
+
+
+def test_starting_the_server_keeps_the_applications_log_handlers(
+    registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    # uvicorn's default logging set-up replaces every root handler: the daemon's log file and
+    # console would go silent (or a file be truncated) once HTTP starts.
+    logfile = tmp_path / "daemon.log"
+    handler = logging.FileHandler(logfile, mode="w")  # as the demo opens its log
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        logging.getLogger("inspector.test").warning("before the server")
+        srv = HttpServer(HOST, 0, registry, lambda: [], Metrics(registry))
+        srv.start()
+        try:
+            assert handler in root.handlers
+            logging.getLogger("inspector.test").warning("after the server")
+        finally:
+            srv.stop()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    text = logfile.read_text()
+    assert "before the server" in text and "after the server" in text
