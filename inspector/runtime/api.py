@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from inspector import __version__
+from inspector.errors import ConfigError
 from inspector.runtime.config import SourceConfig
 from inspector.runtime.control import (
     LineControl,
@@ -229,6 +230,21 @@ def _add_control_routes(
     def resume_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
         """Take frames from a paused source again."""
         return lookup(lambda: ctl.resume_source(source_id, who))
+
+    @app.post(
+        "/v1/sources/{source_id}/trigger",
+        tags=["sources"],
+        responses={
+            **errors,
+            409: {"model": Problem, "description": "the source is not in software-trigger mode"},
+        },
+    )
+    def trigger_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
+        """Take one frame now from a GenICam camera with ``trigger.mode: software``."""
+        try:
+            return lookup(lambda: ctl.trigger_source(source_id, who))
+        except ConfigError as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     @app.get("/v1/models", tags=["models"], responses={503: errors[503]})
     def list_models(ctl: Control) -> list[ModelState]:

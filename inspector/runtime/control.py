@@ -206,6 +206,18 @@ class LineControl:
         """Take frames from a paused source again."""
         return self._state(self._changed("resume_source", sid, who, self.intake.release))
 
+    def trigger_source(self, sid: str, who: str) -> SourceState:
+        """Take one frame from a camera in software-trigger mode (not a change: not saved).
+
+        Raises:
+            UnknownSourceError: No such source.
+            ConfigError: It takes no software triggers.
+        """
+        slot = self.intake.slot(sid)
+        slot.source.trigger()
+        log.debug("control: %s triggered source %s", who, sid)
+        return self._state(slot)
+
     def _changed(
         self, action: Action, sid: str, who: str, change: Callable[[str], SourceSlot]
     ) -> SourceSlot:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from inspector.errors import ConfigError
 from inspector.runtime.records import DeadLetter, Frame
 
 
@@ -39,6 +40,14 @@ class Source(ABC):
     def in_flight(self) -> int:
         """Items handed out and not yet acked (what a removal waits for before committing)."""
         return 0
+
+    def trigger(self) -> None:
+        """Take one frame now (cameras in software-trigger mode).
+
+        Raises:
+            ConfigError: This source takes no triggers.
+        """
+        raise ConfigError(f"source {self.name} takes no software triggers")
 
     def drain(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called on shutdown once in-flight frames are acked: commit what is delivered."""

@@ -206,6 +206,8 @@ def test_writes_need_the_token_and_bad_requests_name_the_field(
     assert line.call("GET", "/v1/sources/nope").status_code == 404
     assert line.call("POST", "/v1/sources/nope/pause").status_code == 404
     assert line.call("DELETE", "/v1/sources/nope").status_code == 404
+    not_a_camera = line.call("POST", "/v1/sources/cam-a/trigger")  # a folder takes no triggers
+    assert not_a_camera.status_code == 409 and "software triggers" in not_a_camera.json()["error"]
     # The daemon kept running through all of it.
     assert [s["state"] for s in line.call("GET", "/v1/sources").json()] == ["running"]
 
@@ -246,7 +248,7 @@ def test_generated_requests_get_only_documented_answers(line: Line) -> None:
             answers.setdefault(case.operation.label, set()).add(response.status_code)
 
         run()
-    assert len(answers) == 11  # every operation was exercised
+    assert len(answers) == 12  # every operation was exercised
     writes = [label for label in answers if not label.startswith("GET")]
     assert all(answers[label] == {401} for label in writes), answers  # no token, no change
     assert [s["id"] for s in line.call("GET", "/v1/sources").json()] == ["cam-a"]
