@@ -69,13 +69,33 @@ def test_every_triggered_frame_is_inspected_once(
                 assert answer.status_code == 200, answer.text
                 time.sleep(0.4)  # one frame per trigger: none merged, none dropped as stale
             got = collect(bootstrap, topics, expected=5, timeout=60)
+            on_topic = [r["frame_id"] for r in got.results]
+            in_file = [json.loads(line)["frame_id"] for line in jsonl.read_text().splitlines()]
+            assert sorted(on_topic) == sorted(in_file) == [f"line1-top:{i}" for i in range(1, 6)]
+            result = got.results[0]
+            assert result["camera_id"] == "line1-top" and result["image_size"] == [192, 256]
+            assert not got.dead
+
+            # The camera dies: not ready, with the reason; it comes back: frames resume.
+            camera.kill()
+            readyz = f"http://127.0.0.1:{daemon.server.port}/readyz"
+            deadline = time.monotonic() + 30
+            while (answer := requests.get(readyz, timeout=10)).status_code == 200:
+                assert time.monotonic() < deadline, "still ready with the camera gone"
+                time.sleep(0.2)
+            assert any(r.startswith("genicam line1-top:") for r in answer.json()["reasons"])
+            with fake_camera(serial=camera.device.serial):
+                deadline = time.monotonic() + 60
+                while requests.get(readyz, timeout=10).status_code != 200:
+                    assert thread.is_alive() and time.monotonic() < deadline, "no reconnect"
+                    time.sleep(0.2)
+                answer = requests.post(
+                    url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+                )
+                assert answer.status_code == 200
+                again = collect(bootstrap, topics, expected=6, timeout=60)
         finally:
             daemon.request_exit()
             thread.join(60)
     assert exit_code == [0]
-    on_topic = [r["frame_id"] for r in got.results]
-    in_file = [json.loads(line)["frame_id"] for line in jsonl.read_text().splitlines()]
-    assert sorted(on_topic) == sorted(in_file) == [f"line1-top:{i}" for i in range(1, 6)]
-    result = got.results[0]
-    assert result["camera_id"] == "line1-top" and result["image_size"] == [192, 256]
-    assert not got.dead
+    assert len(again.results) == 6 and len({r["frame_id"] for r in again.results}) == 6
