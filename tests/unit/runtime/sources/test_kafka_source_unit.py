@@ -180,6 +180,8 @@ def test_consumer_settings_commit_manually_from_earliest_with_client_side_limits
     assert settings["max_poll_records"] == 7
     assert settings["max_partition_fetch_bytes"] >= 30 << 20
     assert settings["fetch_max_bytes"] >= settings["max_partition_fetch_bytes"]
+    # A group formed before a new topic's metadata arrived waits at most this for partitions.
+    assert settings["metadata_max_age_ms"] <= 30_000
     assert settings["sasl_plain_password"] == "s3cret"  # the secret's value, not "**********"
     assert settings["sasl_mechanism"] == "SCRAM-SHA-512"
     assert settings["security_protocol"] == "SASL_SSL"
