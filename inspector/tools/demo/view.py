@@ -150,13 +150,14 @@ class LineTally:
     def summary(self) -> str:
         """One line for logs and pipes."""
         p50, p95 = self.latency_ms(50), self.latency_ms(95)
-        latency = f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
-        return (
+        counts = (
             f"{self.results} results ({self.frames_per_s():.1f}/s), {self.anomalous} anomalous "
             f"({self.caught} defective parts caught, {self.missed} missed, "
             f"{self.false_alarms} false alarms), {self.defects} defect regions, "
-            f"{self.dead_letters} dead letters; {latency}{self._falling_behind()}"
-        ).rstrip("; ")
+            f"{self.dead_letters} dead letters"
+        )
+        latency = f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
+        return "; ".join(part for part in (counts, latency, self._falling_behind()) if part)
 
     def _falling_behind(self) -> str:
         parts = []
@@ -164,7 +165,7 @@ class LineTally:
             parts.append(f"{behind} frames behind")
         if (share := self.late_share()) is not None:
             parts.append(f"{self.late} late ({share:.0%})")
-        return "; " + ", ".join(parts) if parts else ""
+        return ", ".join(parts)
 
 
 def _fmt(value: float | None, unit: str) -> str:

@@ -126,3 +126,9 @@ def test_without_a_sent_count_or_deadlines_the_view_says_unknown() -> None:
     tally.add_result(_result("f1", "a", anomalous=False))
     assert tally.behind() is None and tally.late_share() is None
     assert "behind" not in tally.summary() and " late (" not in tally.summary()
+
+
+def test_the_summary_has_no_empty_parts_before_the_first_result() -> None:
+    tally = LineTally(sent=lambda: 30)
+    tally.add_dead_letter("broken")
+    assert tally.summary().endswith("1 dead letters; 29 frames behind")
