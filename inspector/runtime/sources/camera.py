@@ -30,6 +30,7 @@ from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.base import LocalSource
 from inspector.runtime.sources.capture import (
     BACKENDS,
+    CameraSeries,
     Captured,
     CaptureFactory,
     CaptureLike,
@@ -101,13 +102,7 @@ class CameraSource(LocalSource):
         self._next_due = float("-inf")
         self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
         self._seq = 0  # frames read; ids count on across reconnects and loops, so stay unique
-        cam = metrics.camera(config.camera_id)
-        self._m_up = metrics.camera_up.labels(camera=cam)
-        self._m_reconnects = metrics.camera_reconnects.labels(camera=cam)
-        self._m_stale = metrics.frames_dropped.labels(camera=cam, reason="stale")
-        self._m_last = metrics.camera_last_frame.labels(camera=cam)
-        self._m_received = metrics.frames_received.labels(source="camera")
-        self._m_decode = metrics.stage_seconds.labels(stage="decode")
+        self._series = CameraSeries.bind(metrics, config.camera_id, "camera")
 
     # --- Source API ---------------------------------------------------------------------------
 
@@ -115,7 +110,7 @@ class CameraSource(LocalSource):
         """Start the reader thread; it opens the capture and keeps it open."""
         if self._thread is not None:
             return
-        self._m_up.set(0)
+        self._series.up.set(0)
         self._thread = threading.Thread(
             target=self._run, name=f"camera-{self.config.camera_id}", daemon=True
         )
@@ -141,8 +136,8 @@ class CameraSource(LocalSource):
         if item is None:
             return []
         self._schedule_next()
-        self._m_received.inc()
-        self._m_decode.observe(item.decode_ms / 1e3)
+        self._series.received.inc()
+        self._series.decode.observe(item.decode_ms / 1e3)
         return [item.to_frame(self.config.camera_id)]
 
     @property
@@ -196,7 +191,7 @@ class CameraSource(LocalSource):
             if self.config.live:
                 if self._buffer:
                     self._buffer.clear()
-                    self._m_stale.inc()
+                    self._series.stale.inc()
             else:
                 while len(self._buffer) >= _READ_AHEAD and not self._stop.is_set():
                     self._cond.wait(0.1)
@@ -212,7 +207,7 @@ class CameraSource(LocalSource):
 
     def _set_up(self, up: bool) -> None:
         self._up = up
-        self._m_up.set(1 if up else 0)
+        self._series.up.set(1 if up else 0)
 
     def _warn(self, message: str, *args: object) -> None:
         # One warning per outage and then one a minute: a camera that is down for a day
@@ -253,7 +248,7 @@ class CameraSource(LocalSource):
                         self._sleep(backoff.next())
                         if self._stop.is_set():
                             break
-                        self._m_reconnects.inc()
+                        self._series.reconnects.inc()
                     capture, error = self._open()
                     if capture is None:
                         self._set_up(False)
@@ -358,7 +353,7 @@ class CameraSource(LocalSource):
             raise _StreamBrokenError(problem or "read returned no frame")
         # A live grab blocks until the camera delivers, which is not decoding time.
         decode_s = done - (grabbed_at if self.config.live else start)
-        self._m_last.set(time.time())
+        self._series.last_frame.set(time.time())
         return Captured(
             seq=seq,
             image=image,

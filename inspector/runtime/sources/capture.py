@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import Frame, FrameMeta
 
 #: OpenCV capture API per configured backend.
@@ -99,3 +100,28 @@ class Captured:
             decode_ms=self.decode_ms,
         )
         return Frame(meta=meta, image=self.image)
+
+
+@dataclass(frozen=True)
+class CameraSeries:
+    """The metric series every camera source reports to, bound to its camera label."""
+
+    up: Any
+    reconnects: Any
+    stale: Any
+    last_frame: Any
+    received: Any
+    decode: Any
+
+    @classmethod
+    def bind(cls, metrics: Metrics, camera_id: str, source: str) -> CameraSeries:
+        """The series of ``camera_id`` (a bounded label) for source type ``source``."""
+        cam = metrics.camera(camera_id)
+        return cls(
+            up=metrics.camera_up.labels(camera=cam),
+            reconnects=metrics.camera_reconnects.labels(camera=cam),
+            stale=metrics.frames_dropped.labels(camera=cam, reason="stale"),
+            last_frame=metrics.camera_last_frame.labels(camera=cam),
+            received=metrics.frames_received.labels(source=source),
+            decode=metrics.stage_seconds.labels(stage="decode"),
+        )

@@ -31,8 +31,9 @@ from inspector.runtime.pacing import Backoff, RateLimitedLog
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.aravis import aravis
 from inspector.runtime.sources.base import LocalSource
-from inspector.runtime.sources.capture import Captured
+from inspector.runtime.sources.capture import CameraSeries, Captured
 from inspector.runtime.sources.genicam_pixels import to_bgr
+from inspector.runtime.sources.genicam_settings import apply_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +89,11 @@ class GenicamSource(LocalSource):
         self._seq = 0
         self._arrivals: deque[float] = deque()
         self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
+        self._series = CameraSeries.bind(metrics, config.camera_id, "genicam")
         cam = metrics.camera(config.camera_id)
-        self._m_up = metrics.camera_up.labels(camera=cam)
-        self._m_reconnects = metrics.camera_reconnects.labels(camera=cam)
-        self._m_stale = metrics.frames_dropped.labels(camera=cam, reason="stale")
         self._m_incomplete = metrics.camera_incomplete.labels(camera=cam)
         self._m_underruns = metrics.camera_underruns.labels(camera=cam)
         self._m_rate = metrics.camera_frame_rate.labels(camera=cam, kind="achieved")
-        self._m_last = metrics.camera_last_frame.labels(camera=cam)
-        self._m_received = metrics.frames_received.labels(source="genicam")
-        self._m_decode = metrics.stage_seconds.labels(stage="decode")
         if config.frame_rate is not None:
             metrics.camera_frame_rate.labels(camera=cam, kind="configured").set(config.frame_rate)
 
@@ -113,7 +109,7 @@ class GenicamSource(LocalSource):
         if self._thread is not None:
             return
         aravis()  # a missing library is a set-up error, not a camera to wait for
-        self._m_up.set(0)
+        self._series.up.set(0)
         try:
             camera = self._open()
         except CameraGoneError as exc:
@@ -134,8 +130,8 @@ class GenicamSource(LocalSource):
             if not self._latest:
                 return []
             item = self._latest.popleft()
-        self._m_received.inc()
-        self._m_decode.observe(item.decode_ms / 1e3)
+        self._series.received.inc()
+        self._series.decode.observe(item.decode_ms / 1e3)
         return [item.to_frame(self.config.camera_id)]
 
     def trigger(self) -> None:
@@ -168,7 +164,7 @@ class GenicamSource(LocalSource):
     def _set_up(self, up: bool, reason: str | None = None) -> None:
         self._up = up
         self._reason = reason
-        self._m_up.set(1 if up else 0)
+        self._series.up.set(1 if up else 0)
 
     def _run(self, camera: Any) -> None:
         cfg = self.config
@@ -192,7 +188,7 @@ class GenicamSource(LocalSource):
             camera = None
             if self._stop.is_set():
                 break
-            self._m_reconnects.inc()
+            self._series.reconnects.inc()
             self._stop.wait(backoff.after(attempt))
             attempt += 1
 
@@ -204,8 +200,6 @@ class GenicamSource(LocalSource):
             ConfigError: It rejects a setting.
         """
         lib = aravis()
-        from inspector.runtime.sources.genicam_settings import apply_settings
-
         try:
             camera = lib.Camera.new(self.config.device)
         except Exception as exc:  # GLib.Error: not found, or busy with another controller
@@ -314,7 +308,7 @@ class GenicamSource(LocalSource):
         convert_ms = (time.perf_counter() - t0) * 1e3
         self._seq += 1
         item = Captured(self._seq, image, _captured_at(buffer), now, convert_ms)
-        self._m_last.set(time.time())
+        self._series.last_frame.set(time.time())
         self._arrivals.append(now)
         while self._arrivals and now - self._arrivals[0] > _RATE_WINDOW_S:
             self._arrivals.popleft()
@@ -322,7 +316,7 @@ class GenicamSource(LocalSource):
         self._m_rate.set((len(self._arrivals) - 1) / span if len(self._arrivals) > 1 else 0.0)
         with self._cond:
             if self._latest:
-                self._m_stale.inc()
+                self._series.stale.inc()
             self._latest.append(item)
             self._cond.notify_all()
 
