@@ -28,6 +28,26 @@ class InputSizeError(InspectorError):
     """
 
 
+class RegionError(InspectorError):
+    """A frame's region of interest or tiling does not fit the frame or the model.
+
+    The ROI lies outside the frame, the region is smaller than one tile, or the tiles are not
+    the model's input size. A failure of one frame (exit 1), not of the daemon: the frame
+    becomes a dead letter whose ``error_type`` is :attr:`kind` and whose reason is the message.
+
+    Attributes:
+        kind: ``roi_outside_frame`` or ``tiling_mismatch``.
+    """
+
+    def __init__(self, message: str, kind: str = "tiling_mismatch") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[type[RegionError], tuple[str, str]]:
+        # As ImageTooLargeError: pickled as type(*args), and args holds the message only.
+        return type(self), (str(self), self.kind)
+
+
 class WeightsUnavailableError(InspectorError):
     """Pretrained encoder weights cannot be found; the message says which file to put where."""
 

@@ -298,11 +298,14 @@ def _add_control_routes(
         responses={
             401: errors[401],
             503: errors[503],
-            422: {"description": "invalid recipe, or its model is not served"},
+            422: {
+                "description": "invalid recipe, its model is not served, or its tiles are not "
+                "that model's input size"
+            },
         },
     )
     def set_recipe(camera_id: str, body: CameraRecipe, ctl: Control, who: Operator) -> CameraRecipe:
-        """A camera's product recipe: model, thresholds, smallest defect, deadline.
+        """A camera's product recipe: model, thresholds, smallest defect, deadline, ROI, tiling.
 
         The switch happens between batches: frames already inferred keep their model.
         """
@@ -310,3 +313,5 @@ def _add_control_routes(
             return ctl.set_recipe(camera_id, body, who)
         except UnknownModelError as exc:
             raise HTTPException(422, f"model: {exc}") from exc
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc

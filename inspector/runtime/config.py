@@ -335,7 +335,9 @@ class InspectorConfig(BaseSettings):
     """The daemon's whole configuration: YAML file, then ``INSPECTOR_SECTION__KEY`` overrides.
 
     ``cameras`` maps a camera id to its recipe (:class:`~inspector.runtime.recipes.
-    CameraRecipe`); the key ``"*"`` applies to cameras without one.
+    CameraRecipe`); the key ``"*"`` applies to cameras without one. ``models`` maps a name to a
+    checkpoint served besides ``model.checkpoint`` (as ``POST /v1/models`` adds one), for the
+    recipes that name it, e.g. a high-resolution camera's tiled model.
     """
 
     model_config = SettingsConfigDict(
@@ -355,6 +357,7 @@ class InspectorConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
     metrics: MetricsConfig = MetricsConfig()
+    models: dict[str, Path] = {}
     cameras: dict[str, CameraRecipe] = {}
 
     @model_validator(mode="after")

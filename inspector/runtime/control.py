@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inspector.errors import InspectorError
+from inspector.errors import ConfigError, InspectorError
 from inspector.runtime.config import KafkaConfig, SourceConfig
 from inspector.runtime.intake import DuplicateSourceError, Intake, SourceSlot, UnknownSourceError
 from inspector.runtime.metrics import Metrics
@@ -281,13 +281,15 @@ class LineControl:
 
         Raises:
             UnknownModelError: The recipe names a model that is not served.
+            ConfigError: Its ``tiling.tile`` is not that model's input size.
         """
-        if recipe.model is not None:
-            try:
+        try:
+            if recipe.model is not None:
                 self.models.get(recipe.model)
-            except UnknownModelError:
-                self._count("set_recipe", "rejected")
-                raise
+            self.models.check_recipe(camera_id, recipe)
+        except (UnknownModelError, ConfigError):
+            self._count("set_recipe", "rejected")
+            raise
         self.recipes.set(camera_id, recipe)
         self._count("set_recipe", "ok")
         log.info("control: %s set the recipe of camera %s: %s", who, camera_id, recipe)

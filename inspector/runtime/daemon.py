@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -29,7 +30,12 @@ from inspector.runtime.config import InspectorConfig, KafkaSourceConfig
 from inspector.runtime.control import LineControl
 from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import CameraLabels, Metrics
-from inspector.runtime.models import ModelSet, ServedModel, load_served_model
+from inspector.runtime.models import (
+    ModelSet,
+    ServedModel,
+    load_served_model,
+    warn_tiling_of,
+)
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.recipes import ANY_CAMERA, Recipes
@@ -163,7 +169,13 @@ class Daemon:
         self.server.start()
         try:
             served = self._load_model()
+            models = ModelSet(served, self.metrics)
+            for name, path in cfg.models.items():
+                models.add(self._load_model(name, path))
             state = restore_state(cfg.daemon.state_path)
+            if state is None:  # the file's recipes: a tile that is not the model's size is a typo
+                for camera_id, recipe in cfg.cameras.items():
+                    models.check_recipe(camera_id, recipe)
             configs = list(state.sources) if state is not None else list(cfg.sources)
             sources = [build_source(s, cfg.kafka, self.metrics) for s in configs]
             sinks = build_sinks(cfg, self.metrics)
@@ -175,9 +187,10 @@ class Daemon:
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
         ids = source_ids(configs)
-        models = ModelSet(served, self.metrics)
         self._restore_models(models, state)
         recipes = Recipes(state.cameras if state is not None else cfg.cameras)
+        if state is not None:
+            warn_tiling_of(models, recipes)
         self.pipeline = Pipeline(
             sources,
             cfg.batcher,
@@ -258,15 +271,23 @@ class Daemon:
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 self.should_exit.wait(delay)
 
-    def _load_model(self) -> ServedModel:
+    def _load_model(self, name: str | None = None, path: Path | None = None) -> ServedModel:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.
 
+        With ``name`` and ``path``: one of ``models`` (served by name for the recipes).
         The torch work runs on a thread that ends with it, so that only the inference thread
         keeps an OpenMP team (see :func:`inspector.model.fastpath.in_passing_thread`).
 
         Raises:
             InspectorError: No checkpoint configured, or it cannot be loaded.
         """
+        if name is not None and path is not None:
+            cfg = self.config
+            return in_passing_thread(
+                lambda: load_served_model(name, path, cfg, self.metrics),
+                "inspector-model-setup",
+                self.should_exit,
+            )
         return in_passing_thread(self._load_and_warm, "inspector-model-setup", self.should_exit)
 
     def _load_and_warm(self) -> ServedModel:

@@ -8,24 +8,29 @@ each holds. Loading happens beside the running models, which keep serving meanwh
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from inspector.checkpoint import load_checkpoint
-from inspector.errors import InspectorError
+from inspector.errors import ConfigError, InspectorError, RegionError
 from inspector.messages import ModelRef
 from inspector.model.device import resolve_device
 from inspector.model.fastpath import RuntimeOptions
 from inspector.runtime.config import InspectorConfig
+from inspector.runtime.ids import for_log
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Recipes
 from inspector.runtime.records import Frame
+from inspector.runtime.regions import FrameView, check_tiling, image_size_of, plan_view
 from inspector.runtime.worker import ModelWorker
+
+log = logging.getLogger(__name__)
 
 
 class UnknownModelError(InspectorError):
@@ -133,6 +138,21 @@ class ModelSet:
             raise UnknownModelError(f"no model {name!r} is loaded (GET /v1/models lists them)")
         return found
 
+    def check_recipe(self, camera_id: str, recipe: CameraRecipe) -> None:
+        """Refuse a recipe whose tiles do not fit the model it names (if that is served).
+
+        Raises:
+            ConfigError: ``tiling.tile`` is not the model's input size (the message names
+                ``cameras.<camera_id>.tiling.tile``).
+        """
+        if recipe.tiling is None:
+            return
+        try:
+            model = self.get(recipe.model)
+        except UnknownModelError:
+            return  # its frames become dead letters unknown_model; nothing to compare with
+        check_tiling(camera_id, recipe, model.name, model.worker.image_size)
+
     def all(self) -> list[ServedModel]:
         """Every served model, the default first."""
         with self._lock:
@@ -179,13 +199,52 @@ class ModelSet:
         return found
 
 
+def check_tiling_of(cameras: Mapping[str, CameraRecipe], served: ServedModel) -> None:
+    """Refuse configured recipes whose tiles are not the default model's input size.
+
+    Raises:
+        ConfigError: Names ``cameras.<id>.tiling.tile`` and the size to use.
+    """
+    for camera_id, recipe in cameras.items():
+        if recipe.model is None or recipe.model == served.name:
+            check_tiling(camera_id, recipe, served.name, served.worker.image_size)
+
+
+def warn_tiling_of(models: ModelSet, recipes: Recipes) -> None:
+    """Log restored recipes whose tiles no longer fit their model (its frames dead-letter).
+
+    Set through the control API, they fitted then; the model file may have changed since. The
+    daemon still starts: the other cameras run, and the operator can fix the recipe over the
+    API, which a refusal to start would prevent.
+    """
+    for camera_id, recipe in recipes.all().items():
+        try:
+            models.check_recipe(camera_id, recipe)
+        except ConfigError as exc:
+            log.error(
+                "restored recipe: %s; its frames become dead letters tiling_mismatch until "
+                "PUT /v1/cameras/%s fixes it",
+                exc,
+                camera_id,
+            )
+
+
 @dataclass(frozen=True)
 class Routed:
-    """Frames of one batch that go to one model, each with the postprocessor of its recipe."""
+    """Frames of one batch that go to one model, each with the postprocessor of its recipe.
+
+    Attributes:
+        model: The model.
+        frames: The frames.
+        postprocessors: Each frame's postprocessor.
+        views: Each frame's region of interest and tiles, for frames of cameras whose recipe
+            has ``roi`` or ``tiling``; ``None`` for a group of whole frames (the plain path).
+    """
 
     model: ServedModel
     frames: list[Frame]
     postprocessors: list[Postprocessor]
+    views: list[FrameView] | None = None
 
     def map_filter(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Which frames need their map, each by its own recipe's image threshold."""
@@ -195,6 +254,21 @@ class Routed:
         return lambda scores: torch.cat(
             [p.needs_map(scores[i : i + 1]) for i, p in enumerate(posts)]
         )
+
+
+@dataclass(frozen=True)
+class Unroutable:
+    """A frame that cannot go to a model, and why (its dead letter's ``error_type``).
+
+    Attributes:
+        frame: The frame.
+        kind: ``unknown_model``, ``roi_outside_frame`` or ``tiling_mismatch``.
+        error: What went wrong (the dead letter's reason).
+    """
+
+    frame: Frame
+    kind: str
+    error: Exception
 
 
 class ModelRouter:
@@ -213,20 +287,39 @@ class ModelRouter:
         self.recipes = recipes
         self._posts: dict[tuple[str, str, CameraRecipe], Postprocessor] = {}
 
-    def route(self, batch: list[Frame]) -> tuple[list[Routed], list[tuple[Frame, Exception]]]:
-        """The batch by model, in first-seen order, and the frames whose model is gone."""
-        groups: dict[str, Routed] = {}
-        failed: list[tuple[Frame, Exception]] = []
+    def route(self, batch: list[Frame]) -> tuple[list[Routed], list[Unroutable]]:
+        """The batch by model, in first-seen order, and the frames that cannot go to one.
+
+        Frames whose recipe has ``roi`` or ``tiling`` form groups of their own (with a view
+        each): the plain path's groups stay exactly as they were. A frame whose model is gone
+        or whose ROI does not fit it is returned as :class:`Unroutable`.
+        """
+        groups: dict[tuple[str, bool], Routed] = {}
+        failed: list[Unroutable] = []
         for frame in batch:
             recipe = self.recipes.recipe(frame.meta.camera_id)
             try:
                 model = self.models.get(recipe.model)
             except UnknownModelError as exc:
-                failed.append((frame, exc))
+                failed.append(Unroutable(frame, "unknown_model", exc))
                 continue
-            group = groups.setdefault(model.name, Routed(model, [], []))
+            try:
+                view = plan_view(recipe, image_size_of(frame.image), model.worker.image_size)
+            except RegionError as exc:
+                failed.append(Unroutable(frame, exc.kind, exc))
+                continue
+            except Exception as exc:  # a bug must fail this frame, never the inference thread
+                log.exception("planning the region of %s failed", for_log(frame.meta.frame_id))
+                failed.append(Unroutable(frame, "inference_error", exc))
+                continue
+            key = (model.name, view is not None)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = Routed(model, [], [], None if view is None else [])
             group.frames.append(frame)
             group.postprocessors.append(self._postprocessor(model, recipe))
+            if group.views is not None and view is not None:
+                group.views.append(view)
         return list(groups.values()), failed
 
     def _postprocessor(self, model: ServedModel, recipe: CameraRecipe) -> Postprocessor:

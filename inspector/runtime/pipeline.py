@@ -37,6 +37,7 @@ from inspector.runtime.models import ModelRouter, ModelSet, Routed, ServedModel
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import Recipes
 from inspector.runtime.records import Frame, Inspection, ScoredBatch
+from inspector.runtime.regions import FrameView
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
@@ -52,8 +53,9 @@ class _Inferred:
     finished: float
     # Each frame's postprocessor: its model's calibration with its camera's recipe. After a
     # reload or a recipe switch, batches already inferred keep what matches their maps.
-    # in flight keep the calibration that matches their maps.
     postprocessors: list[Postprocessor]
+    # Each frame's region of interest and tiles (what its map covers); None: whole frames.
+    views: list[FrameView] | None = None
 
 
 class Pipeline:
@@ -282,8 +284,9 @@ class Pipeline:
                 if not batch:
                     return
                 routed, orphans = self._router.route(batch)
-                for frame, exc in orphans:  # its recipe names a model no longer served
-                    self.outcomes.failed(frame, "inference", "unknown_model", exc)
+                # Its recipe names a model no longer served, or its ROI does not fit it.
+                for orphan in orphans:
+                    self.outcomes.failed(orphan.frame, "inference", orphan.kind, orphan.error)
                 for group in routed:
                     self._infer(group)
         finally:
@@ -291,16 +294,28 @@ class Pipeline:
 
     def _infer(self, group: Routed) -> None:
         started = self.clock()
+        images = [f.image for f in group.frames]
+        worker = group.model.worker
         try:
-            output = group.model.worker.score(
-                [f.image for f in group.frames], map_filter=group.map_filter()
-            )
+            if group.views is None:
+                output = worker.score(images, map_filter=group.map_filter())
+            else:
+                output = worker.score_views(images, group.views, map_filter=group.map_filter())
         except Exception as exc:
             log.exception("inference failed for a batch of %d", len(group.frames))
             for frame in group.frames:
                 self.outcomes.failed(frame, "inference", "inference_error", exc)
             return
-        self._post.put(_Inferred(group.frames, output, started, self.clock(), group.postprocessors))
+        self._post.put(
+            _Inferred(
+                group.frames,
+                output,
+                started,
+                self.clock(),
+                group.postprocessors,
+                group.views,
+            )
+        )
 
     def _postprocess_loop(self) -> None:
         while (item := self._post.get()) is not None:
@@ -321,7 +336,10 @@ class Pipeline:
         meta = frame.meta
         postprocessor = item.postprocessors[i]
         decision = postprocessor.decide(
-            item.output.maps[i], float(item.output.scores[i]), meta.image_size
+            item.output.maps[i],
+            float(item.output.scores[i]),
+            meta.image_size,
+            None if item.views is None else item.views[i],
         )
         post_ms = (self.clock() - t0) * 1e3
         queue_ms = max(0.0, (item.started - meta.received_monotonic) * 1e3)

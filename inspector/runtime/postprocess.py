@@ -24,6 +24,7 @@ from inspector.messages import (
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import PostprocessConfig
 from inspector.runtime.records import FrameMeta
+from inspector.runtime.regions import FrameView, defects_to_frame, heat_to_frame, mask_to_frame
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ class FrameDecision:
         is_anomalous: Score above the applied image threshold.
         defects: Regions in original-frame pixels.
         mask: Defect mask ``(h, w)`` bool in original-frame pixels, ``None`` when not anomalous.
-        heatmap: Normalised map ``(H, W)`` float32 at the model size (for overlays); ``None``
-            when the map was not needed.
+        heatmap: Normalised map ``(H, W)`` float32 covering the whole frame at the map's
+            resolution (the model size; a stitched map's, for tiled frames) for overlays;
+            ``None`` when the map was not needed.
     """
 
     score: float
@@ -111,15 +113,23 @@ class Postprocessor:
         return normalised > self.threshold.image
 
     def decide(
-        self, raw_map: torch.Tensor | None, raw_score: float, image_size: tuple[int, int]
+        self,
+        raw_map: torch.Tensor | None,
+        raw_score: float,
+        image_size: tuple[int, int],
+        view: FrameView | None = None,
     ) -> FrameDecision:
         """Score, threshold and segment one frame.
 
         Args:
-            raw_map: Raw anomaly map ``(H, W)`` at the model size (any device); may be ``None``
-                for a frame that :meth:`needs_map` ruled out.
+            raw_map: Raw anomaly map ``(H, W)`` at the model size (any device), or of the
+                view's region (a stitched map); may be ``None`` for a frame that
+                :meth:`needs_map` ruled out.
             raw_score: Raw image score.
             image_size: Original frame ``(h, w)``.
+            view: The frame's region of interest and tiles (``None``: the whole frame,
+                resized): the map covers that region; regions are found in it and reported
+                in frame pixels.
 
         Returns:
             The decision with regions and mask in original-frame pixels.
@@ -127,6 +137,22 @@ class Postprocessor:
         Raises:
             ValueError: An anomalous frame came without its map.
         """
+        if view is None or view.roi is None:
+            return self._decide(raw_map, raw_score, image_size)
+        # Segmented in the region's pixels, then placed in the frame's.
+        found = self._decide(raw_map, raw_score, view.region_size)
+        return FrameDecision(
+            found.score,
+            found.raw_score,
+            found.is_anomalous,
+            defects_to_frame(found.defects, view),
+            None if found.mask is None else mask_to_frame(found.mask, view),
+            None if found.heatmap is None else heat_to_frame(found.heatmap, view),
+        )
+
+    def _decide(
+        self, raw_map: torch.Tensor | None, raw_score: float, image_size: tuple[int, int]
+    ) -> FrameDecision:
         cal = self.calibration
         score = cal.normalise_score(raw_score)
         anomalous = score > self.threshold.image
@@ -162,7 +188,10 @@ class Postprocessor:
             x, y, bw, bh = (int(v) for v in stats[i, :4])
             x0, y0 = int(x * sx), int(y * sy)
             x1, y1 = min(w, math.ceil((x + bw) * sx)), min(h, math.ceil((y + bh) * sy))
-            values = heat[labels == i]
+            # Within the region's box only: a stitched map has megapixels and up to
+            # max_defects regions; the whole map compared per region would cost that product.
+            box = (slice(y, y + bh), slice(x, x + bw))
+            values = heat[box][labels[box] == i]
             defects.append(
                 Defect(
                     bbox=(x0, y0, x1 - x0, y1 - y0),

@@ -9,6 +9,11 @@ act on it. Each camera may have a ``deadline_ms`` counted from the frame's ``cap
 result ready after it says ``"late": true`` and counts in ``inspector_results_late_total``, so
 a line that falls behind is seen at once instead of latency growing silently.
 
+Frames of several megapixels lose small defects when resized to the model's input: a recipe
+may set a region of interest (``roi``, cropped before anything else) and ``tiling``, which cuts
+the region into model-sized tiles at native resolution and stitches their maps back
+(:mod:`inspector.model.tiling`; the daemon's side is :mod:`inspector.runtime.regions`).
+
 A leaf of the runtime like :mod:`inspector.runtime.config` (which holds the recipes).
 """
 
@@ -19,9 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspector.model.config import Frozen
+from inspector.model.region_config import RoiConfig, TilingConfig
+
+__all__ = ["ANY_CAMERA", "NO_RECIPE", "CameraRecipe", "Recipes", "RoiConfig", "TilingConfig"]
 
 #: The ``cameras`` key whose recipe applies to every camera without one of its own.
 ANY_CAMERA = "*"
@@ -39,6 +47,9 @@ class CameraRecipe(Frozen):
         min_defect_area_px: Smallest region kept as a defect (``None``: ``postprocess``'s).
         deadline_ms: Longest time from capture (``captured_at``) to a verdict; later results
             carry ``"late": true``. ``None``: no deadline.
+        roi: Inspect only this region of the frame (``None``: the whole frame).
+        tiling: Cut the region into model-sized tiles at native resolution (``None``: resize
+            the region to the model's input, as without a recipe).
     """
 
     model: str | None = Field(default=None, min_length=1, max_length=128)
@@ -46,6 +57,18 @@ class CameraRecipe(Frozen):
     pixel_threshold: float | None = Field(default=None, ge=0, le=1)
     min_defect_area_px: int | None = Field(default=None, ge=1)
     deadline_ms: int | None = Field(default=None, gt=0)
+    roi: RoiConfig | None = None
+    tiling: TilingConfig | None = None
+
+    @model_validator(mode="after")
+    def _roi_holds_a_tile(self) -> CameraRecipe:
+        roi, tiling = self.roi, self.tiling
+        if roi is not None and tiling is not None and min(roi.width, roi.height) < tiling.tile:
+            raise ValueError(
+                f"roi {roi.width}x{roi.height} px is smaller than one tile ({tiling.tile} px): "
+                "enlarge the roi or drop tiling (the roi is then resized to the model's input)"
+            )
+        return self
 
 
 #: The recipe of a camera that has none (no ``"*"`` either): the default model, no deadline.

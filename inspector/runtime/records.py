@@ -24,8 +24,9 @@ class ScoredBatch(NamedTuple):
 
     Attributes:
         scores: Raw image scores, shape ``(N,)``, float32.
-        maps: Per frame, the raw map ``(H, W)`` float32 at the model size, or ``None`` when
-            the frame's score rules out an anomaly.
+        maps: Per frame, the raw map ``(H, W)`` float32 at the model size (a frame with a
+            region of interest and tiling: its stitched region map ``(h, w)`` at native
+            resolution), or ``None`` when the frame's score rules out an anomaly.
     """
 
     scores: torch.Tensor
@@ -138,8 +139,9 @@ class Inspection:
     Attributes:
         message: The result as published.
         frame: The frame it came from (pixels for overlays, ack for delivery).
-        heatmap: Normalised anomaly map ``(H, W)`` float32 at the model size; ``None`` for
-            frames whose map was not needed (not anomalous).
+        heatmap: Normalised anomaly map ``(H, W)`` float32 covering the whole frame at the
+            map's pixel density (the model size; frame resolution for a tiled frame); ``None``
+            for frames whose map was not needed (not anomalous).
         mask: Defect mask ``(h, w)`` bool at the frame size, ``None`` when not anomalous.
     """
 

@@ -1,4 +1,9 @@
-"""Model worker stage: preprocessing identical to training, batched inference on the fast path."""
+"""Model worker stage: preprocessing identical to training, batched inference on the fast path.
+
+Frames of cameras with a region of interest or tiling (:mod:`inspector.runtime.regions`) go
+through :meth:`ModelWorker.score_views`: their regions' tiles, at native resolution, run
+through the same fast path as whole frames, at the same batch shape.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from inspector.model import ReverseDistillation
 from inspector.model.fastpath import FastModel, RuntimeOptions
 from inspector.model.preprocess import IMAGENET, Preprocessing, preprocess, to_tensor_rgb
 from inspector.model.records import InferenceBatch
+from inspector.model.tiling import image_scores
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import ScoredBatch
+from inspector.runtime.regions import FrameView, region_pixels
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +129,102 @@ class ModelWorker:
                     maps[i] = picked[j]
         self._record(time.perf_counter() - t0, len(images))
         return ScoredBatch(scores, maps)
+
+    def score_views(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor],
+        views: Sequence[FrameView],
+        map_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> ScoredBatch:
+        """Like :meth:`score` for frames with a region of interest or tiling.
+
+        Each frame's region is cropped (:func:`~inspector.runtime.regions.region_pixels`) and
+        either cut into tiles at native resolution or, without tiling, resized to the model's
+        input. The inputs of all frames run together, ``max_batch_size`` at a time: the fast
+        path's batch shape (a CUDA graph pads the last chunk). A frame's tile maps are
+        stitched as soon as its last tile is scored, so at most one frame's tile maps and the
+        batch's stitched maps are held; its score is the maximum of its stitched map.
+
+        Args:
+            images: Frames as for :meth:`infer`.
+            views: One per frame: its region and tiles.
+            map_filter: As for :meth:`score`.
+
+        Returns:
+            Scores ``(N,)`` and, per frame, its raw map or ``None``: the stitched region
+            ``(h, w)`` at native resolution when tiled, else ``(H, W)`` at the model size.
+
+        Raises:
+            RegionError: A frame's ROI does not fit in it (the router checks this first).
+        """
+        if not images:
+            return ScoredBatch(torch.empty(0), [])
+        t0 = time.perf_counter()
+        size = self.image_size
+        with torch.inference_mode():
+            regions = [
+                region_pixels(img, v, self.device) for img, v in zip(images, views, strict=True)
+            ]
+            # Frames without tiling: the region resized once, like a whole frame.
+            resized = {
+                f: preprocess(r.unsqueeze(0), size, self.preprocessing)
+                for f, (r, v) in enumerate(zip(regions, views, strict=True))
+                if v.grid is None
+            }
+            items = [(f, k) for f, v in enumerate(views) for k in range(v.inputs)]
+            stitched: list[torch.Tensor] = []
+            pending: list[torch.Tensor] = []
+            for start in range(0, len(items), self.max_batch_size):
+                chunk = items[start : start + self.max_batch_size]
+                maps = self.fast(self._chunk_input(chunk, regions, views, resized)).anomaly_map
+                for (f, k), tile_map in zip(chunk, maps, strict=True):
+                    pending.append(tile_map)
+                    if k == views[f].inputs - 1:  # the frame's last input: stitch it now
+                        grid = views[f].grid
+                        joined = torch.stack(pending)
+                        stitched.append(joined[0, 0] if grid is None else grid.stitch(joined)[0, 0])
+                        pending = []
+            del regions, resized
+            (scores,) = self._to_host(
+                torch.stack([image_scores(m[None, None]) for m in stitched]).flatten()
+            )
+            chosen = map_filter or self.map_filter
+            wanted = (
+                chosen(scores) if chosen is not None else torch.ones(len(images), dtype=torch.bool)
+            )
+            maps_out: list[torch.Tensor | None] = [None] * len(images)
+            for i in wanted.nonzero().flatten().tolist():
+                (maps_out[i],) = self._to_host(stitched[i])
+        self._record(time.perf_counter() - t0, len(images))
+        return ScoredBatch(scores, maps_out)
+
+    def _chunk_input(
+        self,
+        chunk: list[tuple[int, int]],
+        regions: list[torch.Tensor],
+        views: Sequence[FrameView],
+        resized: dict[int, torch.Tensor],
+    ) -> torch.Tensor:
+        """Model input ``(n, 3, H, W)`` of ``chunk``'s ``(frame, input)`` pairs, in order.
+
+        Tiles (uint8 views of their regions) are stacked and normalised in one go; resized
+        regions were normalised already.
+        """
+        h, w = self.image_size
+        batch = torch.empty((len(chunk), 3, h, w), device=self.device)
+        tiles: list[torch.Tensor] = []
+        at: list[int] = []
+        for j, (f, k) in enumerate(chunk):
+            grid = views[f].grid
+            if grid is None:
+                batch[j] = resized[f][0]
+                continue
+            y, x = grid.origins[k]
+            tiles.append(regions[f][:, y : y + grid.tile, x : x + grid.tile])
+            at.append(j)
+        if tiles:
+            batch[at] = preprocess(torch.stack(tiles), (h, w), self.preprocessing)
+        return batch
 
     def _record(self, seconds: float, frames: int) -> None:
         """A batch's time: once per batch, and once per frame as the time that frame spent.
