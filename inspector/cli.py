@@ -99,6 +99,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from inspector.model.config import ArchitectureConfig
 
     model_cfg = ArchitectureConfig(**_flags(args, ArchitectureConfig.model_fields))
+    if args.tile is not None:
+        args.tiling = {"tile": args.tile} | ({"overlap": args.overlap} if args.overlap else {})
     train_cfg = TrainConfig(**_flags(args, TrainConfig.model_fields))
     result = train(
         args.data,
@@ -353,6 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", **_from_field(TrainConfig, "device", with_default=False))
     p.add_argument("--seed", type=int)
+    p.add_argument("--encoder-init", **_from_field(TrainConfig, "encoder_init", with_default=False))
+    p.add_argument(
+        "--adapt-batchnorm",
+        action="store_const",
+        const=True,
+        help="with --weights none: batch-norm statistics of the random encoder from the data",
+    )
+    p.add_argument(
+        "--augment-flips", action="store_const", const=True, help="random flips of good images"
+    )
+    p.add_argument(
+        "--roi",
+        type=_roi,
+        metavar="X,Y,W,H[,ANGLE]",
+        help="train on this region of each image, as cameras.<id>.roi inspects it",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="train on tiles of this size at native resolution, as cameras.<id>.tiling (must "
+        "equal --image-size)",
+    )
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: 32)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_train)
@@ -434,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=_positive, default=2)
     p.add_argument("--defect-rate", type=float, default=0.2)
     p.add_argument("--bad-every", type=int, default=25, help="every N-th frame corrupt (0: off)")
-    p.add_argument("--epochs", type=_positive, default=8, help="training epochs of the demo model")
+    p.add_argument("--epochs", type=_positive, default=60, help="training epochs of the demo model")
     p.add_argument("--port", type=int, default=9108, help="daemon HTTP port (free one if taken)")
     p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.add_argument("--checkpoint", type=Path, help="use this model instead of the demo one")
@@ -449,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines instead of the live view (default: live view on a terminal)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-hires",
+        dest="hires",
+        action="store_false",
+        help="without the high-resolution camera (1024x768, inspected in 128 px tiles)",
+    )
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("simulate", help="publish a simulated camera line to the frames topic")
@@ -512,6 +543,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)
     return parser
+
+
+def _roi(text: str) -> dict[str, float]:
+    """``X,Y,W,H[,ANGLE]`` as the fields of a region of interest."""
+    parts = text.split(",")
+    if len(parts) not in (4, 5):
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H or X,Y,W,H,ANGLE, got {text!r}")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers: {text!r}") from None
+    names = ("x", "y", "width", "height", "angle")
+    return {n: (v if n == "angle" else int(v)) for n, v in zip(names, values, strict=False)}
 
 
 def _flags(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from inspector.model.config import Frozen
+from inspector.model.region_config import RoiConfig, TilingConfig
 
 
 class CalibrationMode(StrEnum):
@@ -36,6 +37,18 @@ class TrainConfig(Frozen):
         download: Whether ``imagenet`` may download when not cached.
         calibration: Threshold fitting mode.
         target_false_alarm_rate: For ``good_only``: share of good images allowed to be flagged.
+        encoder_init: With ``weights: none`` only: how the random encoder is initialised
+            (``torchvision`` or ``timm``, anomalib's; see :mod:`inspector.ml.random_encoder`).
+        adapt_batchnorm: With ``weights: none`` only: estimate the random encoder's batch-norm
+            statistics on the good training images once before training (AdaBN). ImageNet
+            weights keep theirs: that encoder stays exactly the paper's.
+        augment_flips: Train on random horizontal and vertical flips of the good images (only
+            for products whose good look is symmetric under flips).
+        roi: Train on this region of every image only, as a camera with ``cameras.<id>.roi``
+            is inspected (``None``: whole images).
+        tiling: Train on tiles of the region at native resolution, as a camera with
+            ``cameras.<id>.tiling`` is inspected; ``tile`` must be the model's image size.
+            Thresholds are then fitted to held-out frames' stitched maps.
     """
 
     epochs: int = Field(default=200, ge=1)
@@ -51,3 +64,8 @@ class TrainConfig(Frozen):
     download: bool = True
     calibration: CalibrationMode = CalibrationMode.AUTO
     target_false_alarm_rate: float = Field(default=0.005, gt=0, lt=1)
+    encoder_init: Literal["torchvision", "timm"] = "torchvision"
+    adapt_batchnorm: bool = False
+    augment_flips: bool = False
+    roi: RoiConfig | None = None
+    tiling: TilingConfig | None = None

@@ -116,7 +116,8 @@ def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return x[0]
 
 
-def _read_mask(path: Path | None, size: tuple[int, int]) -> torch.Tensor:
+def read_mask(path: Path | None, size: tuple[int, int]) -> torch.Tensor:
+    """Ground-truth mask ``(H, W)`` bool at ``size`` (all False without a file)."""
     if path is None:
         return torch.zeros(size, dtype=torch.bool)
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -146,7 +147,7 @@ def load_items(
     for item in items:
         try:
             image = resize_rgb(read_image(item.path), size)
-            mask = _read_mask(item.mask_path, size) if with_masks else None
+            mask = read_mask(item.mask_path, size) if with_masks else None
         except ImageDecodeError as exc:
             log.warning("skipping unreadable image %s: %s", item.path, exc)
             skipped.append((item.path, str(exc)))

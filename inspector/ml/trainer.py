@@ -18,11 +18,14 @@ from inspector.ml.calibrate import fit_calibration
 from inspector.ml.config import TrainConfig
 from inspector.ml.data import (
     LabelledImage,
+    LoadedImages,
     labelled_items,
     load_items,
     split_train_val,
     training_items,
 )
+from inspector.ml.random_encoder import adapt_batchnorm, timm_init
+from inspector.ml.regions import RegionImages, as_float, load_regions, score_regions
 from inspector.ml.weights import load_encoder_weights
 from inspector.model import ReverseDistillation, cosine_loss
 from inspector.model.calibration import Calibration
@@ -116,6 +119,34 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return chunks
 
 
+def _prepare_random_encoder(
+    model: ReverseDistillation, images: torch.Tensor, cfg: TrainConfig, device: torch.device
+) -> int:
+    """Initialise and adapt a random encoder as ``cfg`` says; returns the layers adapted."""
+    if cfg.encoder_init == "timm":
+        timm_init(model.encoder)
+    if not cfg.adapt_batchnorm:
+        return 0
+    t0 = time.perf_counter()
+    n = adapt_batchnorm(model.encoder, images, batch_size=cfg.batch_size, device=device)
+    log.info(
+        "adapted %d batch-norm layers to %d images in %.1f s",
+        n,
+        len(images),
+        time.perf_counter() - t0,
+    )
+    return n
+
+
+def _augment(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """``images`` ``(N, 3, H, W)``, each flipped horizontally and vertically at random if asked."""
+    if not cfg.augment_flips:
+        return images
+    flips = torch.rand(2, len(images), generator=generator) < 0.5
+    images = torch.where(flips[0, :, None, None, None], images.flip(-1), images)
+    return torch.where(flips[1, :, None, None, None], images.flip(-2), images)
+
+
 def _val_loss(
     model: ReverseDistillation, images: torch.Tensor, batch: int, dev: torch.device
 ) -> float:
@@ -123,7 +154,7 @@ def _val_loss(
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(images), batch):
-            chunk = normalise(images[start : start + batch].to(dev))
+            chunk = normalise(as_float(images[start : start + batch]).to(dev))
             pair = model.features(chunk)
             total += float(cosine_loss(pair.encoder, pair.decoder)) * len(chunk)
     return total / len(images)
@@ -160,9 +191,17 @@ def train(
     cfg, size = train_config, model_config.image_size
     device = resolve_device(cfg.device)
     items = training_items(data_root)
-    loaded = load_items(items, size)
-    train_idx, val_idx = split_train_val(len(loaded.items), cfg.val_fraction, cfg.seed)
-    train_images, val_images = loaded.images[train_idx], loaded.images[val_idx]
+    regions: RegionImages | None = None
+    if cfg.roi is not None or cfg.tiling is not None:
+        # What the daemon shows the model: the region, tiled or resized (inspector.ml.regions).
+        regions = load_regions(items, size, cfg.roi, cfg.tiling)
+        loaded = LoadedImages(regions.inputs, regions.items, skipped=regions.skipped)
+        train_idx, val_idx = split_train_val(regions.frames, cfg.val_fraction, cfg.seed)
+        train_images, val_images = regions.frame_inputs(train_idx), regions.frame_inputs(val_idx)
+    else:
+        loaded = load_items(items, size)
+        train_idx, val_idx = split_train_val(len(loaded.items), cfg.val_fraction, cfg.seed)
+        train_images, val_images = loaded.images[train_idx], loaded.images[val_idx]
     extra = load_items(labelled_items(data_root, "validation"), size, with_masks=True)
 
     torch.manual_seed(cfg.seed)
@@ -171,6 +210,7 @@ def train(
         model.encoder, model_config.backbone, cfg.weights, download=cfg.download
     )
     model.to(device)
+    adapted = _prepare_random_encoder(model, train_images, cfg, device) if weights == "none" else 0
     optimizer = torch.optim.Adam(
         model.trainable_parameters(), lr=cfg.learning_rate, betas=cfg.betas
     )
@@ -192,7 +232,7 @@ def train(
         model.train()
         losses = []
         for idx in _batches(len(train_images), cfg.batch_size, generator):
-            batch = normalise(train_images[idx].to(device))
+            batch = normalise(as_float(_augment(train_images[idx], cfg, generator)).to(device))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 pair = model.features(batch)
             loss = cosine_loss(pair.encoder, pair.decoder)
@@ -217,7 +257,12 @@ def train(
     bar.close()
     model.load_state_dict(best_state)
 
-    calibration = _calibrate(model, val_images, extra.images, extra.items, extra.masks, cfg, device)
+    if regions is None:
+        calibration = _calibrate(
+            model, val_images, extra.images, extra.items, extra.masks, cfg, device
+        )
+    else:
+        calibration = _calibrate_regions(model, data_root, regions, val_idx, cfg, device)
     meta = CheckpointMeta(
         name=name or data_root.resolve().name,
         model=model_config,
@@ -229,6 +274,11 @@ def train(
             "n_validation_extra": len(extra.items),
             "skipped": [str(p) for p, _ in loaded.skipped + extra.skipped],
             "weights": weights,
+            "encoder_init": cfg.encoder_init if weights == "none" else None,
+            "batchnorm_adapted_layers": adapted,
+            "roi": cfg.roi.model_dump() if cfg.roi else None,
+            "tiling": cfg.tiling.model_dump() if cfg.tiling else None,
+            "n_train_inputs": len(train_images),
             "device": str(device),
             "epochs_run": len(history),
             "best_epoch": best_epoch,
@@ -242,6 +292,44 @@ def train(
     sha = save_checkpoint(out, model, meta)
     log.info("wrote %s (best epoch %d, val loss %.4f)", out, best_epoch, best_loss)
     return TrainResult(out, sha, history, best_epoch, calibration, loaded.skipped + extra.skipped)
+
+
+def _calibrate_regions(
+    model: ReverseDistillation,
+    data_root: Path,
+    regions: RegionImages,
+    val_idx: list[int],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> Calibration:
+    """Thresholds on held-out frames scored as the daemon scores them (stitched, maximum)."""
+    scores, maps = score_regions(model, regions, val_idx, batch_size=cfg.batch_size, device=device)
+    labels = np.zeros(len(val_idx), int)
+    masks = None
+    extra_items = labelled_items(data_root, "validation")
+    if extra_items:
+        size = model.config.image_size
+        extra = load_regions(extra_items, size, cfg.roi, cfg.tiling, with_masks=True)
+        if extra.region_size != regions.region_size:
+            raise DatasetError(
+                f"validation frames' regions are {extra.region_size}, training frames' "
+                f"{regions.region_size}: both must come from the same camera"
+            )
+        more_scores, more_maps = score_regions(
+            model, extra, list(range(extra.frames)), batch_size=cfg.batch_size, device=device
+        )
+        scores, maps = np.concatenate([scores, more_scores]), np.concatenate([maps, more_maps])
+        labels = np.concatenate([labels, [it.label for it in extra.items]])
+        assert extra.masks is not None
+        masks = np.concatenate([np.zeros((len(val_idx), *maps.shape[1:]), bool), extra.masks])
+    return fit_calibration(
+        scores,
+        labels,
+        maps,
+        masks,
+        mode=cfg.calibration,
+        target_false_alarm_rate=cfg.target_false_alarm_rate,
+    )
 
 
 def _calibrate(

@@ -2,7 +2,8 @@
 
 Runs the real command in a subprocess, the way a newcomer runs it (``make demo`` does the same
 without ``--frames``). With ``INSPECTOR_TEST_BOOTSTRAP`` set it runs on that broker instead of
-the embedded one.
+the embedded one. The high-resolution camera (1024 x 768, inspected in 63 tiles by a model of
+its own) sends one frame in 25, at least one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
     run = _demo(tmp_path, 40)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "training the demo model once" in run.stdout
+    assert "training the high-resolution camera's model once" in run.stdout
     assert "sent 40 frames" in run.stdout
 
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
@@ -41,7 +43,8 @@ def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
     schema = result_json_schema()
     for result in results:
         jsonschema.validate(result, schema)
-    # Every 25th frame is corrupt: 39 results, 1 dead letter, nothing lost.
+    # 39 frames from the regular cameras, every 25th of them corrupt, and 1 from the
+    # high-resolution camera: 39 results, 1 dead letter, nothing lost.
     assert len(results) == 39
     assert len({r["frame_id"] for r in results}) == 39
     dead_letters = [
@@ -49,7 +52,15 @@ def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
     ]
     assert len(dead_letters) == 1
     assert "1 dead letters" in run.stdout
-    assert {r["camera_id"] for r in results} == {"line1-cam1", "line1-cam2"}
+    assert {r["camera_id"] for r in results} == {"line1-cam1", "line1-cam2", "line1-hires"}
+    (hires,) = [r for r in results if r["camera_id"] == "line1-hires"]
+    # Inspected whole, by its own model, with defect regions in full-frame pixels.
+    assert hires["model"]["name"] == "hires"
+    assert tuple(hires["image_size"]) == (768, 1024)
+    for defect in hires["defects"]:
+        x, y, w, h = defect["bbox"]
+        assert 0 <= x < x + w <= 1024 and 0 <= y < y + h <= 768
+    assert "line1-hires (1024x768, 63 tiles/frame): 1 frames, caught " in run.stdout
 
     flagged = [r for r in results if r["is_anomalous"]]
     assert flagged, "no frame was flagged"
@@ -63,6 +74,7 @@ def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "(cached)" in again.stdout and "training" not in again.stdout
     assert "sent 8 frames" in again.stdout
+    assert "line1-hires (1024x768, 63 tiles/frame): 1 frames" in again.stdout
 
 
 def test_simulate_publishes_a_line(

@@ -227,6 +227,14 @@ def test_demo_plain_turns_the_live_view_off(monkeypatch: pytest.MonkeyPatch) -> 
     assert seen["args"][0] == DemoOptions()  # live None: decided by the terminal
 
 
+def test_demo_no_hires_drops_the_high_resolution_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _capture(monkeypatch, "inspector.tools.demo.runner", "run_demo")
+    assert main(["demo", "--no-hires"]) == 1
+    assert seen["args"][0] == DemoOptions(hires=False)
+    assert main(["demo"]) == 1
+    assert seen["args"][0].hires is True
+
+
 def test_bench_records_a_command_that_reproduces_every_option(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -4,6 +4,10 @@ Synthetic line (cached) -> small model trained once (cached) -> embedded Kafka-p
 (Tansu) -> the real daemon (Kafka source, Kafka/JSONL/overlay sinks, /metrics) -> simulated
 cameras publishing frames -> a live view of the results and dead-letter topics. Ctrl+C (or
 ``--frames N`` accounted for) shuts everything down in order: cameras, daemon drain, broker.
+
+Besides the regular cameras, a high-resolution camera (1024 x 768, unless ``--no-hires``) has
+a line and a model of its own: the daemon cuts its frames into 128 px tiles at native
+resolution (``cameras.line1-hires.tiling``), so its small defects are not resized away.
 """
 
 from __future__ import annotations
@@ -27,16 +31,23 @@ from inspector.messages import ResultMessage
 from inspector.runtime.config import KafkaConfig
 from inspector.runtime.daemon import Daemon
 from inspector.tools.broker import EmbeddedBroker, create_topics
+from inspector.tools.demo.cameras import DemoCameras, demo_cameras
 from inspector.tools.demo.setup import (
+    HIRES_CAMERA,
+    HIRES_HEIGHT,
+    HIRES_PERIOD_S,
+    HIRES_WIDTH,
     STALL_TIMEOUT_S,
     DemoError,
     DemoOptions,
     DemoSummary,
     demo_config,
+    demo_hires_model,
     demo_model,
+    hires_description,
     port_or_free,
 )
-from inspector.tools.demo.simulator import LineImage, LineSimulator, describe, synthetic_line
+from inspector.tools.demo.simulator import LineImage, describe, load_line, synthetic_line
 from inspector.tools.demo.view import LineTally, render
 
 log = logging.getLogger(__name__)
@@ -114,6 +125,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
     )
     console.print(f"line: {len(images)} test parts {describe(images)}")
     checkpoint = demo_model(opts, opts.workdir / "line", console)
+    hires_images, hires_checkpoint = _hires_line(opts, console) if opts.hires else ([], None)
     # Outputs of the previous run would mix with this one's counts.
     shutil.rmtree(opts.workdir / "overlays", ignore_errors=True)
     for name in ("results.jsonl", "results.dlq.jsonl"):
@@ -125,16 +137,34 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
         _broker(opts) as bootstrap,
     ):
         run_id = None if opts.bootstrap_servers is None else uuid.uuid4().hex[:8]
-        config = demo_config(opts, bootstrap, checkpoint, port_or_free(opts.port), run_id)
+        port = port_or_free(opts.port)
+        config = demo_config(opts, bootstrap, checkpoint, port, run_id, hires_checkpoint)
         kafka = config.kafka
-        # Two frame partitions: one per camera key, and room for a second daemon in the group.
+        # Two frame partitions: cameras spread over them by key, and room for a second daemon
+        # in the group.
         create_topics(
             kafka.bootstrap_servers,
             {kafka.frames_topic: 2, kafka.results_topic: 1, kafka.dlq_topic: 1},
         )
         daemon = Daemon(config)
         stopper.daemon = daemon
-        return _run_line(opts, console, live, daemon, stopper, images)
+        return _run_line(
+            opts, console, live, daemon, stopper, demo_cameras(opts, images, hires_images)
+        )
+
+
+def _hires_line(opts: DemoOptions, console: Console) -> tuple[list[LineImage], Path]:
+    """The high-resolution camera's line (generated once) and its tiled model (trained once)."""
+    from inspector.tools.synth.highres import ensure_highres_line
+
+    data = opts.workdir / "line-hires"
+    started = time.monotonic()
+    _, generated = ensure_highres_line(data, width=HIRES_WIDTH, height=HIRES_HEIGHT, seed=opts.seed)
+    if generated:
+        console.print(f"generated the high-resolution line in {time.monotonic() - started:.0f} s")
+    images = load_line(data)
+    console.print(f"high-resolution line ({hires_description()}): {describe(images)}")
+    return images, demo_hires_model(opts, data, console)
 
 
 @contextmanager
@@ -152,7 +182,7 @@ def _run_line(
     live: bool,
     daemon: Daemon,
     stopper: _Stopper,
-    images: list[LineImage],
+    cameras: DemoCameras,
 ) -> DemoSummary:
     failure: list[BaseException | str] = []
 
@@ -178,33 +208,23 @@ def _run_line(
         thread.join()
         raise DemoError(f"the daemon did not start: {failure[0]} (log: {opts.workdir}/demo.log)")
     console.print(f"daemon ready; metrics: {metrics_url}  health: .../healthz, .../readyz")
-    cameras = [f"line1-cam{i + 1}" for i in range(opts.cameras)]
-    simulator = LineSimulator(
-        images, cameras, defect_rate=opts.defect_rate, bad_every=opts.bad_every, seed=opts.seed
-    )
-    sent: list[int] = []
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    camera_thread = threading.Thread(
-        target=lambda: sent.append(
-            simulator.publish(
-                producer, kafka.frames_topic, fps=opts.fps, frames=opts.frames, stop=stopper.stop
-            )
-        ),
-        name="cameras",
-        daemon=True,
-    )
-    tally = LineTally(truth=simulator.truth, sent=lambda: simulator.count)
+    featured = {HIRES_CAMERA: hires_description()} if HIRES_CAMERA in cameras.cameras else {}
+    tally = LineTally(truth=cameras.truth, sent=lambda: cameras.count, featured=featured)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     parts = [TopicPartition(kafka.results_topic, 0), TopicPartition(kafka.dlq_topic, 0)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)  # fresh topics: everything on them is this run's
-    camera_thread.start()
-    header = f"inspector demo: {len(cameras)} cameras at {opts.fps:g} frames/s   {metrics_url}"
+    cameras.start(producer, kafka.frames_topic, stopper.stop)
+    header = f"inspector demo: {opts.cameras} cameras at {opts.fps:g} frames/s"
+    if featured:
+        header += f" + {HIRES_CAMERA} every {HIRES_PERIOD_S:g} s"
+    header += f"   {metrics_url}"
     try:
         _watch(opts, console, live, consumer, kafka, tally, stopper, header)
     finally:
         stopper.stop.set()
-        camera_thread.join(timeout=35)
+        cameras.join(timeout=35)
         producer.close(timeout=5)
         console.print("stopping: draining the daemon ...")
         daemon.request_exit()
@@ -213,7 +233,7 @@ def _run_line(
     if failure:
         raise DemoError(f"the daemon failed: {failure[0]} (log: {opts.workdir}/demo.log)")
     summary = DemoSummary(
-        sent=sent[0] if sent else simulator.count,
+        sent=cameras.sent(),
         tally=tally,
         metrics_url=metrics_url,
         overlays=opts.workdir / "overlays",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,10 +40,29 @@ class Flagged:
 
 @dataclass
 class CameraTally:
-    """Counts for one camera."""
+    """Counts for one camera.
+
+    Attributes:
+        frames: Results.
+        anomalous: Results flagged anomalous.
+        defective: Results of frames that really showed a defect.
+        caught: Defective frames flagged.
+        false_alarms: Good frames flagged.
+        inference_ms: Recent inference times (of the frame's model group in its batch).
+    """
 
     frames: int = 0
     anomalous: int = 0
+    defective: int = 0
+    caught: int = 0
+    false_alarms: int = 0
+    inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+
+    def inference_p50(self) -> float | None:
+        """Median of the recent inference times in ms (``None``: no result yet)."""
+        if not self.inference_ms:
+            return None
+        return float(np.median(np.fromiter(self.inference_ms, float)))
 
 
 @dataclass
@@ -56,11 +75,15 @@ class LineTally:
         sent: Frames the cameras have sent so far (``None``: unknown); what is sent and not
             yet back is how far the line is behind.
         clock: Monotonic clock (tests pass a fake one).
+        featured: Cameras shown on a line of their own, by id, with what sets them apart
+            (e.g. ``{"line1-hires": "1024x768, 63 tiles/frame"}``); the totals still count
+            every camera.
     """
 
     truth: Callable[[str], str | None] = lambda _frame_id: None
     sent: Callable[[], int] | None = None
     clock: Callable[[], float] = time.monotonic
+    featured: Mapping[str, str] = field(default_factory=dict)
     results: int = 0
     late: int = 0
     with_deadline: int = 0
@@ -92,11 +115,13 @@ class LineTally:
         self._latency_ms.append(message.latency_ms.total)
         camera = self.cameras.setdefault(message.camera_id, CameraTally())
         camera.frames += 1
+        camera.inference_ms.append(message.latency_ms.inference)
         if message.late is not None:
             self.with_deadline += 1
             self.late += message.late
         truth = self.truth(message.frame_id)
         defective = truth is not None and truth != "good"
+        camera.defective += int(defective)
         if message.is_anomalous:
             self.anomalous += 1
             camera.anomalous += 1
@@ -114,8 +139,10 @@ class LineTally:
             )
             if defective:
                 self.caught += 1
+                camera.caught += 1
             elif truth == "good":
                 self.false_alarms += 1
+                camera.false_alarms += 1
         elif defective:
             self.missed += 1
 
@@ -157,7 +184,26 @@ class LineTally:
             f"{self.dead_letters} dead letters"
         )
         latency = f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
-        return "; ".join(part for part in (counts, latency, self._falling_behind()) if part)
+        parts = (counts, latency, self._falling_behind(), *self.featured_lines())
+        return "; ".join(part for part in parts if part)
+
+    def featured_lines(self) -> list[str]:
+        """One line per featured camera: its catches and false alarms, and its model's time.
+
+        E.g. ``line1-hires (1024x768, 63 tiles/frame): 4 frames, caught 1 of 2 defective,
+        0 false alarms, inference p50 2400 ms``.
+        """
+        lines = []
+        for camera_id, about in self.featured.items():
+            cam = self.cameras.get(camera_id, CameraTally())
+            line = (
+                f"{camera_id} ({about}): {cam.frames} frames, caught {cam.caught} of "
+                f"{cam.defective} defective, {cam.false_alarms} false alarms"
+            )
+            if (p50 := cam.inference_p50()) is not None:
+                line += f", inference p50 {p50:.0f} ms"
+            lines.append(line)
+        return lines
 
     def _falling_behind(self) -> str:
         parts = []
@@ -207,9 +253,11 @@ def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
     if tally.last_dead_letter:
         dead.append(f" (last: {' '.join(tally.last_dead_letter.split())})")
     dead.no_wrap, dead.overflow = True, "ellipsis"
+    featured = [Text(line, no_wrap=True, overflow="ellipsis") for line in tally.featured_lines()]
 
-    # Panel borders 2, totals 4, each table's title, header and rule 3: the rest is rows.
-    rows = max(2, height - 2 - 4 - 3 - 3)
+    # Panel borders 2, totals 4 (with the dead letters), the featured cameras' lines, each
+    # table's title, header and rule 3: the rest is rows.
+    rows = max(2, height - 2 - 4 - len(featured) - 3 - 3)
     camera_rows = min(len(tally.cameras), max(1, rows // 3))
     cameras = _table("cameras", ("camera", "frames", "anomalous", "rate"))
     for name, cam in sorted(tally.cameras.items())[:camera_rows]:
@@ -222,7 +270,9 @@ def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
         flagged.add_row(
             f.camera_id, f.frame_id, f"{f.score:.2f}", str(f.defects), bbox, f.truth or "?"
         )
-    return Panel(Group(totals, dead, cameras, flagged), title=header, subtitle="Ctrl+C stops")
+    return Panel(
+        Group(totals, dead, *featured, cameras, flagged), title=header, subtitle="Ctrl+C stops"
+    )
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:

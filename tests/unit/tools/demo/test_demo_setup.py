@@ -1,12 +1,28 @@
-"""The demo's daemon configuration: embedded broker vs a broker of the user's."""
+"""The demo's daemon configuration: embedded broker vs a broker of the user's; hires camera."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
 from inspector.runtime.config import KafkaSourceConfig
+from inspector.runtime.recipes import ANY_CAMERA
 from inspector.tools.broker import EMBEDDED_FETCH_MAX_WAIT_MS
-from inspector.tools.demo.setup import DemoOptions, demo_config
+from inspector.tools.demo.setup import (
+    DEMO_DEADLINE_MS,
+    DEMO_DEADLINE_WITH_HIRES_MS,
+    HIRES_CAMERA,
+    HIRES_DEADLINE_MS,
+    HIRES_TILING,
+    DemoOptions,
+    demo_config,
+    demo_hires_model,
+    hires_description,
+    hires_model_path,
+    hires_tiles,
+)
 
 
 def test_fetch_wait_is_short_on_the_embedded_broker_only(tmp_path: Path) -> None:
@@ -20,3 +36,39 @@ def test_fetch_wait_is_short_on_the_embedded_broker_only(tmp_path: Path) -> None
     assert isinstance(source, KafkaSourceConfig)
     assert source.fetch_max_wait_ms == KafkaSourceConfig().fetch_max_wait_ms == 500
     assert theirs.kafka.frames_topic.startswith("inspector.tools.demo-abc")
+
+
+def test_the_high_resolution_camera_gets_its_model_and_tiles(tmp_path: Path) -> None:
+    opts = DemoOptions(workdir=tmp_path)
+    hires = tmp_path / "hires.safetensors"
+    config = demo_config(opts, "127.0.0.1:1", tmp_path / "m.safetensors", 0, None, hires)
+    assert config.models == {"hires": hires}
+    recipe = config.cameras[HIRES_CAMERA]
+    assert recipe.model == "hires" and recipe.tiling == HIRES_TILING
+    assert recipe.deadline_ms == HIRES_DEADLINE_MS > DEMO_DEADLINE_WITH_HIRES_MS
+    # The regular cameras wait behind the high-resolution frame's tiles: a later deadline.
+    assert config.cameras[ANY_CAMERA].deadline_ms == DEMO_DEADLINE_WITH_HIRES_MS
+    assert (HIRES_TILING.tile, HIRES_TILING.overlap) == (128, 16)
+    assert hires_tiles() == 63  # 9 x 7 tiles of 128 px over 1024 x 768
+    assert hires_description() == "1024x768, 63 tiles/frame"
+
+    plain = demo_config(opts, "127.0.0.1:1", tmp_path / "m.safetensors", 0)
+    assert plain.models == {} and set(plain.cameras) == {ANY_CAMERA}
+    assert plain.cameras[ANY_CAMERA].deadline_ms == DEMO_DEADLINE_MS
+
+
+def test_a_cached_high_resolution_model_is_not_trained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = DemoOptions(workdir=tmp_path)
+    cached = hires_model_path(opts)
+    assert cached.parent == tmp_path and "hires-tiled" in cached.name
+    cached.write_bytes(b"a model")
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached model must be reused")
+
+    monkeypatch.setattr("inspector.ml.trainer.train", no_training)
+    console = Console(record=True)
+    assert demo_hires_model(opts, tmp_path / "line-hires", console) == cached
+    assert "(cached)" in console.export_text()

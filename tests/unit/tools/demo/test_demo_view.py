@@ -132,3 +132,43 @@ def test_the_summary_has_no_empty_parts_before_the_first_result() -> None:
     tally = LineTally(sent=lambda: 30)
     tally.add_dead_letter("broken")
     assert tally.summary().endswith("1 dead letters; 29 frames behind")
+
+
+def test_a_featured_camera_has_its_own_line_and_the_totals_count_every_camera() -> None:
+    truth = {"h1": "scratch", "h2": "spot", "h3": "good", "c1": "good", "c2": "crack"}
+    tally = LineTally(truth=truth.get, featured={"line1-hires": "1024x768, 63 tiles/frame"})
+    assert tally.featured_lines() == [
+        "line1-hires (1024x768, 63 tiles/frame): 0 frames, caught 0 of 0 defective, 0 false alarms"
+    ]
+
+    def hires(frame_id: str, anomalous: bool, inference_ms: float) -> ResultMessage:
+        result = _result(frame_id, "line1-hires", anomalous)
+        latency = result.latency_ms.model_copy(update={"inference": inference_ms})
+        return result.model_copy(update={"latency_ms": latency})
+
+    tally.add_result(hires("h1", anomalous=True, inference_ms=2000.0))  # caught
+    tally.add_result(hires("h2", anomalous=False, inference_ms=2400.0))  # missed
+    tally.add_result(hires("h3", anomalous=True, inference_ms=3000.0))  # false alarm
+    tally.add_result(_result("c1", "line1-cam1", anomalous=True))  # false alarm elsewhere
+    tally.add_result(_result("c2", "line1-cam1", anomalous=True))  # caught elsewhere
+    line = (
+        "line1-hires (1024x768, 63 tiles/frame): 3 frames, caught 1 of 2 defective, "
+        "1 false alarms, inference p50 2400 ms"
+    )
+    assert tally.featured_lines() == [line]
+    assert (tally.caught, tally.missed, tally.false_alarms) == (2, 1, 2)  # every camera
+    assert tally.summary().endswith("; " + line)
+    console = Console(record=True, width=120)
+    console.print(render(tally, "demo"))
+    assert line in console.export_text()
+
+
+def test_the_view_with_a_featured_camera_still_fits_80_by_24() -> None:
+    tally = LineTally(truth=TRUTH.get, featured={"line1-hires": "1024x768, 63 tiles/frame"})
+    for i in range(20):
+        tally.add_result(_result(f"frame-{i:05d}", f"line1-cam{i % 5}", anomalous=True))
+    console = Console(record=True, width=80, height=24)
+    console.print(render(tally, "inspector demo", height=24))
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    assert any("line1-hires (1024x768" in line for line in lines)
