@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,58 @@ _META_KEY = "inspector"
 _DIGEST_KEY = "inspector_sha256"
 
 
+class QuantizationReport(BaseModel):
+    """How an int8 model was made and how far it is from fp32, on held-out data.
+
+    Attributes:
+        method: The quantizer (e.g. ``nncf.quantize``) and its settings.
+        calibration_images: Good images the activation ranges were fitted on.
+        held_out_images: Images the guard compared on (not used for calibration).
+        max_map_difference: Largest absolute difference of a raw map value, int8 vs fp32.
+        score_correlation: Pearson correlation of raw image scores, int8 vs fp32.
+        metrics: Per metric (``image_auroc``, ``pixel_auroc``, ``aupro``): ``{"fp32": .,
+            "int8": .}`` on the held-out set; empty when it had no anomalous images.
+        tolerance: The largest drop of any metric the guard accepts.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str
+    calibration_images: int
+    held_out_images: int
+    max_map_difference: float
+    score_correlation: float
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    tolerance: float
+
+
+class Int8Record(BaseModel):
+    """An int8 variant a checkpoint can be served as (``inspector quantize``).
+
+    The good images it was calibrated and checked on are stored as tensors beside the model
+    (:data:`INT8_CALIBRATION`, :data:`INT8_HELD_OUT`), so ``precision: auto`` re-creates the
+    same int8 model on any machine and checks it against the recorded difference.
+
+    Attributes:
+        backend: The runtime whose int8 kernels run it.
+        guard: The accuracy guard's figures when it was made.
+        calibration: The thresholds re-fitted to the int8 model's scores.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["openvino"] = "openvino"
+    guard: QuantizationReport
+    calibration: Calibration | None
+
+
+#: Tensors of the good images an int8 variant was calibrated / checked on: uint8 RGB
+#: ``(n, 3, H, W)`` at the model's input size.
+INT8_CALIBRATION = "int8.calibration_images"
+INT8_HELD_OUT = "int8.held_out_images"
+_EXTRA_PREFIX = "int8."
+
+
 class CheckpointMeta(BaseModel):
     """Everything in a checkpoint besides tensors.
 
@@ -46,6 +98,7 @@ class CheckpointMeta(BaseModel):
         calibration: Thresholds and normalisation; ``None`` for an uncalibrated model.
         preprocessing: Input transform.
         training: Free-form summary of the training run (data, epochs, losses, seed...).
+        int8: An int8 variant's record (``inspector quantize``), or ``None``.
         package_version: inspector version that wrote the file.
         created_at: UTC creation time, ISO 8601.
     """
@@ -58,6 +111,7 @@ class CheckpointMeta(BaseModel):
     calibration: Calibration | None = None
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     training: dict[str, Any] = Field(default_factory=dict)
+    int8: Int8Record | None = None
     package_version: str = __version__
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
@@ -71,12 +125,14 @@ class LoadedCheckpoint:
         meta: Its metadata.
         sha256: SHA-256 of the file's bytes (identifies the exact model in results).
         path: Where it was read from.
+        extra: Tensors stored beside the model (:data:`INT8_CALIBRATION`, ...).
     """
 
     model: ReverseDistillation
     meta: CheckpointMeta
     sha256: str
     path: Path
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
@@ -90,13 +146,19 @@ def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: Path, model: ReverseDistillation, meta: CheckpointMeta) -> str:
+def save_checkpoint(
+    path: Path,
+    model: ReverseDistillation,
+    meta: CheckpointMeta,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> str:
     """Write ``model`` and ``meta`` to ``path`` atomically.
 
     Args:
         path: Destination file (parent folders are created).
         model: The model; its config must equal ``meta.model``.
         meta: Metadata to store.
+        extra: Tensors to store beside the model's, named ``int8.*``.
 
     Returns:
         The SHA-256 of the written file.
@@ -107,6 +169,10 @@ def save_checkpoint(path: Path, model: ReverseDistillation, meta: CheckpointMeta
     if model.config != meta.model:
         raise CheckpointError("model config and checkpoint metadata disagree; refusing to save")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for name, tensor in (extra or {}).items():
+        if not name.startswith(_EXTRA_PREFIX):
+            raise CheckpointError(f"extra tensor {name!r} must be named {_EXTRA_PREFIX}*")
+        tensors[name] = tensor.detach().contiguous().cpu()
     meta_json = meta.model_dump_json()
     data = st_save(
         tensors, metadata={_META_KEY: meta_json, _DIGEST_KEY: _digest(tensors, meta_json)}
@@ -180,6 +246,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     except ValidationError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from exc
     model = ReverseDistillation(meta.model)
+    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(_EXTRA_PREFIX)}
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -187,4 +254,4 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
             f"{path}: tensors do not match its model config ({meta.model.backbone}): {exc}"
         ) from exc
     model.eval()
-    return LoadedCheckpoint(model, meta, hashlib.sha256(data).hexdigest(), path)
+    return LoadedCheckpoint(model, meta, hashlib.sha256(data).hexdigest(), path, extra)

@@ -37,6 +37,9 @@ EPILOG = "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration."
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: What --backend says (the choices come from ModelConfig.backend).
+_BACKEND_HELP = "torch: --checkpoint is a checkpoint; else an `inspector export` folder"
+
 #: Libraries that only an extra installs, and that extra (``pip install 'inspector[EXTRA]'``).
 _EXTRA_OF = {
     "sklearn": "train",
@@ -122,11 +125,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from inspector.backends import load_model
     from inspector.checkpoint import load_checkpoint
     from inspector.ml.evaluate import evaluate, json_safe
     from inspector.model.device import resolve_device
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = (
+        load_checkpoint(args.checkpoint)
+        if args.backend == "torch"
+        else load_model(args.checkpoint, args.backend, resolve_device(args.device))
+    )
     report = evaluate(
         ckpt,
         args.data,
@@ -140,6 +148,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from inspector.backends import load_model
     from inspector.checkpoint import load_checkpoint
     from inspector.ml.predict import predict
     from inspector.model.device import resolve_device
@@ -148,8 +157,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     post = PostprocessConfig(
         image_threshold=args.image_threshold, pixel_threshold=args.pixel_threshold
     )
+    model = (
+        load_checkpoint(args.checkpoint)
+        if args.backend == "torch"
+        else load_model(args.checkpoint, args.backend, resolve_device(args.device))
+    )
     summary = predict(
-        load_checkpoint(args.checkpoint),
+        model,
         args.inputs,
         args.out,
         postprocess=post,
@@ -172,6 +186,56 @@ def _cmd_import(args: argparse.Namespace) -> int:
     loaded = import_anomalib(args.src, args.out, image_size=args.image_size, name=args.name)
     print(f"wrote {args.out} ({loaded.meta.model.backbone}, sha256 {loaded.sha256[:12]})")
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from inspector.ml.export import export_model
+
+    if not args.int8 and (args.good is not None or args.eval is not None):
+        raise ConfigError("--good and --eval are for --int8 (calibration and its accuracy guard)")
+    result = export_model(
+        args.checkpoint, args.out, args.format, int8=_int8_settings(args) if args.int8 else None
+    )
+    manifest = result.manifest
+    print(
+        f"wrote {result.folder} ({manifest.graph_format}, {manifest.precision}, "
+        f"sha256 {result.sha256[:12]}); serve it with model.backend: "
+        f"{'openvino' if manifest.graph_format == 'openvino' else 'onnxruntime'}"
+    )
+    if manifest.quantization is not None:
+        _print_guard(manifest.quantization)
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from inspector.ml.quantize import quantize_checkpoint
+
+    result = quantize_checkpoint(args.checkpoint, args.out, _int8_settings(args))
+    print(
+        f"wrote {result.path} (sha256 {result.sha256[:12]}) with an int8 variant; "
+        f"precision: auto times it beside fp32/bf16 and serves it where it is faster"
+    )
+    _print_guard(result.record.guard)
+    return 0
+
+
+def _int8_settings(args: argparse.Namespace) -> Any:
+    """The flags of :func:`_int8_flags` as ``Int8Settings``."""
+    from inspector.ml.int8_guard import Int8Settings
+
+    return Int8Settings(args.good, args.eval, args.calibration_images, args.tolerance, args.seed)
+
+
+def _print_guard(q: Any) -> None:
+    """The int8 guard's figures, one line."""
+    figures = ", ".join(
+        f"{name} {v['fp32']:.4f} -> {v['int8']:.4f}" for name, v in q.metrics.items()
+    )
+    print(
+        f"int8 guard on {q.held_out_images} held-out images: max map difference "
+        f"{q.max_map_difference:.4g}, score correlation {q.score_correlation:.4f}"
+        + (f", {figures}" if figures else " (no defects given: --eval DIR adds AUROC)")
+    )
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -389,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", type=Path, help="write ROC, histogram and overlay PNGs here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", **_from_field(ModelConfig, "device"))
+    p.add_argument("--backend", **_from_field(ModelConfig, "backend"), help=_BACKEND_HELP)
     p.set_defaults(handler=_cmd_eval)
 
     p = sub.add_parser("predict", help="score image files or folders")
@@ -401,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
+    p.add_argument("--backend", **_from_field(ModelConfig, "backend"), help=_BACKEND_HELP)
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
     p.set_defaults(handler=_cmd_predict)
 
@@ -412,6 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name")
     p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser(
+        "export", help="write a checkpoint as an ONNX or OpenVINO graph (fp32 or int8)"
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="export folder to write")
+    p.add_argument("--format", choices=["onnx", "openvino"], required=True)
+    p.add_argument("--int8", action="store_true", help="quantize (NNCF), guarded against fp32")
+    _int8_flags(p, required=False)
+    p.set_defaults(handler=_cmd_export)
+
+    p = sub.add_parser(
+        "quantize", help="add a guarded int8 variant to a checkpoint (served by precision auto)"
+    )
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (atomically)")
+    _int8_flags(p, required=True)
+    p.set_defaults(handler=_cmd_quantize)
 
     p = sub.add_parser(
         "calibrate", help="re-fit a checkpoint's thresholds on good images or good frames' scores"
@@ -524,6 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="model mode: also run anomalib's model with the same weights and inputs",
     )
     p.add_argument(
+        "--compare",
+        type=lambda text: tuple(g.strip() for g in text.split(",") if g.strip()),
+        metavar="GROUPS",
+        help="model mode: peer paths beside ours, same weights and inputs; a comma list of "
+        "anomalib (eager), openvino, onnxruntime (each side's exports, anomalib's by its own "
+        "export code)",
+    )
+    p.add_argument(
         "--bootstrap-servers", help="e2e: this broker instead of the embedded one (fresh topics)"
     )
     p.add_argument(
@@ -543,6 +635,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the result message JSON Schema")
     p.set_defaults(handler=_cmd_schema)
     return parser
+
+
+def _int8_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """The calibration and guard flags of int8 quantization (export --int8, quantize)."""
+    p.add_argument(
+        "--good", type=Path, metavar="DIR", required=required,
+        help="good images to calibrate on (a seeded quarter is held out for the guard)",
+    )  # fmt: skip
+    p.add_argument(
+        "--eval", type=Path, metavar="DIR", help="MVTec-layout test split the guard also scores"
+    )
+    p.add_argument("--calibration-images", type=_positive, default=64)
+    p.add_argument(
+        "--tolerance", type=float, default=0.01, help="largest accepted AUROC/AU-PRO drop"
+    )
+    p.add_argument("--seed", type=int, default=0)
 
 
 def _roi(text: str) -> dict[str, float]:

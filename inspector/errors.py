@@ -129,3 +129,19 @@ class CameraLibraryMissingError(InspectorError):
     """
 
     exit_code = 2
+
+
+class ExportError(CheckpointError):
+    """An exported model that cannot serve, or an export that cannot be written.
+
+    Not an export, tampered with, or not matching its own metadata. A set-up problem: exit 2.
+    """
+
+    exit_code = 2
+
+
+class BackendUnavailableError(ConfigError):
+    """A model backend (or quantization) whose optional package is not installed.
+
+    The message names the ``pip install`` to run. Exit code 2.
+    """

@@ -12,6 +12,7 @@ writes is fixed by the typed constructors (mypy checks their keywords).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -107,6 +108,10 @@ class ResultMessage(_Message):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    def capture_to_verdict_ms(self) -> float | None:
+        """Milliseconds from ``captured_at`` to ``processed_at`` (:func:`capture_to_verdict_ms`)."""
+        return capture_to_verdict_ms(self.captured_at, self.processed_at)
+
     def to_json(self) -> str:
         """Serialise with the public field names (``schema``, not ``schema_``)."""
         return self.model_dump_json(by_alias=True)
@@ -115,6 +120,35 @@ class ResultMessage(_Message):
     def from_json(cls, data: str | bytes) -> ResultMessage:
         """Read a published message; fields added by later versions of v1 are ignored."""
         return cls.model_validate_json(data)
+
+
+def capture_to_verdict_ms(captured_at: str | None, processed_at: str) -> float | None:
+    """Milliseconds from a frame's capture to its verdict, from a result's two timestamps.
+
+    What a line cares about: how long after the part was photographed its verdict was ready
+    (what ``late`` is judged on). It is ``latency_ms.total`` (the daemon's own time, from
+    taking the frame in) plus everything before: the camera's and the broker's transport and
+    the time the frame waited in the topic. Both are wall-clock times, so between machines it
+    includes their clock offset.
+
+    Args:
+        captured_at: The result's ``captured_at`` (RFC 3339; no zone means UTC), or ``None``.
+        processed_at: The result's ``processed_at``.
+
+    Returns:
+        The difference in ms, or ``None`` when the frame has no (readable) capture time.
+    """
+    if captured_at is None:
+        return None
+    try:
+        captured, verdict = (_utc(datetime.fromisoformat(t)) for t in (captured_at, processed_at))
+    except ValueError:
+        return None
+    return (verdict - captured).total_seconds() * 1000
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def result_json_schema() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inspector.backends import LoadedModel
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.errors import DatasetError
 from inspector.ml.data import labelled_items, load_items
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(
-    checkpoint: LoadedCheckpoint,
+    checkpoint: LoadedCheckpoint | LoadedModel,
     data_root: Path,
     *,
     json_path: Path | None = None,
@@ -43,7 +44,8 @@ def evaluate(
     """Score ``data_root/test`` and compute image/pixel metrics.
 
     Args:
-        checkpoint: A loaded checkpoint.
+        checkpoint: A loaded checkpoint, or a model loaded for a backend (an export runs on
+            its engine).
         data_root: MVTec-style folder with ``test/<class>`` and ``ground_truth``.
         json_path: Also write the metrics as JSON here.
         plots_dir: Write ROC curve, score histogram and worst-case overlays here.
@@ -65,7 +67,7 @@ def evaluate(
     loaded = load_items(items, size, with_masks=True)
     if not loaded.items:
         raise DatasetError(f"none of the {len(items)} test images under {data_root} could be read")
-    model = checkpoint.model
+    model = checkpoint.engine if isinstance(checkpoint, LoadedModel) else checkpoint.model
     scores, maps = score_images(
         model,
         loaded.images,
@@ -112,7 +114,7 @@ def _plots(
     scores: np.ndarray,
     maps: np.ndarray,
     masks: np.ndarray,
-    checkpoint: LoadedCheckpoint,
+    checkpoint: LoadedCheckpoint | LoadedModel,
 ) -> None:
     from inspector.ml.plots import plot_roc, plot_score_histogram, save_worst_overlays
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from inspector.backends import LoadedModel
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.errors import ConfigError, ImageDecodeError
 from inspector.imaging import draw_mask_outline, heatmap_overlay, read_image, write_png
@@ -89,7 +90,7 @@ def _chunks(paths: list[Path], size: int) -> Iterator[list[Path]]:
 
 
 def predict(
-    checkpoint: LoadedCheckpoint,
+    checkpoint: LoadedCheckpoint | LoadedModel,
     inputs: list[Path],
     out_dir: Path,
     *,
@@ -103,7 +104,8 @@ def predict(
     """Score image files and write results, overlays and optionally raw maps.
 
     Args:
-        checkpoint: A loaded checkpoint (calibrated).
+        checkpoint: A loaded checkpoint (calibrated), or a model loaded for a backend
+            (``inspector.backends.load_model``: an export runs on its engine).
         inputs: Image files and/or folders.
         out_dir: Output folder (created).
         postprocess: Threshold overrides and region settings.
@@ -126,7 +128,7 @@ def predict(
     )
     # The daemon's model stage: the checkpoint's preprocessing, the same fast path.
     worker = ModelWorker(
-        checkpoint.model,
+        checkpoint.engine if isinstance(checkpoint, LoadedModel) else checkpoint.model,
         device,
         Metrics(CollectorRegistry()),
         warmup_batches=0,

@@ -31,6 +31,7 @@ from inspector.model import ReverseDistillation, cosine_loss
 from inspector.model.calibration import Calibration
 from inspector.model.config import ArchitectureConfig
 from inspector.model.device import resolve_device
+from inspector.model.engine import Engine
 from inspector.model.preprocess import IMAGENET, Preprocessing, normalise
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class TrainResult:
 
 
 def score_images(
-    model: ReverseDistillation,
+    model: ReverseDistillation | Engine,
     images: torch.Tensor,
     *,
     batch_size: int,
@@ -85,16 +86,20 @@ def score_images(
     """Raw image scores and anomaly maps in float32.
 
     Args:
-        model: Model in eval mode.
+        model: Model in eval mode, or an engine that runs one (an export: its own device).
         images: Float32 RGB in 0..1 at the model size, ``(N, 3, H, W)``.
         batch_size: Images per forward pass.
-        device: Where to run.
+        device: Where to run a PyTorch model.
         preprocessing: The checkpoint's normalisation (default: what training here uses).
 
     Returns:
         Scores ``(N,)`` and maps ``(N, H, W)`` as numpy float32.
     """
-    model.eval()
+    if isinstance(model, ReverseDistillation):
+        model.eval()
+        size = model.config.image_size
+    else:
+        device, size = model.device, model.image_size
     scores: list[np.ndarray] = []
     maps: list[np.ndarray] = []
     with torch.inference_mode():
@@ -104,7 +109,7 @@ def score_images(
             scores.append(out.pred_score.float().cpu().numpy())
             maps.append(out.anomaly_map[:, 0].float().cpu().numpy())
     if not scores:
-        return np.empty(0, np.float32), np.empty((0, *model.config.image_size), np.float32)
+        return np.empty(0, np.float32), np.empty((0, *size), np.float32)
     return np.concatenate(scores), np.concatenate(maps)
 
 

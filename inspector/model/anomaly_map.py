@@ -43,6 +43,27 @@ class GaussianBlur(nn.Module):
         return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
+def cosine_distance(encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` over channels, ``(N, C, h, w)`` twice -> ``(N, h, w)``, in float32.
+
+    ``F.cosine_similarity`` written in plain ops, in ATen's order (each vector divided by its
+    norm clamped at ``eps``, then the dot product), which gives the same float32 bits: ONNX has
+    no cosine operator and OpenVINO's PyTorch front end has no rule for
+    ``aten::cosine_similarity``, so an exported graph needs this form, and one form for eager
+    and exported models keeps their maps equal. Float32 even under autocast: ``1 - cos`` of
+    nearly equal vectors loses most of its digits in bf16.
+    """
+    a, b = encoder.float(), decoder.float()
+    a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(_COSINE_EPS)
+    b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True).clamp_min(_COSINE_EPS)
+    distance: torch.Tensor = 1 - (a * b).sum(dim=1)
+    return distance
+
+
+#: ``F.cosine_similarity``'s default ``eps``.
+_COSINE_EPS = 1e-8
+
+
 class AnomalyMapGenerator(nn.Module):
     """``1 - cos`` per layer, upsampled to the input size, combined, blurred.
 
@@ -70,9 +91,7 @@ class AnomalyMapGenerator(nn.Module):
         """
         combined: torch.Tensor | None = None
         for enc, dec in zip(encoder, decoder, strict=True):
-            # Distances are computed in float32 even under autocast: 1 - cos of nearly equal
-            # vectors loses most of its digits in bf16.
-            distance = 1 - F.cosine_similarity(enc.float(), dec.float())
+            distance = cosine_distance(enc, dec)
             distance = F.interpolate(
                 distance.unsqueeze(1), size=self.image_size, mode="bilinear", align_corners=True
             )
@@ -118,6 +137,7 @@ def max_score(maps: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "AnomalyMapGenerator",
     "GaussianBlur",
+    "cosine_distance",
     "cosine_loss",
     "gaussian_kernel_size",
     "max_score",

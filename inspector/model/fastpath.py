@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 import torch
 
 from inspector.errors import WaitAbandonedError
+from inspector.model.engine import Backend
 from inspector.model.records import InferenceBatch
 from inspector.model.reverse_distillation import ReverseDistillation
 
@@ -140,9 +141,11 @@ class FastModel:
         *,
         batch_size: int = 8,
     ) -> None:
+        self.backend: Backend = "torch"
         self.device = device
         self.options = options
         self.batch_size = batch_size
+        self.image_size = model.config.image_size
         self.precision: Precision = resolve_precision(options.precision, device)
         self.memory_format = (
             torch.channels_last if options.channels_last else torch.contiguous_format

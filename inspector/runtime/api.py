@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Returns why the daemon is not ready; an empty list means ready.
 Readiness = Callable[[], list[str]]
+#: Returns what a ready daemon's ``/readyz`` adds as ``notes`` (e.g. a Kafka standby).
+ReadinessNotes = Callable[[], list[str]]
 #: The daemon's control, ``None`` until its pipeline runs.
 ControlProvider = Callable[[], LineControl | None]
 
@@ -79,6 +81,7 @@ def build_app(
     *,
     admin_token: SecretStr | None = None,
     control: ControlProvider = lambda: None,
+    notes: ReadinessNotes = lambda: [],
 ) -> FastAPI:
     """The ASGI application the daemon serves.
 
@@ -89,6 +92,7 @@ def build_app(
         metrics: The ready gauge and the control API's counters.
         admin_token: Enables the control API; writes must present it.
         control: The running daemon's control (``None`` while starting: ``/v1/`` answers 503).
+        notes: What a 200 from ``/readyz`` adds as ``notes`` (left out when empty).
     """
     app = FastAPI(
         title="inspector",
@@ -116,7 +120,15 @@ def build_app(
         if reasons:
             body = {"status": "not ready", "reasons": reasons}
             return JSONResponse(body, status_code=503, headers=_NO_STORE)
-        return JSONResponse({"status": "ready"}, headers=_NO_STORE)
+        ready: dict[str, object] = {"status": "ready"}
+        try:
+            said = [str(note) for note in notes()]
+        except Exception:  # a note is a detail: a bug in one must not turn ready into a 500
+            log.exception("readiness notes failed")
+            said = []
+        if said:
+            ready["notes"] = said
+        return JSONResponse(ready, headers=_NO_STORE)
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -71,3 +71,20 @@ class Batcher:
                 break
         self.metrics.batch_size.observe(len(batch))
         return batch
+
+    def ready_batch(self) -> list[Frame]:
+        """The frames queued now, up to ``max_batch_size``, without waiting (maybe ``[]``).
+
+        For an inference thread that has work in hand: it takes what arrived between two
+        model batches and waits for nothing, so a frame that arrived joins the schedule at
+        once and no batch is held back to fill.
+        """
+        batch: list[Frame] = []
+        while len(batch) < self.config.max_batch_size:
+            try:
+                batch.append(self.frames.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self.metrics.batch_size.observe(len(batch))
+        return batch

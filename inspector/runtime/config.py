@@ -5,6 +5,7 @@ A leaf of the runtime: stages import it, it imports no stage.
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -216,17 +217,30 @@ class BatcherConfig(Frozen):
     max_in_flight_bytes: int = Field(default=2 * 1024**3, ge=1)
 
 
+def _default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/inspector`` (``~/.cache/inspector``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "inspector"
+
+
 class ModelConfig(Frozen):
     """The ``model`` section: which checkpoint the daemon serves, and how it runs it.
 
     Attributes:
-        checkpoint: Checkpoint file written by ``inspector train`` or ``import-anomalib``.
+        checkpoint: Checkpoint file written by ``inspector train`` or ``import-anomalib``; with
+            ``backend`` openvino or onnxruntime, a folder written by ``inspector export``.
+        backend: ``torch`` (a checkpoint on PyTorch's fast path), ``openvino`` or
+            ``onnxruntime`` (an exported graph on the CPU; optional extras of the same names).
+            Exports carry their precision (fp32 or int8); the switches below are torch's.
         device: ``auto`` uses CUDA when available.
         warmup_batches: Batches run on start-up before reporting ready.
-        precision: ``auto`` (default: bf16 where the hardware has fast bf16, CUDA GPUs and
-            CPUs with AMX, fp32 elsewhere), ``fp32`` (maps as in training) or
-            ``bf16`` (autocast; anomaly maps still computed in fp32; within 0.01 of fp32 and
-            the same image AUROC within 0.02, tests/unit/model/test_fastpath.py).
+        precision: ``auto`` (default: at start and on reload, fp32 and bf16 are timed at
+            ``batcher.max_batch_size`` on this machine and the faster one whose maps stay
+            within 2 % of the calibrated pixel range of fp32's serves; cached in
+            ``auto_cache_dir``; :mod:`inspector.backends.auto`), ``fp32`` (maps as in
+            training) or ``bf16`` (autocast; anomaly maps still computed in fp32).
+        auto_cache_dir: Where ``precision: auto`` keeps its choice per checkpoint and machine
+            (default ``$XDG_CACHE_HOME/inspector``), so a restart does not measure again.
         channels_last: NHWC memory layout for the convolutions (same results, faster kernels).
         compile: ``torch.compile`` the model at start-up (slower start, faster steady state).
         cuda_graphs: On CUDA, capture the forward pass once for ``batcher.max_batch_size`` and
@@ -234,7 +248,9 @@ class ModelConfig(Frozen):
     """
 
     checkpoint: Path | None = None
+    backend: Literal["torch", "openvino", "onnxruntime"] = "torch"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    auto_cache_dir: Path | None = Field(default_factory=_default_cache_dir)
     warmup_batches: int = Field(default=2, ge=0)
     precision: Literal["fp32", "bf16", "auto"] = "auto"
     channels_last: bool = True

@@ -95,7 +95,8 @@ class SourceState(BaseModel):
         type: ``kafka``, ``camera`` or ``directory``.
         state: ``running``, ``paused``, ``exhausted`` (a folder read to its end),
             ``stopping`` or ``stopped``.
-        ready: Connected (``/readyz`` counts it).
+        ready: Ready as ``/readyz`` counts it (connected; a Kafka source also owns
+            partitions, or is a standby).
         config: The source's settings, as in the YAML file.
     """
 

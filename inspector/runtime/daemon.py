@@ -150,6 +150,10 @@ class Daemon:
         reasons = self.pipeline.readiness_reasons()
         return [diagnosis, *reasons] if reasons and diagnosis else reasons
 
+    def readiness_notes(self) -> list[str]:
+        """What ``/readyz`` adds to a 200 answer (e.g. a Kafka source that is a standby)."""
+        return self.pipeline.readiness_notes() if self.pipeline is not None else []
+
     def startup(self) -> None:
         """Serve health, load and warm the model, connect sources and sinks, start threads.
 
@@ -165,6 +169,7 @@ class Daemon:
             self.metrics,
             admin_token=cfg.http.admin_token,
             control=lambda: self.control,
+            notes=self.readiness_notes,
         )
         self.server.start()
         try:
@@ -309,6 +314,8 @@ class Daemon:
                 "backbone": ref.backbone,
                 "device": str(served.worker.device),
                 "checkpoint_sha256": served.sha256,
+                "backend": served.worker.fast.backend,
+                "precision": served.worker.fast.precision,
             }
         )
         threshold = served.postprocessor.threshold
@@ -340,6 +347,7 @@ class Daemon:
         """Refresh gauges until asked to exit, a stage dies, or finite sources are done."""
         if self.pipeline is None:  # stopped during start-up
             return
+        was_ready: bool | None = None
         while not self.should_exit.wait(0.1):
             if self._reload_requested.is_set() and not (
                 self._reloader is not None and self._reloader.is_alive()
@@ -351,9 +359,28 @@ class Daemon:
                 )
                 self._reloader.start()
             self.pipeline.update_gauges()
-            self.metrics.ready.set(0 if self.readiness() else 1)
+            reasons = self.readiness()
+            self.metrics.ready.set(0 if reasons else 1)
+            was_ready = self._log_readiness(reasons, was_ready)
             if self.pipeline.fatal is not None or self.pipeline.finished:
                 break
+
+    def _log_readiness(self, reasons: list[str], was_ready: bool | None) -> bool:
+        """Log when ``/readyz`` turns 200 or 503 (and why); returns whether it is 200 now.
+
+        Running is not ready yet: a Kafka source may still wait for its partitions, and an
+        operator reading the log should see which it is before sending frames.
+        """
+        ready = not reasons
+        if ready == was_ready:
+            return ready
+        if ready:
+            notes = "; ".join(self.readiness_notes())
+            log.info("inspector ready (/readyz 200)%s", f": {notes}" if notes else "")
+        else:
+            state = "not ready yet" if was_ready is None else "not ready"
+            log.info("inspector %s (/readyz 503): %s", state, "; ".join(reasons))
+        return ready
 
     def shutdown(self) -> bool:
         """Stop everything under one deadline; returns ``True`` if nothing was left undone.

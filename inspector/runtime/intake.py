@@ -156,6 +156,7 @@ class Intake:
                 raise DuplicateSourceError(f"a source {source_id!r} already runs")
             slot = SourceSlot(source_id, source)
             self._slots[source_id] = slot
+        source.source_id = source_id
         if start:
             self.start(slot)
         return slot

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from inspector.checkpoint import load_checkpoint
+from inspector.backends import load_model
 from inspector.errors import ConfigError, InspectorError, RegionError
 from inspector.messages import ModelRef
 from inspector.model.device import resolve_device
@@ -69,38 +69,59 @@ def load_served_model(
 
     Args:
         name: Its name; ``None``: the checkpoint's own.
-        path: The safetensors checkpoint.
-        config: ``model`` (device, fast path, warm-up), ``batcher`` and ``postprocess``.
+        path: The safetensors checkpoint, or an export folder (``model.backend`` openvino or
+            onnxruntime).
+        config: ``model`` (backend, device, fast path, warm-up), ``batcher`` and
+            ``postprocess``.
         metrics: Where the worker reports.
 
     Raises:
         InspectorError: The file cannot be loaded, has no calibration, or the device fails.
     """
     cfg = config.model
-    loaded = load_checkpoint(path)
+    loaded = load_model(
+        path,
+        cfg.backend,
+        resolve_device(cfg.device),
+        RuntimeOptions(
+            precision=cfg.precision,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            cuda_graphs=cfg.cuda_graphs,
+        ),
+        batch_size=config.batcher.max_batch_size,
+        auto_cache_dir=cfg.auto_cache_dir,
+    )
+    if loaded.auto is not None:
+        log.info(
+            "precision auto: %s on %s (%s%s)",
+            loaded.auto.precision,
+            loaded.auto.backend,
+            loaded.auto.reason,
+            "; cached" if loaded.auto.cached else "",
+        )
     meta = loaded.meta
     model_ref = ModelRef(
         name=name or meta.name, backbone=meta.model.backbone, checkpoint_sha256=loaded.sha256
     )
     postprocessor = Postprocessor(meta.calibration, model_ref, config.postprocess)
     worker = ModelWorker(
-        loaded.model,
-        resolve_device(cfg.device),
+        loaded.engine,
+        loaded.engine.device,
         metrics,
         warmup_batches=cfg.warmup_batches,
         max_batch_size=config.batcher.max_batch_size,
-        runtime=RuntimeOptions(
-            precision=cfg.precision,
-            channels_last=cfg.channels_last,
-            compile=cfg.compile,
-            cuda_graphs=cfg.cuda_graphs,
-        ),
         map_filter=postprocessor.needs_map,
         preprocessing=meta.preprocessing,
     )
     worker.warm_up()
-    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
-    memory = sum(t.numel() * t.element_size() for t in tensors)
+    log.info(
+        "model %s runs on %s (%s)",
+        for_log(model_ref.name),
+        loaded.engine.backend,
+        loaded.engine.precision,
+    )
+    memory = loaded.memory_bytes
     return ServedModel(model_ref.name, path, loaded.sha256, worker, postprocessor, memory)
 
 

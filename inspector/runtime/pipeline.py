@@ -5,7 +5,9 @@ Threads and bounded queues:
 - one thread per source polls it and admits frames into the frames queue; dead letters go
   straight to the sinks (:class:`~inspector.runtime.intake.Intake`: sources may be added,
   removed, paused and resumed while the others run);
-- an inference thread batches frames and runs the model;
+- an inference thread batches frames and runs the models, one model batch at a time,
+  earliest deadline first (:mod:`~inspector.runtime.schedule`: a light camera's batch runs
+  between the tile chunks of a heavy camera's frame);
 - a postprocess thread turns raw maps into results and hands them to every sink
   (:class:`~inspector.runtime.delivery.Delivery`, which retries a failing sink until it takes them).
 
@@ -33,23 +35,31 @@ from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelRouter, ModelSet, Routed, ServedModel
+from inspector.runtime.models import ModelRouter, ModelSet, ServedModel
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import Recipes
 from inspector.runtime.records import Frame, Inspection, ScoredBatch
 from inspector.runtime.regions import FrameView
+from inspector.runtime.schedule import Finished, Scheduler
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
+#: With work in hand, the inference thread takes new frames while it holds fewer than this
+#: many batches' worth: enough to see what is due soonest, while the rest wait in the bounded
+#: frames queue (whose depth shows the backlog, and which pushes back on the sources).
+_LOOKAHEAD_BATCHES = 2
+
 
 @dataclass(frozen=True)
 class _Inferred:
     frames: list[Frame]
     output: ScoredBatch
-    started: float
+    # The frames' own inference time; the rest, from entering the pipeline to ``finished``
+    # (monotonic), they waited: in the queue, or between the chunks of a tiled frame.
+    seconds: float
     finished: float
     # Each frame's postprocessor: its model's calibration with its camera's recipe. After a
     # reload or a recipe switch, batches already inferred keep what matches their maps.
@@ -241,6 +251,10 @@ class Pipeline:
             except Exception:
                 log.exception("closing sink %s failed", sink.name)
 
+    def readiness_notes(self) -> list[str]:
+        """What a ready pipeline's sources say about themselves (e.g. a Kafka standby)."""
+        return [n for s in self.sources if (n := s.readiness_note()) is not None]
+
     def readiness_reasons(self) -> list[str]:
         """Why the pipeline is not ready (empty when ready)."""
         reasons = [f"model {m.name} not warmed up" for m in self.models.all() if not m.worker.ready]
@@ -278,48 +292,57 @@ class Pipeline:
     # --- model and postprocess -------------------------------------------------------------
 
     def _inference_loop(self) -> None:
+        schedule = Scheduler(
+            lambda meta: self.recipes.deadline_at(meta.camera_id, meta.captured_at),
+            clock=self.clock,
+        )
+        lookahead = _LOOKAHEAD_BATCHES * self._batcher.config.max_batch_size
         try:
             while not self._stop_model.is_set():
-                batch = self._batcher.next_batch(self._input_closed)
-                if not batch:
-                    return
-                routed, orphans = self._router.route(batch)
-                # Its recipe names a model no longer served, or its ROI does not fit it.
-                for orphan in orphans:
-                    self.outcomes.failed(orphan.frame, "inference", orphan.kind, orphan.error)
-                for group in routed:
-                    self._infer(group)
+                if not schedule:  # nothing in hand: wait for a batch, as full as it gets
+                    batch = self._batcher.next_batch(self._input_closed)
+                    if not batch:
+                        return
+                elif schedule.frames < lookahead:
+                    # Work in hand: take what arrived meanwhile without waiting, so that a
+                    # frame due sooner runs before the next chunk of a tiled frame.
+                    batch = self._batcher.ready_batch()
+                else:
+                    batch = []
+                self._schedule(schedule, batch)
+                finished = schedule.step()
+                if finished is not None:
+                    self._finish(finished)
         finally:
             self._post.put(None)
 
-    def _infer(self, group: Routed) -> None:
-        started = self.clock()
-        images = [f.image for f in group.frames]
-        worker = group.model.worker
-        try:
-            if group.views is None:
-                output = worker.score(images, map_filter=group.map_filter())
-            else:
-                output = worker.score_views(images, group.views, map_filter=group.map_filter())
-        except Exception as exc:
-            log.exception("inference failed for a batch of %d", len(group.frames))
-            for frame in group.frames:
-                self.outcomes.failed(frame, "inference", "inference_error", exc)
+    def _schedule(self, schedule: Scheduler, batch: list[Frame]) -> None:
+        if not batch:
             return
+        routed, orphans = self._router.route(batch)
+        # Its recipe names a model no longer served, or its ROI does not fit it.
+        for orphan in orphans:
+            self.outcomes.failed(orphan.frame, "inference", orphan.kind, orphan.error)
+        for group in routed:
+            schedule.add(group)
+
+    def _finish(self, done: Finished) -> None:
+        frames, output = done.group.frames, done.output
+        if isinstance(output, Exception):
+            log.error("inference failed for a batch of %d", len(frames), exc_info=output)
+            for frame in frames:
+                self.outcomes.failed(frame, "inference", "inference_error", output)
+            return
+        group = done.group
         self._post.put(
             _Inferred(
-                group.frames,
-                output,
-                started,
-                self.clock(),
-                group.postprocessors,
-                group.views,
+                frames, output, done.seconds, done.finished, group.postprocessors, group.views
             )
         )
 
     def _postprocess_loop(self) -> None:
         while (item := self._post.get()) is not None:
-            infer_ms = (item.finished - item.started) * 1e3
+            infer_ms = item.seconds * 1e3
             for i, frame in enumerate(item.frames):
                 try:
                     inspection = self._postprocess_one(frame, item, i, infer_ms)
@@ -342,7 +365,8 @@ class Pipeline:
             None if item.views is None else item.views[i],
         )
         post_ms = (self.clock() - t0) * 1e3
-        queue_ms = max(0.0, (item.started - meta.received_monotonic) * 1e3)
+        waited = item.finished - item.seconds - meta.received_monotonic
+        queue_ms = max(0.0, waited * 1e3)
         latency = Latency(
             decode=meta.decode_ms,
             queue=queue_ms,

@@ -116,6 +116,28 @@ class Recipes:
         """The deadline of ``camera_id`` in milliseconds, ``None`` when it has none."""
         return self.recipe(camera_id).deadline_ms
 
+    def deadline_at(self, camera_id: str, captured_at: str | None) -> float | None:
+        """When a verdict on a frame of ``camera_id`` captured at ``captured_at`` is due.
+
+        Args:
+            camera_id: The frame's camera.
+            captured_at: RFC 3339 capture time (as the sources store it), or ``None``.
+
+        Returns:
+            Seconds since the epoch; ``None`` when the camera has no deadline or the frame no
+            (readable) capture time.
+        """
+        deadline = self.deadline_ms(camera_id)
+        if deadline is None or captured_at is None:
+            return None
+        try:
+            captured = datetime.fromisoformat(captured_at)
+        except ValueError:  # sources validate captured_at; a bad one must not fail the frame
+            return None
+        if captured.tzinfo is None:  # no zone given: UTC (the README's result format says so)
+            captured = captured.replace(tzinfo=UTC)
+        return captured.timestamp() + deadline / 1000
+
     def late(self, camera_id: str, captured_at: str | None) -> bool | None:
         """Whether a verdict on a frame of ``camera_id`` captured at ``captured_at`` is late now.
 
@@ -127,14 +149,5 @@ class Recipes:
             ``True``/``False``; ``None`` when the camera has no deadline or the frame no
             (readable) capture time: lateness is then unknown, not "on time".
         """
-        deadline = self.deadline_ms(camera_id)
-        if deadline is None or captured_at is None:
-            return None
-        try:
-            captured = datetime.fromisoformat(captured_at)
-        except ValueError:  # sources validate captured_at; a bad one must not fail the frame
-            return None
-        if captured.tzinfo is None:  # no zone given: UTC (the README's result format says so)
-            captured = captured.replace(tzinfo=UTC)
-        age_ms = (self._wall_clock() - captured.timestamp()) * 1000
-        return age_ms > deadline
+        due = self.deadline_at(camera_id, captured_at)
+        return None if due is None else self._wall_clock() > due

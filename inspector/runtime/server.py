@@ -21,7 +21,13 @@ from prometheus_client import exposition as _exposition
 from pydantic import SecretStr
 
 from inspector.errors import ConfigError
-from inspector.runtime.api import PROBE_PATHS, ControlProvider, Readiness, build_app
+from inspector.runtime.api import (
+    PROBE_PATHS,
+    ControlProvider,
+    Readiness,
+    ReadinessNotes,
+    build_app,
+)
 from inspector.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class HttpServer:
         metrics: Its ``ready`` gauge follows every readiness check.
         admin_token: Turns the control API on (see :mod:`inspector.runtime.api`).
         control: The daemon's control once its pipeline runs.
+        notes: What a 200 from ``/readyz`` adds as ``notes`` (e.g. a Kafka standby).
     """
 
     def __init__(
@@ -68,10 +75,13 @@ class HttpServer:
         *,
         admin_token: SecretStr | None = None,
         control: ControlProvider = lambda: None,
+        notes: ReadinessNotes = lambda: [],
     ) -> None:
         self.host = host
         self.requested_port = port
-        self.app = build_app(registry, readiness, metrics, admin_token=admin_token, control=control)
+        self.app = build_app(
+            registry, readiness, metrics, admin_token=admin_token, control=control, notes=notes
+        )
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -58,6 +58,13 @@ def test_e2e_bench_counts_every_frame(
         result["images_per_s"] / result["model_only_images_per_s"], rel=1e-2
     )
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    # Named: the daemon's own time (the same figures) and capture (here: produce) to verdict,
+    # which adds the wait in the topic while the daemon started.
+    assert [result[f"daemon_{q}_ms"] for q in ("p50", "p95", "p99")] == [
+        result[f"{q}_ms"] for q in ("p50", "p95", "p99")
+    ]
+    for q in ("p50", "p95", "p99"):
+        assert result[f"capture_to_verdict_{q}_ms"] >= result[f"daemon_{q}_ms"] - 1
     assert result["daemon_inference_ms_p50"] > 0 and result["model_only_batch_ms_p50"] > 0
     assert result["peak_rss_mb"] > 0 and result["gflop_per_image"] > 0
     # The benchmark checkpoint flags some frames, not all or none (post-processing work).

@@ -71,3 +71,20 @@ def test_readers_ignore_fields_added_by_later_versions() -> None:
     message = ResultMessage.from_json(json.dumps(data))
     assert message.frame_id == "f" and message.defects[0].area_px == 5
     jsonschema.validate(data, result_json_schema())
+
+
+@pytest.mark.parametrize(
+    ("captured_at", "processed_at", "expected"),
+    [
+        ("2025-01-01T00:00:00+00:00", "2025-01-01T00:00:01.250+00:00", 1250.0),
+        ("2025-01-01T00:00:00Z", "2025-01-01T01:00:00.5+01:00", 500.0),  # zones differ
+        ("2025-01-01T00:00:00", "2025-01-01T00:00:00.1+00:00", 100.0),  # no zone: UTC
+        (None, "2025-01-01T00:00:00+00:00", None),
+        ("not a time", "2025-01-01T00:00:00+00:00", None),
+    ],
+)
+def test_capture_to_verdict_is_processed_at_minus_captured_at(
+    captured_at: str | None, processed_at: str, expected: float | None
+) -> None:
+    got = _message(captured_at=captured_at, processed_at=processed_at).capture_to_verdict_ms()
+    assert got == expected if expected is None else got == pytest.approx(expected)

@@ -17,9 +17,12 @@ class Source(ABC):
 
     Attributes:
         name: Label for logs and the ``source`` metric label.
+        source_id: The id the daemon runs it under (set by the intake when it is added;
+            ``None`` before), so that readiness reasons can say which source they mean.
     """
 
     name: str = "source"
+    source_id: str | None = None
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Connect or open; raise an :class:`~inspector.errors.InspectorError` on failure."""
@@ -64,6 +67,10 @@ class Source(ABC):
     def unready_reason(self) -> str | None:
         """Why the source is not ready, for ``/readyz`` (``None`` when it is)."""
         return None if self.ready() else f"source {self.name} not connected"
+
+    def readiness_note(self) -> str | None:
+        """What ``/readyz`` should add to a 200 answer about this source (``None``: nothing)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and devices."""

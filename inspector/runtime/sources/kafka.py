@@ -35,6 +35,7 @@ from inspector.runtime.metrics import Metrics
 from inspector.runtime.pacing import RateLimitedLog
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.base import Source
+from inspector.runtime.sources.kafka_assignment import AssignmentReadiness
 from inspector.runtime.sources.kafka_fetch import (
     failing_partition,
     unreadable_record,
@@ -73,9 +74,11 @@ class KafkaSource(Source):
     are inspected. Headers ``frame_id``, ``camera_id`` and ``captured_at`` are optional
     (defaults: ``topic:partition:offset``, the key, the record timestamp).
 
-    :meth:`ready` is ``True`` once the consumer is connected to a broker (even without
-    partitions: a replica beyond the partition count is a healthy standby) and its last poll
-    did not fail.
+    :meth:`ready` is ``True`` once the consumer is connected to a broker, its last poll did
+    not fail, and its group has assigned it partitions: before that, frames would wait in the
+    topic (:mod:`~inspector.runtime.sources.kafka_assignment`). A member the group assigns
+    nothing is ready as a standby after ``metadata_max_age`` plus ``kafka.session_timeout_ms``
+    (time for a leader that did not know the topic yet to refresh and rebalance).
 
     Args:
         kafka: Connection, group, size limit and commit interval.
@@ -88,6 +91,7 @@ class KafkaSource(Source):
     Attributes:
         tracker: Offsets handed out and acknowledged, per partition.
         topics: Topics consumed.
+        assignment: Whether the group has assigned partitions yet (part of readiness).
     """
 
     name = "kafka"
@@ -116,6 +120,12 @@ class KafkaSource(Source):
         self._limbo_lock = threading.Lock()
         self._ready = False
         self._closed = False
+        self.assignment = AssignmentReadiness(
+            self.topics,
+            kafka.group_id,
+            standby_after_s=(_METADATA_MAX_AGE_MS + kafka.session_timeout_ms) / 1000,
+            clock=clock,
+        )
         self._last_commit = clock()
         self._warnings = RateLimitedLog(log, _LOG_EVERY_S, clock)
         self._jpeg_device = torch.device("cuda") if config.decode_device == "cuda" else None
@@ -176,8 +186,24 @@ class KafkaSource(Source):
         log.info("kafka source: group %s subscribed to %s", self.kafka.group_id, self.topics)
 
     def ready(self) -> bool:
-        """Connected to a broker and the last poll succeeded (see the class docs)."""
-        return self._ready
+        """Connected, the last poll succeeded, and partitions assigned (see the class docs)."""
+        return self.unready_reason() is None
+
+    def unready_reason(self) -> str | None:
+        """Not connected, or no partition assigned yet (for ``/readyz``)."""
+        if not self._ready:
+            return f"source {self.name} not connected"
+        waiting = self.assignment.reason()
+        return None if waiting is None else f"kafka source {self._label}: {waiting}"
+
+    def readiness_note(self) -> str | None:
+        """Says so when the source is ready as a standby, with no partition."""
+        note = self.assignment.note()
+        return None if note is None else f"kafka source {self._label}: {note}"
+
+    @property
+    def _label(self) -> str:
+        return self.source_id or self.name
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -449,11 +475,19 @@ class KafkaSource(Source):
 
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = set(assigned)
+        # First, so that the bookkeeping below failing cannot leave readiness waiting.
+        self.assignment.assigned(len(assigned))
         with self._limbo_lock:
             gone, self._limbo = self._limbo - assigned, set()
         self._forget(gone)
         if assigned:
             log.info("kafka source: partitions assigned: %s", sorted(map(tuple, assigned)))
+        else:
+            log.info(
+                "kafka source: group %s assigned no partition of %s",
+                self.kafka.group_id,
+                ", ".join(self.topics),
+            )
         consumer = self._consumer
         if self._want_paused and consumer is not None and assigned:
             consumer.pause(*assigned)  # before the first fetch of the new assignment

@@ -12,6 +12,11 @@ to their mean.
 With ``rate`` the frames are offered at that rate instead, once a probe frame has come back
 (the group has joined and the model is warm), and every frame's produce-to-result latency is
 reported: what a frame sees at that load, without the queueing of a saturated run.
+
+Latencies are named: ``daemon_p50_ms`` etc. (the same figures as ``p50_ms`` etc.) are the
+daemon's own time per frame, ``capture_to_verdict_p50_ms`` etc. what a line sees, from the
+frame's capture time (here: when it was produced) to its verdict. In a saturated run the
+frames are produced before the daemon starts, so the latter includes its start-up.
 """
 
 from __future__ import annotations
@@ -46,7 +51,13 @@ from inspector.tools.benchmark.options import (
     full_batches,
     synthetic_jpegs,
 )
-from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.tools.benchmark.report import (
+    base_fields,
+    finish,
+    gflop_per_image,
+    latency_fields,
+    named_latency_fields,
+)
 from inspector.tools.benchmark.timing import Batch, measure_worker, throughput
 from inspector.tools.benchmark.traffic import (
     Collected,
@@ -207,8 +218,9 @@ def _model_only(
     ckpt: Path, device: torch.device, options: BenchOptions, batches: Sequence[Batch]
 ) -> _ModelOnly:
     """The worker alone on ``batches``: images/s, seconds per batch, GFLOP, precision."""
-    worker = make_worker(load_checkpoint(ckpt).model, device, options)
-    gflop = gflop_per_image(worker.model, device)
+    model = load_checkpoint(ckpt).model
+    worker = make_worker(model, device, options)
+    gflop = gflop_per_image(model, device)
     seconds = measure_worker(worker, batches, options.warmup)
     precision = worker.fast.precision
     del worker
@@ -271,6 +283,8 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
         {
             "images_per_s": e2e_rate,
             **latency_fields(got.latencies_ms, "frame"),
+            **named_latency_fields("daemon", got.latencies_ms),
+            **named_latency_fields("capture_to_verdict", got.capture_to_verdict_ms()),
             "results": results,
             "dead_letters": got.dead_letters,
             "anomalous_results": sum(got.flagged),

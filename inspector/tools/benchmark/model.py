@@ -75,12 +75,13 @@ def run_model(
 
         ours, reference = build_pair(options, device)
         worker = make_worker(ours, device, options)
-        gflop = gflop_per_image(worker.model, device)
+        gflop = gflop_per_image(ours, device)
         comparison = compare(worker, reference, batches, options, device)
         seconds = comparison.pop("seconds")
     else:
-        worker = make_worker(random_model(options, device), device, options)
-        gflop = gflop_per_image(worker.model, device)
+        model = random_model(options, device)
+        worker = make_worker(model, device, options)
+        gflop = gflop_per_image(model, device)
         seconds = measure_worker(worker, batches, options.warmup)
         comparison = {}
     result = base_fields(options, device, worker.fast.precision, frames, command)

@@ -18,6 +18,9 @@ from inspector.tools.synth import add_defect, render_good
 #: frames would dominate a GPU run, and the model's speed does not depend on the pixels).
 DISTINCT_FRAMES = 64
 JPEG_QUALITY = 90
+#: ``--compare`` groups: anomalib's eager model, both sides' OpenVINO paths, both sides'
+#: onnxruntime paths (see :mod:`inspector.tools.benchmark.peers`).
+COMPARE_GROUPS = ("anomalib", "openvino", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class BenchOptions:
         cuda_graphs: Capture and replay the forward pass (CUDA only).
         warmup: Untimed batches before timing (model mode; the daemon's ``warmup_batches``).
         compare_anomalib: Also run anomalib's model with the same weights (model mode only).
+        compare: Groups of peer paths to run beside ours, same weights and inputs (model mode
+            only; :data:`COMPARE_GROUPS`): anomalib's eager model, and each side's exports
+            (anomalib's by anomalib's own export code) in OpenVINO and onnxruntime.
         bootstrap_servers: e2e: this broker instead of the embedded one.
         decode_device: e2e: where the daemon decodes JPEG frames (``cuda``: nvJPEG).
         rate: e2e: offer the frames at this rate (frames/s) once the daemon is consuming, and
@@ -58,6 +64,7 @@ class BenchOptions:
     cuda_graphs: bool = False
     warmup: int = 2
     compare_anomalib: bool = False
+    compare: tuple[str, ...] = ()
     bootstrap_servers: str | None = None
     decode_device: Literal["cpu", "cuda"] = "cpu"
     rate: float | None = None
@@ -112,6 +119,8 @@ class BenchOptions:
             "--compare-anomalib": self.compare_anomalib,
         }
         command += [flag for flag, on in switches.items() if on]
+        if self.compare:
+            command += ["--compare", ",".join(self.compare)]
         if self.decode_device != "cpu":
             command += ["--decode-device", self.decode_device]
         if self.bootstrap_servers:
@@ -140,6 +149,16 @@ class BenchOptions:
             raise ConfigError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.compare_anomalib and self.mode != "model":
             raise ConfigError("--compare-anomalib works in --mode model only")
+        unknown = [group for group in self.compare if group not in COMPARE_GROUPS]
+        if unknown or (self.compare and len(set(self.compare)) != len(self.compare)):
+            raise ConfigError(
+                f"--compare {','.join(self.compare)}: a comma list of distinct groups among "
+                f"{', '.join(COMPARE_GROUPS)}"
+            )
+        if self.compare and self.mode != "model":
+            raise ConfigError("--compare works in --mode model only")
+        if self.compare and self.compare_anomalib:
+            raise ConfigError("--compare-anomalib is --compare anomalib's older form: give one")
         if self.bootstrap_servers is not None and self.mode != "e2e":
             raise ConfigError("--bootstrap-servers works in --mode e2e only")
         if self.rate is not None and (self.mode != "e2e" or self.rate <= 0):

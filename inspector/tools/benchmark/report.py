@@ -62,6 +62,17 @@ def latency_fields(latencies_ms: Sequence[float], unit: str) -> dict[str, Any]:
     return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "latency_unit": unit}
 
 
+def named_latency_fields(name: str, latencies_ms: Sequence[float]) -> dict[str, float | None]:
+    """``<name>_p50_ms``/``_p95_ms``/``_p99_ms``: a latency that says which one it is.
+
+    ``None`` each when nothing was measured (e.g. no result carried a capture time).
+    """
+    if not latencies_ms:
+        return {f"{name}_{q}_ms": None for q in ("p50", "p95", "p99")}
+    fields = latency_fields(latencies_ms, "frame")
+    return {f"{name}_{q}_ms": fields[f"{q}_ms"] for q in ("p50", "p95", "p99")}
+
+
 def base_fields(
     options: BenchOptions,
     device: torch.device,

@@ -1,7 +1,10 @@
 """Frames to the broker and results back, for the end-to-end benchmark.
 
 Producers (all frames up front, or paced at a rate), what comes back on the results and
-dead-letter topics, and the rate and produce-to-result latency computed from it.
+dead-letter topics, and the rate and latencies computed from it: the daemon's own per frame
+(``latency_ms.total``), capture to verdict (the result's ``captured_at`` to ``processed_at``;
+without a ``captured_at`` header the frame's record timestamp, i.e. when it was produced) and,
+paced, produce to result.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from inspector.errors import InspectorError
+from inspector.messages import capture_to_verdict_ms
 from inspector.runtime.config import KafkaConfig
-from inspector.tools.benchmark.report import latency_fields
+from inspector.tools.benchmark.report import named_latency_fields
 
 
 @dataclass
@@ -26,13 +30,20 @@ class Collected:
     """What came back on the results and dead-letter topics."""
 
     stamps_ms: list[float] = field(default_factory=list)
+    #: The daemon's own time per frame (``latency_ms.total``).
     latencies_ms: list[float] = field(default_factory=list)
+    #: Capture to verdict per frame (``None``: the result has no capture time).
+    capture_ms: list[float | None] = field(default_factory=list)
     #: Frames-topic offset of each result's frame (results in arrival order).
     offsets: list[int] = field(default_factory=list)
     flagged: list[bool] = field(default_factory=list)
     #: The daemon's inference time of each result's batch (``latency_ms.inference``).
     inference_ms: list[float] = field(default_factory=list)
     dead_letters: int = 0
+
+    def capture_to_verdict_ms(self) -> list[float]:
+        """Capture-to-verdict times of the results that carry a capture time."""
+        return [ms for ms in self.capture_ms if ms is not None]
 
     @property
     def accounted(self) -> int:
@@ -46,6 +57,9 @@ class Collected:
         # without timestamps, where the arrival time here is the best left.
         self.stamps_ms.append(timestamp_ms if timestamp_ms >= 0 else time.time() * 1e3)
         self.latencies_ms.append(float(message["latency_ms"]["total"]))
+        self.capture_ms.append(
+            capture_to_verdict_ms(message.get("captured_at"), str(message["processed_at"]))
+        )
         self.offsets.append(int(message["source"]["offset"]))
         self.flagged.append(bool(message["is_anomalous"]))
         self.inference_ms.append(float(message["latency_ms"]["inference"]))
@@ -165,23 +179,23 @@ def paced_results(got: Collected, paced: Paced) -> tuple[Collected, dict[str, An
     kept = Collected(dead_letters=got.dead_letters)
     waits = []
     rows = zip(
-        got.stamps_ms, got.latencies_ms, got.offsets, got.flagged, got.inference_ms, strict=True
+        got.stamps_ms,
+        got.latencies_ms,
+        got.capture_ms,
+        got.offsets,
+        got.flagged,
+        got.inference_ms,
+        strict=True,
     )
-    for stamp, latency, offset, flagged, inference in rows:
+    for stamp, latency, capture, offset, flagged, inference in rows:
         if offset in paced.sent_ms:
             kept.stamps_ms.append(stamp)
             kept.latencies_ms.append(latency)
+            kept.capture_ms.append(capture)
             kept.offsets.append(offset)
             kept.flagged.append(flagged)
             kept.inference_ms.append(inference)
             waits.append(max(0.0, stamp - paced.sent_ms[offset]))
     if not waits:
         raise InspectorError("e2e --rate: no paced frame came back; see the daemon's log")
-    fields = latency_fields(waits, "frame")
-    p50, p95, p99 = fields["p50_ms"], fields["p95_ms"], fields["p99_ms"]
-    return kept, {
-        "rate": paced.rate,
-        "produce_to_result_p50_ms": p50,
-        "produce_to_result_p95_ms": p95,
-        "produce_to_result_p99_ms": p99,
-    }
+    return kept, {"rate": paced.rate, **named_latency_fields("produce_to_result", waits)}

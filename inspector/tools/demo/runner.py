@@ -12,11 +12,15 @@ resolution (``cameras.line1-hires.tiling``), so its small defects are not resize
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -202,8 +206,7 @@ def _run_line(
     thread = threading.Thread(target=run_daemon, name="daemon", daemon=True)
     thread.start()
     console.print("starting the daemon (model warm-up, Kafka group join) ...")
-    while daemon.readiness() and not stopper.stop.wait(0.1):
-        pass
+    wait_until_ready(f"http://127.0.0.1:{port}/readyz", stopper.stop, console)
     if failure:
         thread.join()
         raise DemoError(f"the daemon did not start: {failure[0]} (log: {opts.workdir}/demo.log)")
@@ -245,6 +248,44 @@ def _run_line(
             f"(log: {opts.workdir}/demo.log, broker log: {opts.workdir}/broker.log)"
         )
     return summary
+
+
+def wait_until_ready(readyz: str, stop: threading.Event, console: Console) -> None:
+    """Wait until the daemon's ``/readyz`` answers 200 (or ``stop`` is set), saying why not.
+
+    The cameras start only then: a frame sent while the Kafka consumer still waits for its
+    partitions would sit in the topic and reach its verdict late.
+
+    Args:
+        readyz: The daemon's ``/readyz`` URL.
+        stop: Set when the demo stops (Ctrl+C, or the daemon ended).
+        console: Where each new reason is printed, once.
+    """
+    said: set[str] = set()
+    while not stop.wait(0.1):
+        status, reasons = _readyz(readyz)
+        if status == 200:
+            return
+        for reason in reasons:
+            shape = re.sub(r"\d+", "#", reason)  # a countdown in a reason is not news
+            if shape not in said:
+                said.add(shape)
+                console.print(f"  not ready yet: {reason}", highlight=False)
+
+
+def _readyz(url: str) -> tuple[int, list[str]]:
+    """``(status, reasons)`` of one ``/readyz`` request; ``(0, [])`` while nothing listens."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status, []
+    except urllib.error.HTTPError as exc:
+        try:
+            reasons = json.loads(exc.read()).get("reasons", [])
+        except ValueError:
+            reasons = []
+        return exc.code, [str(r) for r in reasons]
+    except (urllib.error.URLError, OSError):
+        return 0, []
 
 
 def _watch(

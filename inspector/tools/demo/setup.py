@@ -28,11 +28,11 @@ TOPICS = {
 #: With --frames N, give up when nothing arrived for this long.
 STALL_TIMEOUT_S = 180.0
 #: The demo line's verdict deadline from capture: a part must be judged within a second to be
-#: rejected; results after it are flagged late and the live view turns red.
+#: rejected; results after it are flagged late and the live view turns red. The same with the
+#: high-resolution camera on: its frame's tiles (~2 s of a 2-core CPU) run a chunk at a time,
+#: and the regular cameras' batches, due sooner, run between the chunks
+#: (:mod:`inspector.runtime.schedule`).
 DEMO_DEADLINE_MS = 1000
-#: With the high-resolution camera on: its frame's tiles hold the one inference thread for
-#: about 2 s on a 2-core CPU, and the regular cameras' batches wait behind them.
-DEMO_DEADLINE_WITH_HIRES_MS = 4000
 #: The line's false-alarm budget: thresholds are placed for it on held-out good parts (the
 #: quantile of their scores). The default 0.5 % puts the threshold at the highest of the demo's
 #: 27 held-out scores, an outlier, and misses defects that score just above every good part.
@@ -44,11 +44,11 @@ HIRES_CAMERA = "line1-hires"
 HIRES_WIDTH, HIRES_HEIGHT = 1024, 768
 #: Tiles of the model's input size (128 px), overlapping so that no defect sits only on a seam.
 HIRES_TILING = TilingConfig(tile=128, overlap=16)
-#: One frame every 5 s. Its 63 tiles take ~2 s of a busy 2-core CPU, and the daemon has one
-#: inference thread that the regular cameras' batches wait behind meanwhile: at one frame
-#: every 2 s the CPU could not keep up at all.
+#: One frame every 5 s. Its 63 tiles take ~2 s of a busy 2-core CPU, which the regular cameras
+#: need too: at one frame every 2 s the CPU could not keep up at all.
 HIRES_PERIOD_S = 5.0
-#: From capture to verdict: the tiles of one frame (~2 s) plus regular batches ahead of it.
+#: From capture to verdict: the tiles of one frame (~2 s) plus the regular batches, due sooner,
+#: that run between its chunks.
 HIRES_DEADLINE_MS = 5000
 #: With --frames N, one frame in this many comes from the high-resolution camera.
 HIRES_SHARE = 25
@@ -246,8 +246,7 @@ def demo_config(
         run_id: Fresh topic and group names for this run (on a broker of the user's).
         hires_checkpoint: The high-resolution camera's tiled model (``None``: no such camera).
     """
-    deadline = DEMO_DEADLINE_MS if hires_checkpoint is None else DEMO_DEADLINE_WITH_HIRES_MS
-    cameras: dict[str, object] = {ANY_CAMERA: {"deadline_ms": deadline}}
+    cameras: dict[str, object] = {ANY_CAMERA: {"deadline_ms": DEMO_DEADLINE_MS}}
     models: dict[str, str] = {}
     if hires_checkpoint is not None:
         models["hires"] = str(hires_checkpoint)

@@ -3,6 +3,11 @@
 :class:`LineTally` counts what arrives on the results and dead-letter topics (pure, testable);
 :func:`render` draws it with ``rich`` for a terminal, :meth:`LineTally.summary` is the plain
 one-line form for logs and pipes.
+
+Two latencies, always named: ``daemon`` is the daemon's own time per frame (its
+``latency_ms.total``: decode, queue, inference, post-processing), ``capture→verdict`` is what
+the line sees, from the frame's ``captured_at`` to its verdict (``processed_at``), which adds
+the transport and any wait in the topic (e.g. before the consumer owned its partitions).
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class LineTally:
     cameras: dict[str, CameraTally] = field(default_factory=dict)
     flagged: deque[Flagged] = field(default_factory=lambda: deque(maxlen=6))
     _latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _capture_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     _arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     started: float = field(default=0.0)
 
@@ -113,6 +119,8 @@ class LineTally:
         self.results += 1
         self._arrivals.append(self.clock())
         self._latency_ms.append(message.latency_ms.total)
+        if (capture_ms := message.capture_to_verdict_ms()) is not None:
+            self._capture_ms.append(capture_ms)
         camera = self.cameras.setdefault(message.camera_id, CameraTally())
         camera.frames += 1
         camera.inference_ms.append(message.latency_ms.inference)
@@ -169,21 +177,31 @@ class LineTally:
         return recent / span if span > 0 else 0.0
 
     def latency_ms(self, q: float) -> float | None:
-        """Percentile ``q`` (0..100) of recent end-to-end latencies in ms."""
-        if not self._latency_ms:
-            return None
-        return float(np.percentile(np.fromiter(self._latency_ms, float), q))
+        """Percentile ``q`` (0..100) of the daemon's own recent latencies in ms (``daemon``)."""
+        return _percentile(self._latency_ms, q)
+
+    def capture_to_verdict_ms(self, q: float) -> float | None:
+        """Percentile ``q`` (0..100) of recent capture-to-verdict times in ms.
+
+        ``None`` until a result with a capture time came.
+        """
+        return _percentile(self._capture_ms, q)
+
+    def latencies(self) -> str:
+        """Both latencies, named: ``daemon p50/p95 12/30 ms, capture→verdict p50/p95 ...``."""
+        daemon = _pair(self.latency_ms(50), self.latency_ms(95))
+        line = _pair(self.capture_to_verdict_ms(50), self.capture_to_verdict_ms(95))
+        return f"daemon p50/p95 {daemon}, capture→verdict p50/p95 {line}"
 
     def summary(self) -> str:
         """One line for logs and pipes."""
-        p50, p95 = self.latency_ms(50), self.latency_ms(95)
         counts = (
             f"{self.results} results ({self.frames_per_s():.1f}/s), {self.anomalous} anomalous "
             f"({self.caught} defective parts caught, {self.missed} missed, "
             f"{self.false_alarms} false alarms), {self.defects} defect regions, "
             f"{self.dead_letters} dead letters"
         )
-        latency = f"latency p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
+        latency = self.latencies() if self.results else ""
         parts = (counts, latency, self._falling_behind(), *self.featured_lines())
         return "; ".join(part for part in parts if part)
 
@@ -214,8 +232,15 @@ class LineTally:
         return ", ".join(parts)
 
 
-def _fmt(value: float | None, unit: str) -> str:
-    return "-" if value is None else f"{value:.0f} {unit}"
+def _percentile(values: deque[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.fromiter(values, float), q))
+
+
+def _pair(p50: float | None, p95: float | None) -> str:
+    """``12/30 ms``, or ``-`` before there is anything to measure."""
+    return "-" if p50 is None or p95 is None else f"{p50:.0f}/{p95:.0f} ms"
 
 
 def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
@@ -224,39 +249,41 @@ def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
     Lines never wrap (long ids and reasons end in an ellipsis) and the tables shrink to the
     terminal's height, so the view fits an 80 x 24 terminal.
     """
+    behind, share = tally.behind(), tally.late_share()
+    # Red when the line falls behind: frames waiting, or verdicts after the deadline.
+    lagging = (behind or 0) > 2 * max(1.0, tally.frames_per_s()) or (share or 0) > 0.01
+    style = "bold red" if lagging else "bold"
     totals = Table.grid(padding=(0, 2))
     for _ in range(4):
         totals.add_column(no_wrap=True, overflow="ellipsis")
     totals.add_row(
         f"[bold]{tally.results}[/] results",
         f"[bold]{tally.frames_per_s():.1f}[/] frames/s",
-        f"p50 [bold]{_fmt(tally.latency_ms(50), 'ms')}[/]",
-        f"p95 [bold]{_fmt(tally.latency_ms(95), 'ms')}[/]",
-    )
-    totals.add_row(
         f"[bold red]{tally.anomalous}[/] anomalous",
         f"[bold]{tally.defects}[/] regions",
+    )
+    late = f"late [{style}]{tally.late}[/]"
+    totals.add_row(
         f"caught [bold green]{tally.caught}[/] missed [bold]{tally.missed}[/]",
         f"false alarms [bold]{tally.false_alarms}[/]",
-    )
-    behind, share = tally.behind(), tally.late_share()
-    # Red when the line falls behind: frames waiting, or verdicts after the deadline.
-    lagging = (behind or 0) > 2 * max(1.0, tally.frames_per_s()) or (share or 0) > 0.01
-    style = "bold red" if lagging else "bold"
-    totals.add_row(
         f"behind [{style}]{'-' if behind is None else behind}[/] frames",
-        f"late [{style}]{tally.late}[/]",
-        f"late share [{style}]{'-' if share is None else f'{share:.0%}'}[/]",
-        "[bold red]FALLING BEHIND[/]" if lagging else "keeping up",
+        late if share is None else f"{late} ([{style}]{share:.0%}[/])",
     )
+    # Both latencies on a line of their own: named, they do not fit the grid's columns.
+    latency = Text.from_markup(
+        f"daemon p50/p95 [bold]{_pair(tally.latency_ms(50), tally.latency_ms(95))}[/]   "
+        "capture→verdict p50/p95 "
+        f"[{style}]{_pair(tally.capture_to_verdict_ms(50), tally.capture_to_verdict_ms(95))}[/]"
+    )
+    latency.no_wrap, latency.overflow = True, "ellipsis"
     dead = Text.from_markup(f"[bold]{tally.dead_letters}[/] dead letters")
     if tally.last_dead_letter:
         dead.append(f" (last: {' '.join(tally.last_dead_letter.split())})")
     dead.no_wrap, dead.overflow = True, "ellipsis"
     featured = [Text(line, no_wrap=True, overflow="ellipsis") for line in tally.featured_lines()]
 
-    # Panel borders 2, totals 4 (with the dead letters), the featured cameras' lines, each
-    # table's title, header and rule 3: the rest is rows.
+    # Panel borders 2, totals 4 (with the latencies and the dead letters), the featured
+    # cameras' lines, each table's title, header and rule 3: the rest is rows.
     rows = max(2, height - 2 - 4 - len(featured) - 3 - 3)
     camera_rows = min(len(tally.cameras), max(1, rows // 3))
     cameras = _table("cameras", ("camera", "frames", "anomalous", "rate"))
@@ -270,8 +297,11 @@ def render(tally: LineTally, header: str, height: int = 24) -> RenderableType:
         flagged.add_row(
             f.camera_id, f.frame_id, f"{f.score:.2f}", str(f.defects), bbox, f.truth or "?"
         )
+    status = "[bold red]FALLING BEHIND[/]" if lagging else "keeping up"
     return Panel(
-        Group(totals, dead, *featured, cameras, flagged), title=header, subtitle="Ctrl+C stops"
+        Group(totals, latency, dead, *featured, cameras, flagged),
+        title=header,
+        subtitle=f"{status} · Ctrl+C stops",
     )
 
 

@@ -133,6 +133,22 @@ def test_a_failing_readiness_check_is_not_ready_not_a_crash(registry: CollectorR
     assert registry.get_sample_value("inspector_ready") == 0
 
 
+def test_a_ready_answer_carries_the_notes_of_a_standby(registry: CollectorRegistry) -> None:
+    standby = "kafka source kafka: standby: group g assigns it no partition of frames"
+    reasons = Reasons(["kafka source kafka: waiting for a partition assignment"])
+    srv = HttpServer(HOST, 0, registry, reasons, Metrics(registry), notes=lambda: [standby])
+    srv.start()
+    try:
+        status, _, body = _get(srv, "/readyz")
+        assert status == 503 and "notes" not in json.loads(body)  # notes only say more on 200
+        reasons.reasons = []
+        status, _, body = _get(srv, "/readyz")
+    finally:
+        srv.stop()
+    assert status == 200
+    assert json.loads(body) == {"status": "ready", "notes": [standby]}
+
+
 def test_unknown_path_is_404(server: HttpServer) -> None:
     status, _, body = _get(server, "/nope")
     assert status == 404

@@ -300,8 +300,33 @@ def test_poll_stays_in_the_consumer_until_the_group_is_joined() -> None:
     source.close()
 
 
+def test_ready_only_once_the_group_assigns_partitions() -> None:
+    source, consumer, clock = _source(group_id="line1", session_timeout_ms=10_000)
+    source.source_id = "kafka-2"  # as the intake names it
+    consumer.states.extend([MemberState.UNJOINED, MemberState.REBALANCING])
+    source.poll(0)  # connected, subscribed, the join under way
+    waiting = "kafka source kafka-2: waiting for a partition assignment of frames (group line1)"
+    assert not source.ready() and source.unready_reason() == waiting
+
+    asyncio.run(consumer.listener.on_partitions_assigned(set()))  # a join that gave nothing
+    reason = source.unready_reason()
+    assert reason is not None and reason.startswith(waiting + ": ")
+    assert "ready as a standby in 40 s" in reason  # metadata max age 30 s + session 10 s
+    clock.now += 40.0
+    assert source.ready() and source.unready_reason() is None
+    assert (source.readiness_note() or "").startswith("kafka source kafka-2: standby: group line1")
+
+    asyncio.run(consumer.listener.on_partitions_assigned({TP}))
+    assert source.ready() and source.readiness_note() is None
+    asyncio.run(consumer.listener.on_partitions_revoked({TP}))  # rebalancing: still ready
+    assert source.ready()
+    source.close()
+    assert source.unready_reason() == "source kafka not connected"
+
+
 def test_poll_survives_broker_errors_and_reports_unready(caplog: pytest.LogCaptureFixture) -> None:
     source, consumer, _ = _source()
+    asyncio.run(consumer.listener.on_partitions_assigned({TP}))
     assert source.ready()
     consumer.poll_error = KafkaConnectionError("connection refused")
     with caplog.at_level(logging.WARNING):

@@ -68,7 +68,29 @@ def test_latency_percentiles() -> None:
     assert tally.latency_ms(50) == 50.5
     p95 = tally.latency_ms(95)
     assert p95 is not None and 94 < p95 < 97
-    assert "latency p50 50 ms" in tally.summary()
+    assert "daemon p50/p95 50/95 ms, capture→verdict p50/p95 -" in tally.summary()
+
+
+def test_capture_to_verdict_is_shown_beside_the_daemons_own_latency() -> None:
+    tally = LineTally()
+    for i in range(1, 101):
+        # The frame waited 1 s before the daemon took it (e.g. in the topic, before the
+        # consumer owned its partitions); the daemon itself took i ms.
+        result = _result(f"f{i}", "a", anomalous=False, total_ms=float(i)).model_copy(
+            update={
+                "captured_at": "2025-01-01T00:00:00+00:00",
+                "processed_at": f"2025-01-01T00:00:01.{i:03d}+00:00",
+            }
+        )
+        tally.add_result(result)
+    tally.add_result(_result("no-capture-time", "a", anomalous=False, total_ms=50.0))
+    assert tally.capture_to_verdict_ms(50) == 1050.5
+    assert tally.latency_ms(50) == 50.0
+    assert "daemon p50/p95 50/95 ms, capture→verdict p50/p95 1050/1095 ms" in tally.summary()
+    console = Console(record=True, width=80, height=24)
+    console.print(render(tally, "demo", height=24))
+    text = console.export_text()
+    assert "daemon p50/p95 50/95 ms" in text and "capture→verdict p50/p95 1050/1095 ms" in text
 
 
 def test_render_shows_cameras_and_flagged_frames() -> None:
