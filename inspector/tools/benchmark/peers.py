@@ -20,31 +20,23 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from prometheus_client import CollectorRegistry
 
-from inspector.backends import load_model
-from inspector.backends.manifest import GraphFormat
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.errors import ConfigError, DatasetError
 from inspector.ml.data import labelled_items, read_mask
 from inspector.ml.evaluation import image_auroc, pixel_auroc
-from inspector.ml.export import export_model
-from inspector.ml.int8_guard import Int8Settings
 from inspector.ml.interop import convert_anomalib_state_dict
 from inspector.model import ReverseDistillation
 from inspector.model.config import AnomalyMapMode
-from inspector.model.engine import Backend
 from inspector.model.records import InferenceBatch
-from inspector.runtime.metrics import Metrics
-from inspector.runtime.worker import ModelWorker
 from inspector.tools.benchmark import anomalib_exports as theirs
 from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import (
@@ -54,6 +46,7 @@ from inspector.tools.benchmark.options import (
     full_batches,
     synthetic_jpegs,
 )
+from inspector.tools.benchmark.ours_paths import RAW_MAP, Peer, Run, ours_default, ours_exported
 from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
 from inspector.tools.benchmark.timing import Batch, throughput, timed
 from inspector.tools.synth.dataset import generate_dataset
@@ -68,31 +61,11 @@ CALIBRATION_SHARE = 0.75
 #: The held-out set for AUROC: good images, and images per defect kind (five kinds).
 EVAL_GOOD = 8
 EVAL_PER_DEFECT = 2
-RAW_MAP = "raw: the model's un-normalised map (1 - cos per layer, summed, blurred)"
 REFERENCES = {"ours": "ours-torch-fp32", "anomalib": "anomalib"}
 AUROC_NOTE = (
     "random weights: the AUROCs are not meaningful in absolute terms, only as the drop of each "
     "path against its family's fp32 reference"
 )
-
-Run = Callable[[Batch], InferenceBatch]
-
-
-@dataclass
-class Peer:
-    """One way of running the model.
-
-    Attributes:
-        name: Its row in the result's ``paths`` table.
-        family: ``ours`` or ``anomalib``: which fp32 reference it is compared with.
-        run: Frames -> raw maps ``(N, 1, H, W)`` and scores ``(N,)`` on the host.
-        info: What it is (backend, precision, map kind, how it was made), for the result.
-    """
-
-    name: str
-    family: str
-    run: Run
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def run_peers(
@@ -195,18 +168,11 @@ def _build(
             n_test_per_defect=1,
             defect_kinds=("scratch",),
         )
-    exported = _ours_exported(groups, checkpoint, calibration / "train" / "good", work, options)
+    exported = ours_exported(groups, checkpoint, calibration / "train" / "good", work, options)
     calibrate = theirs.Calibration(calibration, options.batch_size, CALIBRATION_SHARE, options.seed)
     for name, graph, info in theirs.exported_paths(module, groups, calibrate, work, size):
         exported.append(Peer(name, "anomalib", graph, info))
-    worker = make_worker(ours, device, options)
-    torch_info = {
-        "backend": "torch",
-        "precision": worker.fast.precision,
-        "map": RAW_MAP,
-        "made_by": "ModelWorker.infer: the daemon's preprocessing and fast path "
-        f"(channels_last {options.channels_last}, compile {options.compile})",
-    }
+    worker, torch_info = ours_default(ours, checkpoint, calibration, groups, device, options)
     peers = [Peer("ours", "ours", worker.infer, torch_info)]
     fp32 = worker
     if worker.fast.precision != "fp32":
@@ -223,49 +189,6 @@ def _build(
         }
         peers.append(Peer("anomalib", "anomalib", eager, info))
     return peers + exported, {"ours": fp32.infer, "anomalib": eager}, ours
-
-
-def _ours_exported(
-    groups: set[str], checkpoint: Path, good: Path, work: Path, options: BenchOptions
-) -> list[Peer]:
-    """Our exports (``inspector export``), each run through a ``ModelWorker`` as the daemon."""
-    wanted: list[tuple[str, GraphFormat, bool]] = []
-    if "openvino" in groups:
-        wanted += [("ours-openvino", "openvino", False), ("ours-openvino-int8", "openvino", True)]
-    if "onnxruntime" in groups:
-        wanted.append(("ours-onnxruntime", "onnx", False))
-    peers = []
-    for name, fmt, int8 in wanted:
-        t0 = time.perf_counter()
-        folder = work / name
-        settings = Int8Settings(good=good, seed=options.seed) if int8 else None
-        exported = export_model(checkpoint, folder, fmt, int8=settings)
-        log.info("exported %s in %.1f s", name, time.perf_counter() - t0)
-        backend: Backend = "openvino" if fmt == "openvino" else "onnxruntime"
-        loaded = load_model(folder, backend, torch.device("cpu"))
-        worker = ModelWorker(
-            loaded.engine,
-            loaded.engine.device,
-            Metrics(CollectorRegistry()),
-            max_batch_size=options.batch_size,
-            preprocessing=loaded.meta.preprocessing,
-        )
-        made_by = f"inspector export --format {fmt}" + (
-            " --int8 --good (synthetic)" if int8 else ""
-        )
-        info: dict[str, Any] = {
-            "backend": backend,
-            "precision": "int8" if int8 else "fp32",
-            "map": RAW_MAP,
-            "made_by": made_by,
-        }
-        if backend == "openvino":
-            info["compiled"] = "PERFORMANCE_HINT LATENCY, INFERENCE_PRECISION_HINT f32"
-        report = exported.manifest.quantization
-        if report is not None:
-            info["quantization"] = report.method
-        peers.append(Peer(name, "ours", worker.infer, info))
-    return peers
 
 
 def _time(

@@ -7,7 +7,6 @@ reference, and that the flags are checked.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from typing import Any
@@ -29,13 +28,7 @@ TIMING = ("median_batch_ms", "p95_batch_ms", "images_per_s", "images_per_s_p95")
 #: Figures every path has: on random weights some AUROCs are 0.5 or below, never missing.
 ACCURACY = ("max_abs_map_diff", "image_auroc", "pixel_auroc", "image_auroc_drop")
 
-needs_peers = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("anomalib", "openvino", "onnxruntime")),
-    reason="anomalib, openvino or onnxruntime (dev dependencies) missing",
-)
 
-
-@needs_peers
 def test_every_peer_path_runs_on_the_same_weights(capsys: pytest.CaptureFixture[str]) -> None:
     flags = ["--frames", "4", "--warmup", "1", "--compare", "openvino,onnxruntime,anomalib"]
     code = main(["bench", *SMALL, *flags])
@@ -46,6 +39,12 @@ def test_every_peer_path_runs_on_the_same_weights(capsys: pytest.CaptureFixture[
     result: dict[str, Any] = json.loads(lines[0])
     paths = result["paths"]
     assert set(paths) == {*OURS, *THEIRS}
+    # ours is the daemon's default as it serves here: precision auto, measured, with the int8
+    # record inspector quantize made on the synthetic good images.
+    ours = paths["ours"]
+    assert ours["made_by"].startswith("precision auto")
+    assert set(ours["auto_images_per_s"]) >= {"fp32", "int8"}
+    assert ours["precision"] in ("fp32", "bf16", "int8")
     for name, row in paths.items():
         for key in (*TIMING, *ACCURACY):
             assert isinstance(row[key], float | int) and math.isfinite(row[key]), (name, key)
