@@ -58,9 +58,9 @@ class TilingConfig(Frozen):
     """Cutting a camera's region into tiles at native resolution (``cameras.<id>.tiling``).
 
     Every tile goes to the model unresized, so ``tile`` must be the served model's input size
-    (checked when the daemon starts and when a recipe is set). Tiles of all frames of a batch
-    run together, ``batcher.max_batch_size`` at a time; the image score is the maximum of the
-    stitched map.
+    (checked when the daemon starts and when a recipe is set). Each tiled frame's tiles run
+    ``batcher.max_batch_size`` at a time, interleaved with other cameras' batches by deadline
+    (``inspector.runtime.schedule``); the image score is the maximum of the stitched map.
 
     Attributes:
         tile: Tile side in pixels, a multiple of 32 (the model's input size).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -114,15 +113,6 @@ def test_bf16_counts_as_fast_on_a_cpu_only_with_amx(
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_bf16)
     assert fastpath.cpu_has_fast_bf16() is fast
-
-
-def test_bf16_on_a_cpu_without_it_warns(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: False)
-    with caplog.at_level(logging.WARNING):
-        assert resolve_precision("bf16", CPU) == "bf16"
-    assert "slower" in caplog.text
 
 
 def test_cuda_graphs_are_ignored_on_cpu() -> None:
