@@ -67,8 +67,33 @@ def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
         for name, count in partitions.items():
             with suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, count, 1)])
+        _wait_for_leaders(admin, list(partitions))
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of ``names`` has a leader (bounded; never raises).
+
+    Apache Kafka answers CreateTopics before its brokers publish the new topic's metadata; a
+    consumer group that forms in between gets none of its partitions and, with kafka-python,
+    was seen to stay in its join for many minutes. So the daemon starts on a published topic.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            described = admin.describe_topics(names)
+        except Exception as exc:  # a broker without DescribeTopics: nothing to wait for
+            log.debug("cannot describe topics %s (%s); not waiting for leaders", names, exc)
+            return
+        if len(described) == len(names) and all(
+            t.get("partitions")
+            and all(p.get("leader", p.get("leader_id", -1)) >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        time.sleep(0.1)
+    log.warning("topics %s have no leader after %.0f s; going on", names, timeout)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
