@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from inspector.backends import load_model
+from inspector.backends import LoadedModel, load_model
 from inspector.backends.manifest import GraphFormat
 from inspector.ml.export import export_model
 from inspector.ml.int8_guard import Int8Settings
@@ -56,6 +56,17 @@ class Peer:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _worker(loaded: LoadedModel, options: BenchOptions) -> ModelWorker:
+    """A worker over a loaded engine, as the daemon builds it."""
+    return ModelWorker(
+        loaded.engine,
+        loaded.engine.device,
+        Metrics(CollectorRegistry()),
+        max_batch_size=options.batch_size,
+        preprocessing=loaded.meta.preprocessing,
+    )
+
+
 def ours_default(
     ours: ReverseDistillation,
     checkpoint: Path,
@@ -86,13 +97,7 @@ def ours_default(
         settings = Int8Settings(good=calibration / "train" / "good", seed=options.seed)
         quantize_checkpoint(checkpoint, source, settings)
     loaded = load_model(source, "torch", device, options.runtime, batch_size=options.batch_size)
-    worker = ModelWorker(
-        loaded.engine,
-        loaded.engine.device,
-        Metrics(CollectorRegistry()),
-        max_batch_size=options.batch_size,
-        preprocessing=loaded.meta.preprocessing,
-    )
+    worker = _worker(loaded, options)
     auto = loaded.auto
     return worker, {
         "backend": loaded.engine.backend,
@@ -125,13 +130,7 @@ def ours_exported(
         log.info("exported %s in %.1f s", name, time.perf_counter() - t0)
         backend: Backend = "openvino" if fmt == "openvino" else "onnxruntime"
         loaded = load_model(folder, backend, torch.device("cpu"))
-        worker = ModelWorker(
-            loaded.engine,
-            loaded.engine.device,
-            Metrics(CollectorRegistry()),
-            max_batch_size=options.batch_size,
-            preprocessing=loaded.meta.preprocessing,
-        )
+        worker = _worker(loaded, options)
         made_by = f"inspector export --format {fmt}" + (
             " --int8 --good (synthetic)" if int8 else ""
         )
