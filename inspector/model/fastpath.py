@@ -86,7 +86,7 @@ class RuntimeOptions:
         cuda_graphs: Capture and replay the forward pass on CUDA (fixed batch shape).
     """
 
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Literal["fp32", "bf16", "int8", "auto"] = "fp32"
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = False

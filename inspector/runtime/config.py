@@ -234,11 +234,12 @@ class ModelConfig(Frozen):
             Exports carry their precision (fp32 or int8); the switches below are torch's.
         device: ``auto`` uses CUDA when available.
         warmup_batches: Batches run on start-up before reporting ready.
-        precision: ``auto`` (default: at start and on reload, fp32 and bf16 are timed at
-            ``batcher.max_batch_size`` on this machine and the faster one whose maps stay
-            within 2 % of the calibrated pixel range of fp32's serves; cached in
+        precision: ``auto`` (default: at start and on reload, fp32, bf16 and, when the
+            checkpoint has an int8 record, int8 are timed at ``batcher.max_batch_size`` on this
+            machine and the fastest that passes its accuracy guard serves; cached in
             ``auto_cache_dir``; :mod:`inspector.backends.auto`), ``fp32`` (maps as in
-            training) or ``bf16`` (autocast; anomaly maps still computed in fp32).
+            training), ``bf16`` (autocast; anomaly maps still computed in fp32) or ``int8``
+            (the checkpoint's guarded int8 variant from ``inspector quantize``, on OpenVINO).
         auto_cache_dir: Where ``precision: auto`` keeps its choice per checkpoint and machine
             (default ``$XDG_CACHE_HOME/inspector``), so a restart does not measure again.
         channels_last: NHWC memory layout for the convolutions (same results, faster kernels).
@@ -252,7 +253,7 @@ class ModelConfig(Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     auto_cache_dir: Path | None = Field(default_factory=_default_cache_dir)
     warmup_batches: int = Field(default=2, ge=0)
-    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    precision: Literal["fp32", "bf16", "int8", "auto"] = "auto"
     channels_last: bool = True
     compile: bool = False
     cuda_graphs: bool = False
