@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from inspector.backends.auto import AutoChoice, choose
+from inspector.backends.auto import AutoChoice, choose, serve_int8
 from inspector.backends.manifest import MANIFEST, LoadedExport, is_export, load_manifest
 from inspector.checkpoint import CheckpointMeta, load_checkpoint
 from inspector.errors import ExportError
@@ -35,7 +35,8 @@ class LoadedModel:
         path: What was loaded.
         model: The PyTorch model (``torch`` backend only).
         memory_bytes: Bytes its weights take (parameters and buffers, or the graph's files).
-        auto: What ``precision: auto`` measured and chose (``torch`` with ``auto`` only).
+        auto: What ``precision: auto`` measured and chose, or what ``precision: int8`` serves
+            (``torch`` backend only).
     """
 
     engine: Engine
@@ -115,8 +116,9 @@ def load_model(
         auto = None
         meta = loaded.meta
         engine: Engine
-        if options.precision == "auto":
-            auto, engine = choose(
+        if options.precision in ("auto", "int8"):
+            pick = choose if options.precision == "auto" else serve_int8
+            auto, engine = pick(
                 loaded, device, options, batch_size=batch_size, cache_dir=auto_cache_dir
             )
             if auto.precision == "int8" and meta.int8 is not None:

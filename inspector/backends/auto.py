@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -41,7 +42,7 @@ from typing import Any, Literal
 import torch
 
 from inspector.checkpoint import INT8_CALIBRATION, INT8_HELD_OUT, LoadedCheckpoint
-from inspector.errors import BackendUnavailableError
+from inspector.errors import BackendUnavailableError, CheckpointError, ConfigError
 from inspector.model.engine import Backend, Engine
 from inspector.model.fastpath import FastModel, RuntimeOptions
 from inspector.model.preprocess import normalise
@@ -174,19 +175,93 @@ def _builders(
 
     out: dict[AutoPrecision, Callable[[], Engine]] = {p: torch_path(p) for p in candidates(device)}
     if loaded.meta.int8 is not None and device.type == "cpu":
-        out["int8"] = lambda: _int8_engine(loaded, cache_dir, key)
+        out["int8"] = lambda: _int8_engine(loaded, cache_dir, key)[0]
     return out
 
 
-def _int8_engine(loaded: LoadedCheckpoint, cache_dir: Path | None, key: str) -> Engine:
-    """The checkpoint's int8 variant on OpenVINO: from the cache, or quantized now."""
+def serve_int8(
+    loaded: LoadedCheckpoint,
+    device: torch.device,
+    options: RuntimeOptions,
+    *,
+    batch_size: int,
+    cache_dir: Path | None,
+) -> tuple[AutoChoice, Engine]:
+    """``precision: int8``: the checkpoint's guarded int8 variant, on OpenVINO, without timing.
+
+    The variant is the one ``precision: auto`` would time (same cache entry): re-created from
+    the stored calibration images, or read from ``cache_dir``. A graph made now is checked on the
+    stored held-out images against fp32 before it serves, as ``auto`` checks it.
+
+    Raises:
+        ConfigError: Not on the CPU, or the checkpoint has no int8 record.
+        BackendUnavailableError: OpenVINO is not installed.
+        CheckpointError: The re-created graph differs from fp32 more than the record allows.
+    """
+    if device.type != "cpu":
+        raise ConfigError(
+            f"model.precision int8 runs on the CPU (OpenVINO), but device {device} was asked "
+            "for; use device: cpu, or precision auto/bf16 on a GPU"
+        )
+    record = loaded.meta.int8
+    if record is None:
+        raise ConfigError(
+            f"model.precision int8: {loaded.path} has no int8 record; make one with `inspector "
+            f"quantize --checkpoint {loaded.path} --good DIR --out NEW.safetensors` and serve "
+            "that file"
+        )
+    key = cache_key(loaded.sha256, device, batch_size, options)
+    engine, fresh = _int8_engine(loaded, cache_dir, key)
+    difference = record.guard.max_map_difference
+    if fresh:
+        fp32 = FastModel(loaded.model, device, RuntimeOptions(precision="fp32"), batch_size=1)
+        difference, allowed = _int8_difference(loaded, engine, fp32)
+        if difference > allowed:
+            _forget_int8(cache_dir, key)
+            raise CheckpointError(
+                f"{loaded.path}: the re-created int8 model differs from fp32 by "
+                f"{difference:.4g} on the stored held-out images, more than the {allowed:.4g} "
+                "its record allows; quantize again with this OpenVINO/NNCF, or use precision "
+                "auto or fp32"
+            )
+    reason = (
+        f"precision int8: {record.guard.method} on {record.guard.calibration_images} good "
+        f"images, max map difference from fp32 {difference:.4g}"
+    )
+    return AutoChoice("int8", "openvino", {}, {"int8": difference}, {}, reason), engine
+
+
+def _int8_difference(loaded: LoadedCheckpoint, int8: Engine, fp32: Engine) -> tuple[float, float]:
+    """The int8 model's largest map difference from fp32 on the stored held-out images.
+
+    Returns:
+        The difference, and the largest the checkpoint's int8 record allows.
+    """
+    record = loaded.meta.int8
+    assert record is not None
+    held = _stored(loaded, INT8_HELD_OUT)
+    fp32_maps = fp32(held.to(fp32.device)).anomaly_map.float().cpu()
+    difference = float((int8(held).anomaly_map.float() - fp32_maps).abs().max())
+    return difference, INT8_SLACK * record.guard.max_map_difference + 1e-3
+
+
+def _forget_int8(cache_dir: Path | None, key: str) -> None:
+    """Remove a cached int8 graph that failed its check, so the next start re-creates it."""
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir / f"int8-{key}", ignore_errors=True)
+
+
+def _int8_engine(loaded: LoadedCheckpoint, cache_dir: Path | None, key: str) -> tuple[Engine, bool]:
+    """The checkpoint's int8 variant on OpenVINO, from the cache or quantized now (``True``)."""
     from inspector.backends.convert import openvino_model, quantize_openvino
     from inspector.backends.openvino import OpenVINOEngine, import_openvino
 
     ov = import_openvino()
     meta = loaded.meta
     xml = cache_dir / f"int8-{key}" / "model.xml" if cache_dir is not None else None
-    if xml is not None and xml.is_file():
+    fresh = xml is None or not xml.is_file()
+    if not fresh:
+        assert xml is not None
         model = ov.Core().read_model(str(xml))
     else:
         images = _stored(loaded, INT8_CALIBRATION)
@@ -199,7 +274,7 @@ def _int8_engine(loaded: LoadedCheckpoint, cache_dir: Path | None, key: str) -> 
                 ov.save_model(model, str(xml), compress_to_fp16=False)
             except (OSError, RuntimeError) as exc:
                 log.warning("cannot keep the int8 graph in %s (%s)", xml.parent, exc)
-    return OpenVINOEngine.from_model(model, "int8", meta.model.image_size)
+    return OpenVINOEngine.from_model(model, "int8", meta.model.image_size), fresh
 
 
 def _stored(loaded: LoadedCheckpoint, name: str) -> torch.Tensor:
@@ -248,15 +323,7 @@ def _measure(
     scale = cal.pixel_max - cal.pixel_min if cal is not None else float(maps["fp32"].max())
     for p in names:
         if p == "int8":
-            held = _stored(loaded, INT8_HELD_OUT)
-            diffs[p] = float(
-                (engines[p](held).anomaly_map - engines["fp32"](held.to(device)).anomaly_map.cpu())
-                .abs()
-                .max()
-            )
-            record = loaded.meta.int8
-            assert record is not None
-            allowed = INT8_SLACK * record.guard.max_map_difference + 1e-3
+            diffs[p], allowed = _int8_difference(loaded, engines[p], engines["fp32"])
             if diffs[p] > allowed:
                 refused[p] = (
                     f"the re-created int8 model differs from fp32 by {diffs[p]:.4g} on the "

@@ -12,6 +12,7 @@ import torch
 from inspector.backends import load_model
 from inspector.checkpoint import INT8_CALIBRATION, INT8_HELD_OUT, LoadedCheckpoint, load_checkpoint
 from inspector.cli import main
+from inspector.errors import BackendUnavailableError, ConfigError
 from inspector.model.fastpath import RuntimeOptions
 from inspector.tools.synth import SynthSummary
 
@@ -96,3 +97,35 @@ def test_quantize_without_good_images_exits_2(
     err = capsys.readouterr().err
     assert code == 2 and "--good" in err and err.count("\n") == 1
     assert not (tmp_path / "q").exists()
+
+
+INT8 = RuntimeOptions(precision="int8")
+
+
+def test_precision_int8_serves_the_record_without_timing(quantized: Path, tmp_path: Path) -> None:
+    served = load_model(quantized, "torch", CPU, INT8, batch_size=4, auto_cache_dir=tmp_path)
+    record = load_checkpoint(quantized).meta.int8
+    assert record is not None and served.auto is not None
+    assert served.engine.backend == "openvino" and served.engine.precision == "int8"
+    assert served.auto.images_per_s == {}  # nothing timed
+    assert served.meta.calibration == record.calibration  # thresholds re-fitted for int8
+    # Checked against fp32 on the stored held-out images when made.
+    assert served.auto.max_map_difference["int8"] <= 1.5 * record.guard.max_map_difference + 1e-3
+    assert len(list(tmp_path.glob("int8-*/model.xml"))) == 1
+    # The next start reads the graph auto would time (one cache entry for both).
+    again = load_model(quantized, "torch", CPU, AUTO, batch_size=4, auto_cache_dir=tmp_path)
+    assert again.auto is not None and "int8" in again.auto.images_per_s
+    assert len(list(tmp_path.glob("int8-*/model.xml"))) == 1
+
+
+def test_precision_int8_without_a_record_names_quantize(checkpoint: LoadedCheckpoint) -> None:
+    with pytest.raises(ConfigError, match="inspector quantize --checkpoint"):
+        load_model(checkpoint.path, "torch", CPU, INT8, batch_size=4, auto_cache_dir=None)
+
+
+def test_precision_int8_without_openvino_names_the_install(
+    quantized: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendUnavailableError, match="pip install"):
+        load_model(quantized, "torch", CPU, INT8, batch_size=4, auto_cache_dir=None)
