@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,15 +25,19 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from inspector import __version__
-from inspector.errors import CheckpointError
+from inspector.errors import CheckpointError, CheckpointFileError
 from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration
 from inspector.model.config import ArchitectureConfig
 from inspector.model.preprocess import Preprocessing
+from inspector.regular_files import open_regular
 
 FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
 _META_KEY = "inspector"
 _DIGEST_KEY = "inspector_sha256"
+#: safetensors' own limit on the JSON header (its ``MAX_HEADER_SIZE``).
+_MAX_HEADER_BYTES = 100_000_000
+_REMAKE = "re-copy it or re-create it with `inspector train` / `inspector import-anomalib`"
 
 
 class QuantizationReport(BaseModel):
@@ -199,8 +203,72 @@ def save_checkpoint(
     return hashlib.sha256(data).hexdigest()
 
 
+def _refusal(path: Path, why: str) -> CheckpointFileError:
+    return CheckpointFileError(f"{path} is not a readable checkpoint: {why}; {_REMAKE}")
+
+
+def _check_layout(path: Path, fh: BinaryIO, size: int) -> None:
+    """Refuse a header that declares more than the file holds, before reading any tensor.
+
+    Raises:
+        CheckpointFileError: Too short, a header length past the end of the file, or a tensor
+            whose ``data_offsets`` end past it.
+    """
+    if size < 8:
+        raise _refusal(path, f"{size} bytes, shorter than the 8-byte header length")
+    header_len = int.from_bytes(fh.read(8), "little")
+    if header_len > min(size - 8, _MAX_HEADER_BYTES):
+        raise _refusal(
+            path,
+            f"its header declares {header_len} bytes but the file holds {size - 8} after the "
+            "length field (truncated, or not a safetensors file)",
+        )
+    try:
+        header = json.loads(fh.read(header_len))
+    except (ValueError, UnicodeDecodeError):
+        return  # not JSON: `st_load` refuses it with its own reason, from what was read
+    data_len = size - 8 - header_len
+    for name, entry in header.items() if isinstance(header, dict) else ():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            continue  # malformed: `st_load` refuses it with its own reason
+        begin, end = offsets
+        if isinstance(end, int) and end > data_len:
+            raise _refusal(
+                path,
+                f"its header places tensor {name!r} at bytes {begin}..{end} of the tensor "
+                f"data, but the file holds {data_len} bytes of it (truncated, or a forged "
+                "header)",
+            )
+
+
+def _read_checked(path: Path) -> bytes:
+    """The bytes of a checkpoint file that is a regular file whose header fits it.
+
+    Raises:
+        CheckpointError: It cannot be opened or read.
+        CheckpointFileError: Not a regular file, or its header declares more than it holds.
+    """
+    try:
+        fh, size = open_regular(path, CheckpointFileError, "checkpoint")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    with fh:
+        try:
+            _check_layout(path, fh, size)
+            fh.seek(0)
+            # At most the size fstat gave: a file that grows meanwhile is not read on and on.
+            return fh.read(size)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+
+
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """Read and verify a checkpoint; never unpickles.
+
+    Only a regular file is read (symlinks are followed), and only after its header was checked
+    against its size: ``/dev/zero``, a FIFO, a directory or a header claiming a terabyte is
+    refused before any tensor is read.
 
     Args:
         path: A file written by :func:`save_checkpoint`.
@@ -209,13 +277,12 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         The model (eval mode, CPU), its metadata and the file's SHA-256.
 
     Raises:
+        CheckpointFileError: Not a regular file, or a header that declares more than the file
+            holds (exit code 2).
         CheckpointError: Missing, truncated, tampered with, or not matching its own config.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
-    # One read: tensors, metadata and the file's SHA-256 come from the same bytes. With
+    data = _read_checked(path)
+    # One open file: tensors, metadata and the file's SHA-256 come from the same bytes. With
     # `safe_open(path).metadata()` they would come from two opens of a path that a deploy's
     # atomic replace can swap in between (the reported model hash would not be the model run),
     # and safetensors reads metadata from a path only; the header is the format's 8-byte length
@@ -227,7 +294,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or not a safetensors file: {exc}); "
-            "re-copy it or re-create it with `inspector train` / `inspector import-anomalib`"
+            f"{_REMAKE}"
         ) from exc
     stored = header.get("__metadata__") or {}
     meta_json, digest = stored.get(_META_KEY), stored.get(_DIGEST_KEY)

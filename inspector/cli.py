@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from inspector import __version__
 from inspector.errors import ConfigError, InspectorError
+from inspector.logs import console_handler
 from inspector.ml.config import TrainConfig
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import InspectorConfig, ModelConfig
@@ -39,6 +40,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: What --backend says (the choices come from ModelConfig.backend).
 _BACKEND_HELP = "torch: --checkpoint is a checkpoint; else an `inspector export` folder"
+#: What --auto-cache-dir says (predict, calibrate: the daemon's choice of precision auto).
+_AUTO_CACHE_HELP = (
+    "the daemon's model.auto_cache_dir, to use its precision auto choice for this checkpoint "
+    "and --batch-size (default: the daemon's default, $XDG_CACHE_HOME/inspector)"
+)
 
 #: Libraries that only an extra installs, and that extra (``pip install 'inspector[EXTRA]'``).
 _EXTRA_OF = {
@@ -148,19 +154,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from inspector.backends import load_model
-    from inspector.checkpoint import load_checkpoint
     from inspector.ml.predict import predict
-    from inspector.model.device import resolve_device
+    from inspector.ml.served import default_auto_cache_dir, load_served
     from inspector.runtime.config import PostprocessConfig
 
     post = PostprocessConfig(
         image_threshold=args.image_threshold, pixel_threshold=args.pixel_threshold
     )
-    model = (
-        load_checkpoint(args.checkpoint)
-        if args.backend == "torch"
-        else load_model(args.checkpoint, args.backend, resolve_device(args.device))
+    # As the daemon loads it: precision auto is its measured (and cached) choice.
+    model = load_served(
+        args.checkpoint,
+        args.backend,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        auto_cache_dir=args.auto_cache_dir or default_auto_cache_dir(),
     )
     summary = predict(
         model,
@@ -170,8 +178,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         save_maps=args.save_maps,
         overlays=not args.no_overlays,
         batch_size=args.batch_size,
-        device=resolve_device(args.device),
-        precision=args.precision,
     )
     print(
         f"{summary.n_images} image(s) scored, {summary.n_anomalous} anomalous, "
@@ -467,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
     p.add_argument("--backend", **_from_field(ModelConfig, "backend"), help=_BACKEND_HELP)
+    p.add_argument("--auto-cache-dir", type=Path, metavar="DIR", help=_AUTO_CACHE_HELP)
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
     p.set_defaults(handler=_cmd_predict)
 
@@ -500,8 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "calibrate", help="re-fit a checkpoint's thresholds on good images or good frames' scores"
     )
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (atomically)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="or an export folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="checkpoint to write (atomically); for an export, a new export folder",
+    )
     good = p.add_mutually_exclusive_group(required=True)
     good.add_argument("--good", type=Path, metavar="DIR", help="good images, not the training set")
     good.add_argument("--scores", type=Path, metavar="FILE", help="JSONL results of good frames")
@@ -522,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--device", **_from_field(ModelConfig, "device"))
     p.add_argument("--precision", **_from_field(ModelConfig, "precision"))
+    p.add_argument("--backend", **_from_field(ModelConfig, "backend"), help=_BACKEND_HELP)
+    p.add_argument("--auto-cache-dir", type=Path, metavar="DIR", help=_AUTO_CACHE_HELP)
     p.add_argument("--json", type=Path, help="also write the report here")
     p.set_defaults(handler=_cmd_calibrate)
 
@@ -789,7 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # Escapes control characters of every message: untrusted ids cannot forge log lines.
+        handlers=[console_handler()],
     )
     if not args.verbose:
         for console in logging.getLogger().handlers:

@@ -6,6 +6,8 @@ the daemon can tell an expected, explained failure (exit 1 or 2 with a message) 
 
 from __future__ import annotations
 
+from inspector.dead_letters import ErrorType
+
 
 class InspectorError(Exception):
     """Root of every error inspector raises on purpose."""
@@ -36,14 +38,14 @@ class RegionError(InspectorError):
     becomes a dead letter whose ``error_type`` is :attr:`kind` and whose reason is the message.
 
     Attributes:
-        kind: ``roi_outside_frame`` or ``tiling_mismatch``.
+        kind: :attr:`~ErrorType.ROI_OUTSIDE_FRAME` or :attr:`~ErrorType.TILING_MISMATCH`.
     """
 
-    def __init__(self, message: str, kind: str = "tiling_mismatch") -> None:
+    def __init__(self, message: str, kind: ErrorType = ErrorType.TILING_MISMATCH) -> None:
         super().__init__(message)
         self.kind = kind
 
-    def __reduce__(self) -> tuple[type[RegionError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[RegionError], tuple[str, ErrorType]]:
         # As ImageTooLargeError: pickled as type(*args), and args holds the message only.
         return type(self), (str(self), self.kind)
 
@@ -54,6 +56,18 @@ class WeightsUnavailableError(InspectorError):
 
 class CheckpointError(InspectorError):
     """A checkpoint file is missing, truncated, tampered with or does not fit the model."""
+
+
+class CheckpointFileError(CheckpointError):
+    """A checkpoint path that names no readable checkpoint file, refused before reading it.
+
+    Not a regular file (a directory, FIFO or device such as ``/dev/zero``), or a safetensors
+    header that declares more bytes (header or tensors) than the file holds. A set-up problem
+    (exit 2), like a wrong path in the configuration; the message names the file and what is
+    wrong with it.
+    """
+
+    exit_code = 2
 
 
 class DatasetError(InspectorError):
@@ -144,4 +158,12 @@ class BackendUnavailableError(ConfigError):
     """A model backend (or quantization) whose optional package is not installed.
 
     The message names the ``pip install`` to run. Exit code 2.
+    """
+
+
+class StateFileError(ConfigError):
+    """The state file (``daemon.state_path``) or one of its entries cannot be restored.
+
+    The message names the file and the entry (``sources.1``...) and says how to fix it or
+    that deleting the file starts from the YAML file. Exit code 2.
     """

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,17 @@ from inspector.tools.synth import SynthSummary, generate_dataset
 #: Small enough for CI's two cores, large enough that a broken model is visibly at chance.
 SYNTH_SIZE = 128
 TRAIN_EPOCHS = 6
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # precision auto caches its choice under $XDG_CACHE_HOME/inspector: tests (and the daemons
+    # and commands they start) keep theirs in a folder of this run, never in the user's cache,
+    # and no run reads a choice an earlier run measured.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="inspector-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("XDG_CACHE_HOME", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from inspector import __version__
 from inspector.checkpoint import CheckpointMeta, QuantizationReport
 from inspector.errors import ExportError
+from inspector.regular_files import open_regular, read_regular
 
 MANIFEST = "inspector-export.json"
 FORMAT: Literal["inspector.export/v1"] = "inspector.export/v1"
@@ -107,11 +108,20 @@ def is_export(path: Path) -> bool:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in blocks."""
+    """SHA-256 of a regular file, read in blocks up to the size it had when opened.
+
+    Raises:
+        OSError: It cannot be opened or read.
+        ExportError: Not a regular file (a directory, FIFO or device: never read).
+    """
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+    fh, left = open_regular(path, ExportError, "graph file")
+    with fh:
+        # Bounded by the size at opening: a file that grows meanwhile is not read on and on
+        # (its digest then differs from the manifest's, and it is refused).
+        while left > 0 and (block := fh.read(min(left, 1 << 20))):
             h.update(block)
+            left -= len(block)
     return h.hexdigest()
 
 
@@ -155,15 +165,13 @@ def load_manifest(path: Path) -> LoadedExport:
     folder = path.parent if path.name == MANIFEST else path
     manifest_path = folder / MANIFEST
     hint = "re-create it with `inspector export`"
-    if not manifest_path.is_file():
+    if not manifest_path.exists():
         raise ExportError(
             f"{folder} is not an exported model (no {MANIFEST}); "
             "pass a checkpoint with model.backend: torch, or an `inspector export` folder"
         )
     try:
-        if manifest_path.stat().st_size > _MAX_MANIFEST_BYTES:
-            raise ExportError(f"{manifest_path} is too large to be a manifest; {hint}")
-        data = manifest_path.read_bytes()
+        data = read_regular(manifest_path, ExportError, "manifest", _MAX_MANIFEST_BYTES)
         manifest = ExportManifest.model_validate_json(data)
     except OSError as exc:
         raise ExportError(f"cannot read {manifest_path}: {exc.strerror or exc}") from exc
@@ -183,9 +191,17 @@ def load_manifest(path: Path) -> LoadedExport:
         raise ExportError(f"{manifest_path} names files {sorted(manifest.files)}, not {expected}")
     for name, digest in manifest.files.items():
         file = folder / name
-        if not file.is_file():
-            raise ExportError(f"{file} is missing (named in {manifest_path}); {hint}")
-        if file_sha256(file) != digest:
+        try:
+            actual = file_sha256(file)
+        except FileNotFoundError:
+            raise ExportError(f"{file} is missing (named in {manifest_path}); {hint}") from None
+        except ExportError as exc:  # not a regular file: say which manifest lists it
+            raise ExportError(f"{exc} (named in {manifest_path})") from None
+        except OSError as exc:
+            raise ExportError(
+                f"cannot read {file} (named in {manifest_path}): {exc.strerror or exc}"
+            ) from exc
+        if actual != digest:
             raise ExportError(
                 f"{file} failed its integrity check (its SHA-256 is not the manifest's): it was "
                 f"modified or truncated after export; do not use it, {hint}"

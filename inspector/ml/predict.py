@@ -34,7 +34,8 @@ from inspector.runtime.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16", "auto"]
+#: A loaded checkpoint's fast path, unmeasured (``auto``/``int8``: a model from ``load_served``).
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,25 @@ def predict(
     overlays: bool = True,
     batch_size: int = 8,
     device: torch.device | None = None,
-    precision: Precision = "auto",
+    precision: Precision = "fp32",
 ) -> PredictSummary:
     """Score image files and write results, overlays and optionally raw maps.
 
     Args:
-        checkpoint: A loaded checkpoint (calibrated), or a model loaded for a backend
-            (``inspector.backends.load_model``: an export runs on its engine).
+        checkpoint: A model as the daemon serves it (:func:`inspector.ml.served.load_served`:
+            an export on its engine, a checkpoint at the precision ``auto`` chose, as
+            ``inspector predict`` loads it), or a loaded checkpoint (calibrated), run on the
+            PyTorch fast path at ``precision`` on ``device``.
         inputs: Image files and/or folders.
         out_dir: Output folder (created).
         postprocess: Threshold overrides and region settings.
         save_maps: Write raw maps as ``maps/<stem>.npy`` (float32, model input size).
         overlays: Write ``overlays/<stem>.png`` heat maps with defect outlines.
         batch_size: Images per forward pass.
-        device: Where to run (default CPU).
-        precision: As ``model.precision`` of the daemon (``auto``: bf16 where the hardware is
-            fast at it).
+        device: Where a loaded checkpoint runs (default CPU; a served model runs where it
+            was loaded).
+        precision: A loaded checkpoint's precision. ``auto`` and ``int8`` are the daemon's
+            loader's to resolve (measured, cached; the int8 record): load with ``load_served``.
 
     Returns:
         Counts and the results path.
@@ -129,7 +133,7 @@ def predict(
     # The daemon's model stage: the checkpoint's preprocessing, the same fast path.
     worker = ModelWorker(
         checkpoint.engine if isinstance(checkpoint, LoadedModel) else checkpoint.model,
-        device,
+        device,  # an engine runs on its own device
         Metrics(CollectorRegistry()),
         warmup_batches=0,
         max_batch_size=batch_size,

@@ -22,9 +22,14 @@ class AnomalyMapMode(StrEnum):
 
 
 class Frozen(BaseModel):
-    """Base of every configuration model: immutable, unknown keys refused."""
+    """Base of every configuration model: immutable, unknown keys refused, floats finite.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    An infinity (``1e999`` reads as one) passes a ``gt=0`` bound, and neither it nor ``NaN``
+    can be written back as JSON (a state file, an API answer): refused for every float field
+    of every configuration model at once.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ArchitectureConfig(Frozen):

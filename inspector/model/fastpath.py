@@ -41,7 +41,9 @@ def in_passing_thread(
     threads than there are cores, every team stops spinning between ops and sleeps instead
     (``bench/openmp_teams_ab.py`` measures what a second team costs; its latest figures are in
     ``bench/PERFORMANCE.md``). A thread that ends takes its team with it, so only the
-    inference thread keeps one.
+    inference thread keeps one. The daemon loads every model through one function that runs
+    here (``inspector.runtime.models.load_served_model``), whichever thread asks: the main
+    thread at start, an HTTP worker thread for ``POST /v1/models``, the reload thread.
 
     Args:
         work: What to run.
@@ -80,7 +82,9 @@ class RuntimeOptions:
     """Fast-path switches (the ``model`` config section; see ``ModelConfig``).
 
     Attributes:
-        precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware is fast at it).
+        precision: ``fp32``, ``bf16``, ``int8`` or ``auto``. ``auto`` and ``int8`` are
+            :func:`inspector.backends.load_model`'s to resolve (measured; the int8 record);
+            :class:`FastModel` runs fp32 or bf16 (see :func:`resolve_precision`).
         channels_last: NHWC layout for the convolutions.
         compile: ``torch.compile`` the forward pass.
         cuda_graphs: Capture and replay the forward pass on CUDA (fixed batch shape).
@@ -92,35 +96,34 @@ class RuntimeOptions:
     cuda_graphs: bool = False
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether bf16 convolutions beat fp32 here: CPUs with AMX tiles (and oneDNN's bf16).
-
-    AVX512-BF16 alone is not enough: oneDNN runs bf16 there, but on such a CPU the model ran
-    slower in bf16 than in fp32 (``bench/side_by_side.py``; see ``bench/PERFORMANCE.md``),
-    so ``auto`` stays at fp32 unless AMX does the matrix work.
-    """
-    try:
-        amx = bool(torch.cpu._is_amx_tile_supported())  # type: ignore[attr-defined,unused-ignore]
-        return amx and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # builds without oneDNN, or another torch
-        return False
-
-
 def resolve_precision(requested: str, device: torch.device) -> Precision:
-    """``auto`` -> ``bf16`` on CUDA GPUs with bf16 and on CPUs with AMX, else ``fp32``.
+    """The precision :class:`FastModel` runs: ``fp32`` and ``bf16`` as asked, ``auto`` unmeasured.
 
-    The rule of ``predict``, ``calibrate`` and ``bench``'s plain modes; the daemon's ``auto``
-    measures on the machine instead (``inspector.backends.auto``).
+    ``auto`` is measured where it matters: the daemon, ``predict`` and ``calibrate`` load
+    through :func:`inspector.backends.load_model`, and ``bench`` through the same measurement
+    (:func:`inspector.backends.auto.choose`), which times each path on the machine (cached per
+    machine and checkpoint) and hands this class the precision it chose. Given ``auto`` itself
+    (a library caller), this class times nothing: ``bf16`` on a CUDA GPU that supports it (the
+    GPU's own capability, not a CPU flag), ``fp32`` on the CPU, where no flag predicts the
+    faster one (bf16 ran 2x fp32 on one AVX512-BF16 CPU and slower than fp32 on another with
+    the same flags).
+
+    Raises:
+        ValueError: ``int8`` (or anything else): int8 is a checkpoint's int8 record on OpenVINO.
     """
     if requested == "fp32":
         return "fp32"
     if requested == "bf16":
-        # No warning on CPUs without AMX: bf16 ran 2x fp32 on an AMD EPYC with AVX512-BF16 and
-        # slower than fp32 on a Xeon with the same flags; the daemon's auto measures instead.
         return "bf16"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+    if requested == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "fp32"
+    raise ValueError(
+        f"precision {requested!r} is not a PyTorch fast-path precision (fp32, bf16, auto); "
+        "int8 is served from a checkpoint's int8 record: load it with "
+        "inspector.backends.load_model"
+    )
 
 
 class FastModel:
@@ -134,7 +137,10 @@ class FastModel:
             smaller ones padded).
 
     Attributes:
-        precision: The resolved precision (``auto`` decided).
+        precision: ``fp32`` or ``bf16`` (``auto`` resolved by :func:`resolve_precision`).
+
+    Raises:
+        ValueError: ``options.precision`` is ``int8`` (not a PyTorch fast-path precision).
     """
 
     def __init__(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inspector.dead_letters import ErrorType
 from inspector.errors import InputSizeError, RegionError
 
 #: Slack for corners that land on a frame edge up to float rounding (a rotated ROI).
@@ -97,7 +98,7 @@ class TileGrid:
             raise RegionError(
                 f"the region is {height}x{width} px, smaller than one {tile} px tile: use a larger "
                 "roi, or no tiling (the region is then resized to the model's input)",
-                kind="tiling_mismatch",
+                kind=ErrorType.TILING_MISMATCH,
             )
         return cls(
             height,
@@ -299,7 +300,7 @@ class Roi:
                 f"{self.angle:g}) reaches outside the {fh}x{fw} px frame (corners x "
                 f"{c[:, 0].min():.0f}..{c[:, 0].max():.0f}, y {c[:, 1].min():.0f}.."
                 f"{c[:, 1].max():.0f}): fix the camera recipe's roi",
-                kind="roi_outside_frame",
+                kind=ErrorType.ROI_OUTSIDE_FRAME,
             )
 
     def bounds(self, frame_size: tuple[int, int]) -> tuple[int, int, int, int]:

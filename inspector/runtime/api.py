@@ -8,6 +8,10 @@ filtering as with any Prometheus client).
 The control API is on only when ``http.admin_token`` is set (otherwise ``/v1/`` answers 404);
 reads are open like ``/metrics``, writes need ``Authorization: Bearer <token>`` (compared in
 constant time; a missing or wrong token is a 401 and is counted and logged, the token never).
+Every id, in a body or a path, follows the one id rule (:data:`inspector.runtime.ids.Id`).
+Routes raise what went wrong and catch nothing: :mod:`inspector.runtime.api_errors` maps it to
+a status in one table, renders 422s without echoing the input and turns any bug into a 500
+with one escaped log line, never a traceback.
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
 run time, and the dependency aliases are local to :func:`_add_control_routes`.
@@ -16,30 +20,31 @@ run time, and the dependency aliases are local to :func:`_add_control_routes`.
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, make_asgi_app
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from inspector import __version__
-from inspector.errors import ConfigError
-from inspector.runtime.config import SourceConfig
-from inspector.runtime.control import (
-    LineControl,
-    ModelSetupError,
-    ModelState,
-    NewModel,
-    SourceSetupError,
-    SourceState,
+from inspector.logs import escape_controls
+from inspector.runtime.api_errors import (
+    DaemonStartingError,
+    documented,
+    install_error_handlers,
+    problem,
 )
-from inspector.runtime.intake import DuplicateSourceError, UnknownSourceError
+from inspector.runtime.api_results import Bearer, ResultsAccess, add_results_routes
+from inspector.runtime.config import SourceConfig
+from inspector.runtime.console import add_console_routes
+from inspector.runtime.control import LineControl, ModelState, NewModel, SourceState
+from inspector.runtime.ids import Id
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelInUseError, UnknownModelError
 from inspector.runtime.recipes import CameraRecipe
 
 log = logging.getLogger(__name__)
@@ -52,13 +57,11 @@ ReadinessNotes = Callable[[], list[str]]
 ControlProvider = Callable[[], LineControl | None]
 
 PROBE_PATHS = ("/metrics", "/healthz", "/readyz")
+#: Without retention, labels or the console's live data (as a server built without them).
+NO_RESULTS = ResultsAccess()
+#: Paths under /v1/ that answer without the control API (results and the console's data).
+_OWN_PATHS = ("/v1/results", "/v1/console/")
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class Problem(BaseModel):
-    """An error answer: what went wrong and, where it helps, what to do."""
-
-    error: str = Field(description="what went wrong, naming the field or id at fault")
 
 
 class _MetricsApp:
@@ -82,6 +85,8 @@ def build_app(
     admin_token: SecretStr | None = None,
     control: ControlProvider = lambda: None,
     notes: ReadinessNotes = lambda: [],
+    read_token: SecretStr | None = None,
+    results: ResultsAccess = NO_RESULTS,
 ) -> FastAPI:
     """The ASGI application the daemon serves.
 
@@ -93,6 +98,10 @@ def build_app(
         admin_token: Enables the control API; writes must present it.
         control: The running daemon's control (``None`` while starting: ``/v1/`` answers 503).
         notes: What a 200 from ``/readyz`` adds as ``notes`` (left out when empty).
+        read_token: When set, reads of results and the console's data need it (or the
+            admin token) as a bearer token.
+        results: The retention index, the label publisher and the cameras' activity, for the
+            results routes (``/v1/results``) and the operator console (``/``).
     """
     app = FastAPI(
         title="inspector",
@@ -133,15 +142,22 @@ def build_app(
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         path = request.url.path
-        if path.startswith("/v1/") and admin_token is None:
+        if path.startswith("/v1/") and admin_token is None and not path.startswith(_OWN_PATHS):
             error = "the control API is off: set the token INSPECTOR_HTTP__ADMIN_TOKEN to use it"
-        else:
-            error = getattr(exc, "detail", None) or f"no such path {path}"
+        else:  # the client's path, cut and escaped: an answer echoes no hostile text whole
+            error = getattr(exc, "detail", None) or f"no such path {escape_controls(path, 200)}"
         return JSONResponse({"error": error, "paths": list(PROBE_PATHS)}, status_code=404)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    # Starlette's class, so that its own answers (405 with Allow) are Problems too.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), exc.headers)
+
+    # Before the error handlers: their last resort then also covers the body bound.
+    bearer = Bearer(metrics, admin_token, read_token)
+    add_results_routes(app, metrics, results, bearer)
+    add_console_routes(app, metrics, results, bearer, control)
+    install_error_handlers(app)
 
     if admin_token is not None:
         _add_control_routes(app, metrics, admin_token, control)
@@ -157,7 +173,7 @@ def _add_control_routes(
     def running() -> LineControl:
         found = control()
         if found is None:
-            raise HTTPException(503, "the daemon is starting: try again once /readyz is 200")
+            raise DaemonStartingError("the daemon is starting: try again once /readyz is 200")
         return found
 
     def operator(
@@ -173,7 +189,7 @@ def _add_control_routes(
                 "control: %s %s %s refused: %s bearer token",
                 who,
                 request.method,
-                request.url.path,
+                escape_controls(request.url.path, 200),
                 "no" if credentials is None else "wrong",
             )
             raise HTTPException(
@@ -185,80 +201,77 @@ def _add_control_routes(
 
     Control = Annotated[LineControl, Depends(running)]  # noqa: N806 - a type alias
     Operator = Annotated[str, Depends(operator)]  # noqa: N806 - a type alias
-    errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": Problem, "description": "no or wrong bearer token"},
-        404: {"model": Problem, "description": "no such source"},
-        503: {"model": Problem, "description": "the daemon is starting"},
-    }
+    # Statuses come from api_errors.STATUSES (the routes raise, never catch); these only
+    # document them in /v1/openapi.json.
+    unavailable = {503: "the daemon is starting or shutting down"}
+    read = documented({**unavailable, 404: "no such source", 422: "an invalid id"})
+    write = documented(
+        {
+            **unavailable,
+            401: "no or wrong bearer token",
+            404: "no such source",
+            422: "an invalid id",
+        }
+    )
 
-    def lookup(action: Callable[[], SourceState]) -> SourceState:
-        try:
-            return action()
-        except UnknownSourceError as exc:
-            raise HTTPException(404, str(exc)) from exc
-
-    @app.get("/v1/sources", tags=["sources"], responses={503: errors[503]})
+    @app.get("/v1/sources", tags=["sources"], responses=documented(unavailable))
     def list_sources(ctl: Control) -> list[SourceState]:
         """Every running source and its state."""
         return ctl.sources()
 
-    @app.get("/v1/sources/{source_id}", tags=["sources"], responses={404: errors[404]})
-    def get_source(source_id: str, ctl: Control) -> SourceState:
+    @app.get("/v1/sources/{source_id}", tags=["sources"], responses=read)
+    def get_source(source_id: Id, ctl: Control) -> SourceState:
         """One source."""
-        return lookup(lambda: ctl.source(source_id))
+        return ctl.source(source_id)
 
     @app.post(
         "/v1/sources",
         status_code=201,
         tags=["sources"],
         responses={
-            **errors,
-            409: {"model": Problem, "description": "a source with this id runs already"},
-            422: {"description": "invalid settings, or the source cannot start (the reason)"},
+            **write,
+            **documented(
+                {
+                    409: "a source with this id runs already",
+                    422: "invalid settings, or the source cannot start (the reason)",
+                }
+            ),
         },
     )
     def add_source(
         body: Annotated[SourceConfig, Field(discriminator="type")], ctl: Control, who: Operator
     ) -> SourceState:
         """Start one source (as in the YAML file's ``sources``) beside the running ones."""
-        try:
-            return ctl.add_source(body, who)
-        except DuplicateSourceError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except SourceSetupError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        return ctl.add_source(body, who)
 
-    @app.delete("/v1/sources/{source_id}", tags=["sources"], responses=errors)
-    def remove_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
+    @app.delete("/v1/sources/{source_id}", tags=["sources"], responses=write)
+    def remove_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Stop one source: its frames in flight finish, a Kafka source commits them."""
-        return lookup(lambda: ctl.remove_source(source_id, who))
+        return ctl.remove_source(source_id, who)
 
-    @app.post("/v1/sources/{source_id}/pause", tags=["sources"], responses=errors)
-    def pause_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
+    @app.post("/v1/sources/{source_id}/pause", tags=["sources"], responses=write)
+    def pause_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Take no frames from one source (it stays connected)."""
-        return lookup(lambda: ctl.pause_source(source_id, who))
+        return ctl.pause_source(source_id, who)
 
-    @app.post("/v1/sources/{source_id}/resume", tags=["sources"], responses=errors)
-    def resume_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
+    @app.post("/v1/sources/{source_id}/resume", tags=["sources"], responses=write)
+    def resume_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Take frames from a paused source again."""
-        return lookup(lambda: ctl.resume_source(source_id, who))
+        return ctl.resume_source(source_id, who)
 
     @app.post(
         "/v1/sources/{source_id}/trigger",
         tags=["sources"],
         responses={
-            **errors,
-            409: {"model": Problem, "description": "the source is not in software-trigger mode"},
+            **write,
+            **documented({409: "the source is not in software-trigger mode"}),
         },
     )
-    def trigger_source(source_id: str, ctl: Control, who: Operator) -> SourceState:
+    def trigger_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Take one frame now from a GenICam camera with ``trigger.mode: software``."""
-        try:
-            return lookup(lambda: ctl.trigger_source(source_id, who))
-        except ConfigError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        return ctl.trigger_source(source_id, who)
 
-    @app.get("/v1/models", tags=["models"], responses={503: errors[503]})
+    @app.get("/v1/models", tags=["models"], responses=documented(unavailable))
     def list_models(ctl: Control) -> list[ModelState]:
         """Every served model: the default first, with its memory and the cameras using it."""
         return ctl.model_states()
@@ -268,38 +281,32 @@ def _add_control_routes(
         status_code=201,
         tags=["models"],
         responses={
-            **errors,
-            409: {"model": Problem, "description": "a model of this name is served already"},
-            422: {"description": "invalid body, or the checkpoint cannot be loaded (the reason)"},
+            **write,
+            **documented(
+                {
+                    409: "a model of this name is served already",
+                    422: "invalid body, or the checkpoint cannot be loaded (the reason)",
+                }
+            ),
         },
     )
     def add_model(body: NewModel, ctl: Control, who: Operator) -> ModelState:
         """Load, check and warm a checkpoint beside the served models (takes seconds)."""
-        try:
-            return ctl.add_model(body, who)
-        except ModelInUseError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except ModelSetupError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        return ctl.add_model(body, who)
 
     @app.delete(
         "/v1/models/{name}",
         tags=["models"],
         responses={
-            **errors,
-            409: {"model": Problem, "description": "the default model, or a camera uses it"},
+            **write,
+            **documented({404: "no such model", 409: "the default model, or a camera uses it"}),
         },
     )
-    def remove_model(name: str, ctl: Control, who: Operator) -> ModelState:
+    def remove_model(name: Id, ctl: Control, who: Operator) -> ModelState:
         """Stop serving a model that no camera's recipe names."""
-        try:
-            return ctl.remove_model(name, who)
-        except UnknownModelError as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except ModelInUseError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        return ctl.remove_model(name, who)
 
-    @app.get("/v1/cameras", tags=["cameras"], responses={503: errors[503]})
+    @app.get("/v1/cameras", tags=["cameras"], responses=documented(unavailable))
     def list_recipes(ctl: Control) -> dict[str, CameraRecipe]:
         """Every camera's recipe, by camera id (``*``: cameras without their own)."""
         return ctl.recipes.all()
@@ -308,22 +315,30 @@ def _add_control_routes(
         "/v1/cameras/{camera_id}",
         tags=["cameras"],
         responses={
-            401: errors[401],
-            503: errors[503],
-            422: {
-                "description": "invalid recipe, its model is not served, or its tiles are not "
-                "that model's input size"
-            },
+            **documented({**unavailable, 401: "no or wrong bearer token"}),
+            **documented(
+                {
+                    422: "invalid id or recipe, its model is not served, or its tiles are not "
+                    "that model's input size"
+                }
+            ),
         },
     )
-    def set_recipe(camera_id: str, body: CameraRecipe, ctl: Control, who: Operator) -> CameraRecipe:
+    def set_recipe(camera_id: Id, body: CameraRecipe, ctl: Control, who: Operator) -> CameraRecipe:
         """A camera's product recipe: model, thresholds, smallest defect, deadline, ROI, tiling.
 
         The switch happens between batches: frames already inferred keep their model.
         """
-        try:
-            return ctl.set_recipe(camera_id, body, who)
-        except UnknownModelError as exc:
-            raise HTTPException(422, f"model: {exc}") from exc
-        except ConfigError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        return ctl.set_recipe(camera_id, body, who)
+
+    @app.delete(
+        "/v1/cameras/{camera_id}",
+        tags=["cameras"],
+        responses={**write, **documented({404: "the camera has no recipe"})},
+    )
+    def remove_recipe(camera_id: Id, ctl: Control, who: Operator) -> CameraRecipe:
+        """Drop a camera's recipe (saved like a PUT): its frames then follow ``*``'s, if any.
+
+        Returns the removed recipe.
+        """
+        return ctl.remove_recipe(camera_id, who)

@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from inspector.model.config import Frozen
 from inspector.runtime.config_genicam import GenicamSourceConfig
+from inspector.runtime.ids import Id
 from inspector.runtime.recipes import CameraRecipe
+from inspector.runtime.retention.config import RetentionConfig
 
 #: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
 #: (same value as :data:`inspector.imaging.DEFAULT_MAX_PIXELS`).
@@ -59,6 +61,8 @@ class KafkaConfig(Frozen):
         frames_topic: Input topic (one encoded image per message).
         results_topic: Output topic (``inspector.result/v1`` JSON).
         dlq_topic: Dead letters: input that could not be processed, with the reason.
+        labels_topic: Operators' labels of retained frames (``inspector.label/v1`` JSON, key =
+            camera id), published when ``sinks.kafka.enabled``.
         group_id: Consumer group; replicas in one group split the partitions.
         max_message_bytes: Largest frame accepted and largest result produced; larger frames
             are dead-lettered.
@@ -87,6 +91,7 @@ class KafkaConfig(Frozen):
     frames_topic: str = "inspector.frames"
     results_topic: str = "inspector.results"
     dlq_topic: str = "inspector.frames.dlq"
+    labels_topic: str = "inspector.labels"
     group_id: str = "inspector"
     max_message_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -150,7 +155,8 @@ class CameraSourceConfig(Frozen):
 
     Attributes:
         type: Discriminator.
-        camera_id: Id in results and metrics.
+        camera_id: Id in results and metrics, and the source's id in the control API (the id
+            rule of :mod:`inspector.runtime.ids`).
         uri: Device index (``"0"``), RTSP/HTTP URL, GStreamer pipeline or video file.
         backend: OpenCV capture backend.
         fps: Target frames per second taken from the stream (``None``: as fast as it comes).
@@ -162,7 +168,7 @@ class CameraSourceConfig(Frozen):
     """
 
     type: Literal["camera"] = "camera"
-    camera_id: str
+    camera_id: Id
     uri: str
     backend: Literal["auto", "ffmpeg", "gstreamer", "v4l2"] = "auto"
     fps: float | None = Field(default=None, gt=0)
@@ -177,7 +183,7 @@ class DirectorySourceConfig(Frozen):
 
     Attributes:
         type: Discriminator.
-        camera_id: Id in results and metrics.
+        camera_id: Id in results and metrics, and the source's id in the control API.
         path: Folder or glob pattern (``frames/*.png``).
         fps: Replay rate (``None``: as fast as the pipeline takes them).
         loop: Start again after the last file.
@@ -186,7 +192,7 @@ class DirectorySourceConfig(Frozen):
     """
 
     type: Literal["directory"] = "directory"
-    camera_id: str = "replay"
+    camera_id: Id = "replay"
     path: str
     fps: float | None = Field(default=None, gt=0)
     loop: bool = False
@@ -310,11 +316,16 @@ class HttpConfig(Frozen):
         admin_token: Bearer token for the control API's writes; ``None``: the API is off
             (``/v1/`` answers 404). Set it from the environment (``INSPECTOR_HTTP__ADMIN_TOKEN``),
             never in a YAML file that others read.
+        read_token: When set, the operator console's data and every read of retained results
+            and images need ``Authorization: Bearer`` with it (or with ``admin_token``);
+            ``None``: they are open like ``/metrics``. From the environment
+            (``INSPECTOR_HTTP__READ_TOKEN``) too.
     """
 
     host: str = "0.0.0.0"  # all interfaces: a daemon in a container must be scrapeable
     port: int = Field(default=9108, ge=0, le=65535)
     admin_token: SecretStr | None = Field(default=None, min_length=16)
+    read_token: SecretStr | None = Field(default=None, min_length=16)
 
 
 class DaemonConfig(Frozen):
@@ -344,7 +355,7 @@ class MetricsConfig(Frozen):
             themselves, first come first served; the rest are counted as ``other``.
     """
 
-    cameras: tuple[str, ...] = ()
+    cameras: tuple[Id, ...] = ()
     max_camera_labels: int = Field(default=64, ge=0)
 
 
@@ -354,7 +365,8 @@ class InspectorConfig(BaseSettings):
     ``cameras`` maps a camera id to its recipe (:class:`~inspector.runtime.recipes.
     CameraRecipe`); the key ``"*"`` applies to cameras without one. ``models`` maps a name to a
     checkpoint served besides ``model.checkpoint`` (as ``POST /v1/models`` adds one), for the
-    recipes that name it, e.g. a high-resolution camera's tiled model.
+    recipes that name it, e.g. a high-resolution camera's tiled model. Camera ids, model names
+    and recipe keys follow the one id rule (:data:`inspector.runtime.ids.Id`).
     """
 
     model_config = SettingsConfigDict(
@@ -363,6 +375,7 @@ class InspectorConfig(BaseSettings):
         env_prefix="INSPECTOR_",
         env_nested_delimiter="__",
         nested_model_default_partial_update=True,
+        allow_inf_nan=False,  # as every Frozen section (inspector.model.config.Frozen)
     )
 
     kafka: KafkaConfig = KafkaConfig()
@@ -374,8 +387,9 @@ class InspectorConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
     metrics: MetricsConfig = MetricsConfig()
-    models: dict[str, Path] = {}
-    cameras: dict[str, CameraRecipe] = {}
+    retention: RetentionConfig = RetentionConfig()
+    models: dict[Id, Path] = {}
+    cameras: dict[Id, CameraRecipe] = {}
 
     @model_validator(mode="after")
     def _camera_ids_unique(self) -> InspectorConfig:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from inspector.model.config import Frozen
+from inspector.runtime.ids import Id
 
 #: Pixel formats the source converts (GenICam names, PFNC).
 PixelFormat = Literal["Mono8", "Mono16", "BayerRG8", "BayerBG8", "BayerGB8", "BayerGR8", "RGB8"]
@@ -57,7 +58,7 @@ class GenicamSourceConfig(Frozen):
     """
 
     type: Literal["genicam"] = "genicam"
-    camera_id: str
+    camera_id: Id  # the one id rule: addressed as /v1/sources/{camera_id}
     device: str | None = None
     pixel_format: PixelFormat | None = None
     region: tuple[int, int, int, int] | None = None

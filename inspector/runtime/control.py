@@ -7,6 +7,9 @@ pauses, resumes and removes them; it loads and warms models beside the served on
 the cameras' recipes (a switch applies from the next batch). Every change is logged (who and
 what, never a credential), counted in ``inspector_control_changes_total`` and saved to the
 state file.
+
+Each refusal is an exception of its own kind (:mod:`inspector.runtime.control_errors`), so
+that :mod:`inspector.runtime.api_errors` maps kinds to HTTP statuses in one table.
 """
 
 from __future__ import annotations
@@ -15,13 +18,25 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from inspector.errors import ConfigError, InspectorError
+from inspector.errors import ConfigError, InspectorError, WaitAbandonedError
 from inspector.runtime.config import KafkaConfig, SourceConfig
+from inspector.runtime.control_errors import (
+    ModelSetupError,
+    NotTriggerableError,
+    RecipeError,
+    ShuttingDownError,
+    SourceSetupError,
+    UnknownCameraError,
+)
+
+# Re-exported: the API and its callers name them as the control's.
+from inspector.runtime.control_models import ModelState as ModelState
+from inspector.runtime.control_models import NewModel as NewModel
+from inspector.runtime.control_models import SourceState as SourceState
 from inspector.runtime.intake import DuplicateSourceError, Intake, SourceSlot, UnknownSourceError
+from inspector.runtime.intake_states import SourcePhase
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import ModelInUseError, ModelSet, ServedModel, UnknownModelError
 from inspector.runtime.recipes import CameraRecipe, Recipes
@@ -40,73 +55,12 @@ Action = Literal[
     "add_model",
     "remove_model",
     "set_recipe",
+    "remove_recipe",
 ]
 #: Loads, checks and warms a checkpoint under a name.
 ModelLoader = Callable[[str, Path], ServedModel]
-
-
-class ModelSetupError(InspectorError):
-    """A model given through the API could not be loaded (file, calibration, device)."""
-
-
-class ModelState(BaseModel):
-    """One served model as ``GET /v1/models`` lists it.
-
-    Attributes:
-        name: Its name in recipes.
-        checkpoint: The file it was loaded from.
-        checkpoint_sha256: The file's digest (as in results).
-        backbone: Its encoder.
-        default: The configured model (cameras without a model in their recipe use it).
-        memory_bytes: Bytes of its parameters and buffers.
-        used_by: Cameras whose recipe names it.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    checkpoint: str
-    checkpoint_sha256: str
-    backbone: str
-    default: bool
-    memory_bytes: int
-    used_by: list[str]
-
-
-class NewModel(BaseModel):
-    """``POST /v1/models``: a checkpoint to serve beside the others."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    checkpoint: Path
-
-
-class SourceSetupError(InspectorError):
-    """A source given through the API could not start (its camera, folder or broker)."""
-
-
-class SourceState(BaseModel):
-    """One source as ``GET /v1/sources`` lists it.
-
-    Attributes:
-        id: Unique id: the camera id of camera and directory sources, ``kafka`` (numbered
-            when several) for Kafka sources.
-        type: ``kafka``, ``camera`` or ``directory``.
-        state: ``running``, ``paused``, ``exhausted`` (a folder read to its end),
-            ``stopping`` or ``stopped``.
-        ready: Ready as ``/readyz`` counts it (connected; a Kafka source also owns
-            partitions, or is a standby).
-        config: The source's settings, as in the YAML file.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    type: str
-    state: str
-    ready: bool
-    config: dict[str, Any]
+#: Why a change is refused during shutdown.
+_STOPPING = "the daemon is shutting down (SIGTERM) and takes no changes"
 
 
 class LineControl:
@@ -119,7 +73,9 @@ class LineControl:
         kafka: Broker settings for Kafka sources added later.
         metrics: ``inspector_control_changes_total``.
         configs: The settings of the sources running at start, by id.
-        load_model: Loads a checkpoint as the daemon serves it (``POST /v1/models``).
+        load_model: Loads a checkpoint as the daemon serves it (``POST /v1/models``): the
+            daemon's is :func:`~inspector.runtime.models.load_served_model`, whose torch work
+            runs on a passing thread, never on the request's.
         builder: Makes a source from its settings (default :func:`build_source`).
         state_path: Where every change is saved (``daemon.state_path``; ``None``: nowhere).
     """
@@ -163,7 +119,9 @@ class LineControl:
         Raises:
             DuplicateSourceError: Its id is taken (nothing was opened).
             SourceSetupError: It cannot start (the message says why).
+            ShuttingDownError: The daemon is shutting down (nothing is left open).
         """
+        self._refuse_when_stopping("add_source")
         sid = source_id(config, [s.id for s in self.intake.slots()])
         try:
             self.intake.slot(sid)
@@ -182,10 +140,14 @@ class LineControl:
             raise SourceSetupError(f"source {sid} cannot start: {exc}") from exc
         try:
             slot = self.intake.add(sid, source)
-        except InspectorError:
+        except DuplicateSourceError:  # the same id added by a request at the same time
             source.close()
             self._count("add_source", "rejected")
             raise
+        except InspectorError as exc:  # Intake.add's only other refusal: shutdown began
+            source.close()
+            self._count("add_source", "rejected")
+            raise ShuttingDownError(f"{_STOPPING}: source {sid} was not added") from exc
         self._configs[sid] = config
         self._count("add_source", "ok")
         log.info("control: %s added source %s (%s)", who, sid, config.type)
@@ -194,6 +156,7 @@ class LineControl:
 
     def remove_source(self, sid: str, who: str) -> SourceState:
         """Stop one source; it commits what was delivered. The others keep running."""
+        self._refuse_when_stopping("remove_source")
         slot = self._changed("remove_source", sid, who, self.intake.remove)
         self._configs.pop(sid, None)
         self.save()
@@ -201,10 +164,12 @@ class LineControl:
 
     def pause_source(self, sid: str, who: str) -> SourceState:
         """Stop taking frames from one source (it stays connected and commits)."""
+        self._refuse_when_stopping("pause_source")
         return self._state(self._changed("pause_source", sid, who, self.intake.hold))
 
     def resume_source(self, sid: str, who: str) -> SourceState:
         """Take frames from a paused source again."""
+        self._refuse_when_stopping("resume_source")
         return self._state(self._changed("resume_source", sid, who, self.intake.release))
 
     def trigger_source(self, sid: str, who: str) -> SourceState:
@@ -212,10 +177,13 @@ class LineControl:
 
         Raises:
             UnknownSourceError: No such source.
-            ConfigError: It takes no software triggers.
+            NotTriggerableError: It takes no software triggers.
         """
         slot = self.intake.slot(sid)
-        slot.source.trigger()
+        try:
+            slot.source.trigger()
+        except ConfigError as exc:  # Source.trigger's "not in software-trigger mode"
+            raise NotTriggerableError(str(exc)) from exc
         log.debug("control: %s triggered source %s", who, sid)
         return self._state(slot)
 
@@ -246,7 +214,9 @@ class LineControl:
         Raises:
             ModelInUseError: A model of that name is served already.
             ModelSetupError: It cannot be loaded (the message says why).
+            ShuttingDownError: The daemon is shutting down.
         """
+        self._refuse_when_stopping("add_model")
         with self._model_lock:
             if any(m.name == new.name for m in self.models.all()):
                 self._count("add_model", "rejected")
@@ -255,6 +225,9 @@ class LineControl:
                 raise ModelSetupError("this daemon cannot load models")
             try:
                 served = self._load_model(new.name, new.checkpoint)
+            except WaitAbandonedError as exc:  # SIGTERM during the load: not the file's fault
+                self._count("add_model", "rejected")
+                raise ShuttingDownError(f"{_STOPPING}: model {new.name} was not added") from exc
             except Exception as exc:  # any failure to load is the caller's 422, never a crash
                 self._count("add_model", "failed")
                 log.warning("control: %s added model %s: cannot load: %s", who, new.name, exc)
@@ -267,6 +240,7 @@ class LineControl:
 
     def remove_model(self, name: str, who: str) -> ModelState:
         """Stop serving a model no camera uses (not the default)."""
+        self._refuse_when_stopping("remove_model")
         try:
             removed = self.models.remove(name, self.recipes.uses(name))
         except (UnknownModelError, ModelInUseError):
@@ -281,21 +255,47 @@ class LineControl:
         """Give a camera (or ``*``) a new recipe; its frames follow it from the next batch.
 
         Raises:
-            UnknownModelError: The recipe names a model that is not served.
-            ConfigError: Its ``tiling.tile`` is not that model's input size.
+            RecipeError: The recipe names a model that is not served, or its ``tiling.tile``
+                is not that model's input size (the message names the field).
+            ShuttingDownError: The daemon is shutting down.
         """
+        self._refuse_when_stopping("set_recipe")
         try:
             if recipe.model is not None:
                 self.models.get(recipe.model)
             self.models.check_recipe(camera_id, recipe)
-        except (UnknownModelError, ConfigError):
+        except UnknownModelError as exc:
             self._count("set_recipe", "rejected")
-            raise
+            raise RecipeError(f"model: {exc}: load it first (POST /v1/models)") from exc
+        except ConfigError as exc:
+            self._count("set_recipe", "rejected")
+            raise RecipeError(str(exc)) from exc
         self.recipes.set(camera_id, recipe)
         self._count("set_recipe", "ok")
         log.info("control: %s set the recipe of camera %s: %s", who, camera_id, recipe)
         self.save()
         return recipe
+
+    def remove_recipe(self, camera_id: str, who: str) -> CameraRecipe:
+        """Drop a camera's (or ``*``'s) recipe; its frames follow ``*`` from the next batch.
+
+        Saved like :meth:`set_recipe`, so a restart does not bring the recipe back.
+
+        Raises:
+            UnknownCameraError: The camera has no recipe.
+            ShuttingDownError: The daemon is shutting down.
+        """
+        self._refuse_when_stopping("remove_recipe")
+        removed = self.recipes.remove(camera_id)
+        if removed is None:
+            self._count("remove_recipe", "rejected")
+            raise UnknownCameraError(
+                f"camera {camera_id!r} has no recipe (GET /v1/cameras lists those that have)"
+            )
+        self._count("remove_recipe", "ok")
+        log.info("control: %s removed the recipe of camera %s: %s", who, camera_id, removed)
+        self.save()
+        return removed
 
     def _model_state(self, model: ServedModel, default: str) -> ModelState:
         return ModelState(
@@ -316,7 +316,7 @@ class LineControl:
         default = self.models.default.name
         return RuntimeState(
             sources=tuple(self._configs[s.id] for s in slots),
-            paused=tuple(s.id for s in slots if s.held),
+            paused=tuple(s.id for s in slots if s.state is SourcePhase.PAUSED),
             models=tuple(
                 SavedModel(name=m.name, checkpoint=m.checkpoint)
                 for m in self.models.all()
@@ -343,6 +343,16 @@ class LineControl:
                     exc,
                 )
 
+    def _refuse_when_stopping(self, action: Action) -> None:
+        """Refuse a change once shutdown began: the line is draining, and a restart follows.
+
+        With the control API on, input closes only on shutdown (``keep_open``); a request that
+        passes this check while shutdown begins is refused by ``Intake.add`` instead.
+        """
+        if self.intake.closed.is_set():
+            self._count(action, "rejected")
+            raise ShuttingDownError(f"{_STOPPING}: send the change to the restarted daemon")
+
     def _count(self, action: Action, result: str) -> None:
         self.metrics.control_changes.labels(action=action, result=result).inc()
 
@@ -351,7 +361,7 @@ class LineControl:
         return SourceState(
             id=slot.id,
             type=config.type if config is not None else slot.source.name,
-            state=slot.state,
+            state=slot.state.value,
             ready=slot.source.ready(),
             config=config.model_dump(mode="json") if config is not None else {},
         )

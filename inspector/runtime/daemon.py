@@ -20,32 +20,31 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from inspector.errors import BrokerUnavailableError, ConfigError, WaitAbandonedError
+from inspector.errors import BrokerUnavailableError, WaitAbandonedError
 from inspector.model.fastpath import in_passing_thread
-from inspector.runtime.config import InspectorConfig, KafkaSourceConfig
+from inspector.runtime.config import InspectorConfig
 from inspector.runtime.control import LineControl
 from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
-from inspector.runtime.metrics import CameraLabels, Metrics
+from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import (
     ModelSet,
     ServedModel,
+    label_of,
+    load_configured_model,
     load_served_model,
-    warn_tiling_of,
 )
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.recipes import ANY_CAMERA, Recipes
+from inspector.runtime.restore import camera_labels, restore_models, starting_line
+from inspector.runtime.results_wiring import ResultsWiring
 from inspector.runtime.server import HttpServer
 from inspector.runtime.signals import watch_signals
 from inspector.runtime.sinks import build_sinks
 from inspector.runtime.sinks.base import Sink
-from inspector.runtime.sources import build_source, source_ids
 from inspector.runtime.sources.base import Source
-from inspector.runtime.state import RuntimeState, restore_state
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,6 @@ _RETRY_MAX_S = 30.0
 #: frames still in flight by then are left uncommitted, but what was delivered is committed.
 _CLOSE_SHARE = 0.2
 _CLOSE_MAX_S = 5.0
-
-_T = TypeVar("_T")
-
-
-def _camera_labels(config: InspectorConfig) -> CameraLabels:
-    """Bounded camera labels: the configured cameras, then the first N others seen."""
-    configured = {s.camera_id for s in config.sources if not isinstance(s, KafkaSourceConfig)} | (
-        set(config.cameras) - {ANY_CAMERA}
-    )
-    return CameraLabels(configured | set(config.metrics.cameras), config.metrics.max_camera_labels)
 
 
 class Daemon:
@@ -81,7 +70,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(self.registry, cameras=_camera_labels(config))
+        self.metrics = Metrics(self.registry, cameras=camera_labels(config))
         self.should_exit = threading.Event()
         self.force_exit = False
         self.exit_code: int | None = None
@@ -92,8 +81,11 @@ class Daemon:
         self._unstarted: list[Source | Sink] = []
         self.model_label = "(none)"
         self._waiting_for: str | None = None
+        self._started = threading.Event()  # start-up finished: /readyz may answer 200 from now
         # Why kafka-python cannot connect when a setting is at fault (it only logs it).
         self.kafka_diagnosis = ConnectionDiagnosis(config.kafka)
+        # Retention, labels and the operator console's live data (inspector.runtime.console).
+        self.results = ResultsWiring(config, self.metrics)
         self._reload_requested = threading.Event()
         self._reloader: threading.Thread | None = None
 
@@ -143,7 +135,9 @@ class Daemon:
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""
         diagnosis = self.kafka_diagnosis.reason()
-        if self.pipeline is None:
+        if not self._started.is_set() or self.pipeline is None:
+            # Until start-up has finished, whatever the pipeline's sources say: a start that
+            # fails once the pipeline exists spends seconds shutting it down.
             return [r for r in (self._waiting_for or "starting", diagnosis) if r]
         if self.should_exit.is_set():
             return ["shutting down"]
@@ -170,6 +164,8 @@ class Daemon:
             admin_token=cfg.http.admin_token,
             control=lambda: self.control,
             notes=self.readiness_notes,
+            read_token=cfg.http.read_token,
+            results=self.results.access(),
         )
         self.server.start()
         try:
@@ -177,25 +173,24 @@ class Daemon:
             models = ModelSet(served, self.metrics)
             for name, path in cfg.models.items():
                 models.add(self._load_model(name, path))
-            state = restore_state(cfg.daemon.state_path)
-            if state is None:  # the file's recipes: a tile that is not the model's size is a typo
-                for camera_id, recipe in cfg.cameras.items():
-                    models.check_recipe(camera_id, recipe)
-            configs = list(state.sources) if state is not None else list(cfg.sources)
-            sources = [build_source(s, cfg.kafka, self.metrics) for s in configs]
-            sinks = build_sinks(cfg, self.metrics)
+            line = starting_line(cfg, models)
+            sources = line.build_sources(cfg.kafka, self.metrics)
+            sinks = [*build_sinks(cfg, self.metrics), *self.results.sinks()]
             self._unstarted = [*sinks, *sources]
-            for component in self._unstarted:
-                self._set_up(component)
+            for sink in sinks:
+                self._set_up(sink)
+            for index, source in enumerate(sources):
+                with line.entry(index):  # names the state file's entry, if it came from there
+                    self._set_up(source)
         except WaitAbandonedError:
             return
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
-        ids = source_ids(configs)
-        self._restore_models(models, state)
-        recipes = Recipes(state.cameras if state is not None else cfg.cameras)
-        if state is not None:
-            warn_tiling_of(models, recipes)
+        ids = line.ids
+        try:
+            recipes = restore_models(line, models, cfg, self.metrics, stop=self.should_exit)
+        except WaitAbandonedError:
+            return
         self.pipeline = Pipeline(
             sources,
             cfg.batcher,
@@ -208,18 +203,21 @@ class Daemon:
             # With the control API on, sources come and go: the daemon runs until told to stop.
             keep_open=cfg.http.admin_token is not None,
         )
-        self.pipeline.start(held=state.paused if state is not None else ())
+        self.pipeline.start(held=line.paused)
         self.control = LineControl(
             self.pipeline.intake,
             models,
             recipes,
             cfg.kafka,
             self.metrics,
-            dict(zip(ids, configs, strict=True)),
-            load_model=lambda name, path: load_served_model(name, path, cfg, self.metrics),
+            dict(zip(ids, line.sources, strict=True)),
+            load_model=lambda name, path: load_served_model(
+                name, path, cfg, self.metrics, stop=self.should_exit
+            ),
             state_path=cfg.daemon.state_path,
         )
         self._unstarted = []
+        self._started.set()
         log.info(
             "inspector running: model %s on %s, %d source(s), %d sink(s), http :%d",
             self.model_label,
@@ -228,22 +226,6 @@ class Daemon:
             len(sinks),
             self.server.port,
         )
-
-    def _restore_models(self, models: ModelSet, state: RuntimeState | None) -> None:
-        """Load the models the control API had loaded.
-
-        One that fails is logged and left out: the frames of cameras whose recipe names it
-        become dead letters ``unknown_model``, the other cameras run.
-        """
-        for saved in state.models if state is not None else ():
-            try:
-                models.add(
-                    load_served_model(saved.name, saved.checkpoint, self.config, self.metrics)
-                )
-            except Exception as exc:
-                log.error(
-                    "restoring model %s from %s failed: %s", saved.name, saved.checkpoint, exc
-                )
 
     def _set_up(self, component: Source | Sink) -> None:
         """Set a component up; while its broker is unreachable, wait and retry.
@@ -280,48 +262,17 @@ class Daemon:
         """Load, check and warm up the configured checkpoint; publish its info and thresholds.
 
         With ``name`` and ``path``: one of ``models`` (served by name for the recipes).
-        The torch work runs on a thread that ends with it, so that only the inference thread
-        keeps an OpenMP team (see :func:`inspector.model.fastpath.in_passing_thread`).
+        The torch work runs on a thread that ends with it, as for every load
+        (:func:`~inspector.runtime.models.load_served_model`); a SIGTERM meanwhile abandons it.
 
         Raises:
             InspectorError: No checkpoint configured, or it cannot be loaded.
         """
+        cfg, metrics, stop = self.config, self.metrics, self.should_exit
         if name is not None and path is not None:
-            cfg = self.config
-            return in_passing_thread(
-                lambda: load_served_model(name, path, cfg, self.metrics),
-                "inspector-model-setup",
-                self.should_exit,
-            )
-        return in_passing_thread(self._load_and_warm, "inspector-model-setup", self.should_exit)
-
-    def _load_and_warm(self) -> ServedModel:
-        cfg = self.config
-        if cfg.model.checkpoint is None:
-            raise ConfigError(
-                "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
-            )
-        try:
-            served = load_served_model(None, cfg.model.checkpoint, cfg, self.metrics)
-        except Exception:
-            self.metrics.model_reloads.labels(result="failure").inc()
-            raise
-        self.metrics.model_reloads.labels(result="success").inc()
-        ref = served.postprocessor.model
-        self.metrics.model_info.info(
-            {
-                "name": ref.name,
-                "backbone": ref.backbone,
-                "device": str(served.worker.device),
-                "checkpoint_sha256": served.sha256,
-                "backend": served.worker.fast.backend,
-                "precision": served.worker.fast.precision,
-            }
-        )
-        threshold = served.postprocessor.threshold
-        self.metrics.threshold.labels(kind="image").set(threshold.image)
-        self.metrics.threshold.labels(kind="pixel").set(threshold.pixel)
-        self.model_label = f"{ref.name} ({ref.backbone}, sha256 {served.sha256[:12]})"
+            return load_served_model(name, path, cfg, metrics, stop=stop)
+        served = load_configured_model(cfg, metrics, stop=stop)
+        self.model_label = label_of(served)
         return served
 
     def reload_model(self) -> bool:
@@ -422,6 +373,7 @@ class Daemon:
                 log.exception("closing %s failed", component.name)
         if self.server is not None:
             self.server.stop()
+        self.results.close()
         return clean
 
     def run(self) -> int:
@@ -433,6 +385,8 @@ class Daemon:
                 self.startup()
                 self.main_loop()
             except BaseException:
+                if not self._started.is_set():
+                    self._waiting_for = "start-up failed"
                 self.shutdown()
                 log.info("inspector stopped: start-up or the main loop failed (see above)")
                 raise

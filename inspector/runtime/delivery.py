@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from inspector.dead_letters import DEAD_LETTER_REFUSED, ErrorType, FailureStage
 from inspector.errors import RecordRefusedError
 from inspector.runtime.admission import footprint
 from inspector.runtime.ids import for_log
@@ -239,7 +240,9 @@ class Outcomes:
         self.dead_letters_delivered = 0
         self.unsendable = 0
 
-    def failed(self, frame: Frame, stage: str, kind: str, exc: BaseException) -> None:
+    def failed(
+        self, frame: Frame, stage: FailureStage, kind: ErrorType, exc: BaseException
+    ) -> None:
         """A frame that failed after admission (inference, post-processing): dead-letter it."""
         letter = dead_letter_of(frame, stage, kind, f"{type(exc).__name__}: {exc}")
         self.dead_letter(letter, footprint(frame))
@@ -256,7 +259,10 @@ class Outcomes:
                 reason = "; ".join(str(e) for e in refusals)
                 log.error("result of %s refused: %s", for_log(frame.meta.frame_id), reason)
                 letter = dead_letter_of(
-                    frame, "publish", "publish_refused", f"result not delivered: {reason}"
+                    frame,
+                    FailureStage.PUBLISH,
+                    ErrorType.PUBLISH_REFUSED,
+                    f"result not delivered: {reason}",
                 )
                 # On the delivery thread: this may run on a sink's I/O thread.
                 self.delivery.call_soon(lambda: self.dead_letter(letter, nbytes))
@@ -287,7 +293,7 @@ class Outcomes:
                     "; ".join(str(e) for e in refusals),
                 )
                 self.metrics.frames_failed.labels(
-                    stage="publish", reason="dead_letter_refused"
+                    stage=FailureStage.PUBLISH, reason=DEAD_LETTER_REFUSED
                 ).inc()
                 with self._lock:
                     self.unsendable += 1
@@ -305,7 +311,7 @@ def _coordinates(letter: DeadLetter) -> str:
     return f"{raw.topic}:{raw.partition}:{raw.offset}" if raw is not None else "(local input)"
 
 
-def dead_letter_of(frame: Frame, stage: str, kind: str, reason: str) -> DeadLetter:
+def dead_letter_of(frame: Frame, stage: FailureStage, kind: ErrorType, reason: str) -> DeadLetter:
     """A frame that failed after decoding, with its original message (Kafka input)."""
     return DeadLetter(
         reason=reason,

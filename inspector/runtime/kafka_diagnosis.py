@@ -2,23 +2,25 @@
 
 kafka-python retries a refused SASL login or an untrusted certificate like any connection
 failure: its constructors block for ``request_timeout_ms`` and then raise "unable to
-bootstrap", and a running client reconnects for ever. The cause appears only in its own log
-records, so this handler reads them (on the ``kafka`` logger) and turns the ones that no retry
-will fix into a reason for ``/readyz`` and one error line of ours, rate-limited, naming the
-broker, the mechanism and the setting to fix. The password is never part of either: it is not
-in kafka-python's messages, and ours are built from the configuration's other fields.
+bootstrap", and a running client reconnects for ever. The cause reaches only its own log
+records, as the exception objects it logs, so this handler, on the ``kafka`` logger, hands each
+record to :func:`~inspector.runtime.kafka_client_hooks.connection_failure` (which reads those
+objects by class, never the message text) and turns the failures that no retry will fix into a
+reason for ``/readyz`` and one error line of ours, rate-limited, naming the broker, the
+mechanism and the setting to fix. The password is never part of either: it is not in
+kafka-python's exceptions, and ours are built from the configuration's other fields.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from inspector.runtime.config import KafkaConfig
+from inspector.runtime.kafka_client_hooks import connection_failure
 from inspector.runtime.pacing import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,6 @@ log = logging.getLogger(__name__)
 _FORGET_AFTER_S = 60.0
 #: Repeat our error line at most this often (seconds).
 _LOG_EVERY_S = 60.0
-#: ``host:port`` of the broker in kafka-python's connection log lines (``[host:port<-local]``).
-_BROKER = re.compile(r"\[([^\]<\s]+:\d+)<-")
-_AUTH = re.compile(r"SaslAuthenticationFailed|Authentication failed", re.I)
-_MECHANISM = re.compile(r"UnsupportedSaslMechanism|IllegalSaslState", re.I)
-_CERTIFICATE = re.compile(r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|hostname", re.I)
-_TLS = re.compile(r"SSL|TLS|Handshake failed", re.I)
-_DETAIL = re.compile(r"(?:verify failed|Error \d+\]|Handshake failed):?\s*(.*?)(?:\s*\(_ssl|$)")
 
 
 @dataclass(frozen=True)
@@ -65,15 +60,20 @@ class ConnectionDiagnosis(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Note a record that says why a connection failed (never raises)."""
         try:
-            text = record.getMessage()
-            kind = _classify(text)
-            if kind is None:
+            failure = connection_failure(record)
+            if failure is None:
                 return
-            found = _BROKER.search(text)
-            broker = found.group(1) if found else self.kafka.bootstrap_servers
-            detail_match = _DETAIL.search(text)
-            detail = detail_match.group(1).strip() if detail_match else text[-200:]
-            problem = Problem(kind, broker, detail, self._clock())
+            with self._lock:
+                previous = self._problem
+            broker = failure.broker
+            if broker is None and previous is not None and previous.kind == failure.kind:
+                broker = previous.broker  # the same failure, logged again without its transport
+            problem = Problem(
+                failure.kind,
+                broker or self.kafka.bootstrap_servers,
+                failure.detail,
+                self._clock(),
+            )
             with self._lock:
                 self._problem = problem
             self._errors.error("%s", self._describe(problem))
@@ -112,14 +112,3 @@ class ConnectionDiagnosis(logging.Handler):
             "check kafka.security_protocol and kafka.ssl_cafile"
         )
 
-
-def _classify(text: str) -> str | None:
-    if _AUTH.search(text):
-        return "authentication"
-    if _MECHANISM.search(text):
-        return "mechanism"
-    if _CERTIFICATE.search(text):
-        return "certificate"
-    if _TLS.search(text) and "Handshake failed" in text:
-        return "tls"
-    return None

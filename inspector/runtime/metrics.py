@@ -2,7 +2,8 @@
 
 Names, types and labels are a public contract (``streaming-contract.md``): dashboards and
 alerts query them. One prefix, base units in the name, ``_total`` only on counters, labels of
-low cardinality (never frame ids). This module is a leaf: it imports nothing from inspector.
+low cardinality (never frame ids). This module is a leaf: of inspector it imports only the
+dead-letter vocabulary (:mod:`inspector.dead_letters`, a leaf itself).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+
+from inspector.dead_letters import FAILED_LABELS
 
 # No ``*_created`` series: one more sample per child that Prometheus does not use for rates,
 # and a third of a scrape's size. Process-wide, as the client library only offers it so.
@@ -116,6 +119,10 @@ class Metrics:
             ["stage", "reason"],
             registry=r,
         )
+        # Every pair there can be, at zero: the first failure is then an increase that rate()
+        # sees (a series born at 1 is not), and /metrics shows what may fail before it does.
+        for stage, reason in FAILED_LABELS:
+            self.frames_failed.labels(stage=stage, reason=reason)
         self.results_late = Counter(
             "inspector_results_late",
             "Delivered results whose verdict was ready after the camera's deadline_ms.",

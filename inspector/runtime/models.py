@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from inspector.backends import load_model
-from inspector.errors import ConfigError, InspectorError, RegionError
+from inspector.dead_letters import ErrorType
+from inspector.errors import ConfigError, InspectorError, RegionError, WaitAbandonedError
 from inspector.messages import ModelRef
 from inspector.model.device import resolve_device
-from inspector.model.fastpath import RuntimeOptions
+from inspector.model.fastpath import RuntimeOptions, in_passing_thread
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.ids import for_log
 from inspector.runtime.metrics import Metrics
@@ -63,9 +64,20 @@ class ServedModel:
 
 
 def load_served_model(
-    name: str | None, path: Path, config: InspectorConfig, metrics: Metrics
+    name: str | None,
+    path: Path,
+    config: InspectorConfig,
+    metrics: Metrics,
+    *,
+    stop: threading.Event | None = None,
 ) -> ServedModel:
-    """Load, validate and warm up a checkpoint as the daemon serves it.
+    """Load, validate and warm up a checkpoint as the daemon serves it, on a passing thread.
+
+    Every model the daemon serves comes through here (the configured one at start and on
+    SIGHUP, ``models``, the state file's, ``POST /v1/models``), so the torch work runs on a
+    thread that ends with it whichever thread asks: a long-lived caller (the main thread, an
+    HTTP worker thread) that ran it would keep an OpenMP team beside the inference thread's
+    (:func:`~inspector.model.fastpath.in_passing_thread`).
 
     Args:
         name: Its name; ``None``: the checkpoint's own.
@@ -74,10 +86,21 @@ def load_served_model(
         config: ``model`` (backend, device, fast path, warm-up), ``batcher`` and
             ``postprocess``.
         metrics: Where the worker reports.
+        stop: Stop waiting once this is set (the daemon told to exit during a load).
 
     Raises:
         InspectorError: The file cannot be loaded, has no calibration, or the device fails.
+        WaitAbandonedError: ``stop`` was set first (the load is abandoned).
     """
+    return in_passing_thread(
+        lambda: _load_here(name, path, config, metrics), "inspector-model-setup", stop
+    )
+
+
+def _load_here(
+    name: str | None, path: Path, config: InspectorConfig, metrics: Metrics
+) -> ServedModel:
+    """:func:`load_served_model`'s work, on the calling thread (only ever a passing one)."""
     cfg = config.model
     loaded = load_model(
         path,
@@ -123,6 +146,54 @@ def load_served_model(
     )
     memory = loaded.memory_bytes
     return ServedModel(model_ref.name, path, loaded.sha256, worker, postprocessor, memory)
+
+
+def load_configured_model(
+    config: InspectorConfig, metrics: Metrics, *, stop: threading.Event | None = None
+) -> ServedModel:
+    """Load the configured checkpoint (``model.checkpoint``) and publish what it is.
+
+    Counts the attempt in ``inspector_model_reloads_total{result}`` (the alert on a failed
+    SIGHUP reload reads it) and sets ``inspector_model_info`` and ``inspector_threshold``.
+
+    Raises:
+        ConfigError: No checkpoint configured.
+        InspectorError: It cannot be loaded (see :func:`load_served_model`).
+        WaitAbandonedError: ``stop`` was set first (not counted: nothing failed).
+    """
+    if config.model.checkpoint is None:
+        raise ConfigError(
+            "model.checkpoint: no checkpoint configured (set INSPECTOR_MODEL__CHECKPOINT)"
+        )
+    try:
+        served = load_served_model(None, config.model.checkpoint, config, metrics, stop=stop)
+    except WaitAbandonedError:
+        raise
+    except Exception:
+        metrics.model_reloads.labels(result="failure").inc()
+        raise
+    metrics.model_reloads.labels(result="success").inc()
+    ref = served.postprocessor.model
+    metrics.model_info.info(
+        {
+            "name": ref.name,
+            "backbone": ref.backbone,
+            "device": str(served.worker.device),
+            "checkpoint_sha256": served.sha256,
+            "backend": served.worker.fast.backend,
+            "precision": served.worker.fast.precision,
+        }
+    )
+    threshold = served.postprocessor.threshold
+    metrics.threshold.labels(kind="image").set(threshold.image)
+    metrics.threshold.labels(kind="pixel").set(threshold.pixel)
+    return served
+
+
+def label_of(served: ServedModel) -> str:
+    """The model as the daemon's log names it: name, backbone and the start of its SHA-256."""
+    ref = served.postprocessor.model
+    return f"{ref.name} ({ref.backbone}, sha256 {served.sha256[:12]})"
 
 
 class ModelSet:
@@ -283,12 +354,13 @@ class Unroutable:
 
     Attributes:
         frame: The frame.
-        kind: ``unknown_model``, ``roi_outside_frame`` or ``tiling_mismatch``.
+        kind: ``unknown_model``, ``roi_outside_frame``, ``tiling_mismatch`` or (a bug)
+            ``inference_error``.
         error: What went wrong (the dead letter's reason).
     """
 
     frame: Frame
-    kind: str
+    kind: ErrorType
     error: Exception
 
 
@@ -322,7 +394,7 @@ class ModelRouter:
             try:
                 model = self.models.get(recipe.model)
             except UnknownModelError as exc:
-                failed.append(Unroutable(frame, "unknown_model", exc))
+                failed.append(Unroutable(frame, ErrorType.UNKNOWN_MODEL, exc))
                 continue
             try:
                 view = plan_view(recipe, image_size_of(frame.image), model.worker.image_size)
@@ -331,7 +403,7 @@ class ModelRouter:
                 continue
             except Exception as exc:  # a bug must fail this frame, never the inference thread
                 log.exception("planning the region of %s failed", for_log(frame.meta.frame_id))
-                failed.append(Unroutable(frame, "inference_error", exc))
+                failed.append(Unroutable(frame, ErrorType.INFERENCE_ERROR, exc))
                 continue
             key = (model.name, view is not None)
             group = groups.get(key)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from inspector.dead_letters import ErrorType, FailureStage
 from inspector.messages import Latency
 from inspector.runtime.admission import Admission
 from inspector.runtime.batcher import Batcher
@@ -115,7 +116,6 @@ class Pipeline:
         self._stall_timeout_s = stall_timeout_s
         self.recipes = recipes or Recipes({})
         self._router = ModelRouter(models, self.recipes)
-        self._stop_fetch = threading.Event()  # sources take no new frames
         self._stop_model = threading.Event()  # the model takes no new batch
         self._model_threads: list[threading.Thread] = []
         self._delivery = Delivery(self.sinks, metrics, clock=clock)
@@ -125,8 +125,6 @@ class Pipeline:
             self.frames,
             self.admission,
             self.outcomes,
-            self._stop_fetch,
-            self._stop_model,
             self._fail,
             keep_open=keep_open,
         )
@@ -164,8 +162,7 @@ class Pipeline:
         """
         slots = [self.intake.add(i, source, start=False) for i, source in self._initial]
         for slot in slots:
-            slot.held = slot.id in held
-            self.intake.start(slot)
+            self.intake.start(slot, paused=slot.id in held)
         self._model_threads.append(self._spawn("inference", self._inference_loop))
         self._model_threads.append(self._spawn("postprocess", self._postprocess_loop))
 
@@ -175,7 +172,6 @@ class Pipeline:
 
     def _fail(self, exc: BaseException) -> None:
         self.fatal = exc
-        self._stop_fetch.set()
         self.intake.input_stopped()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
@@ -192,7 +188,6 @@ class Pipeline:
 
     def stop_fetching(self) -> None:
         """Take no new frames; frames already admitted still run to delivery."""
-        self._stop_fetch.set()
         self.intake.input_stopped()
 
     @property
@@ -233,7 +228,7 @@ class Pipeline:
         def left() -> float:
             return max(0.0, end - time.monotonic())
 
-        self._stop_fetch.set()
+        self.intake.input_stopped()
         self._stop_model.set()
         for thread in self._model_threads:
             thread.join(left())
@@ -322,7 +317,7 @@ class Pipeline:
         routed, orphans = self._router.route(batch)
         # Its recipe names a model no longer served, or its ROI does not fit it.
         for orphan in orphans:
-            self.outcomes.failed(orphan.frame, "inference", orphan.kind, orphan.error)
+            self.outcomes.failed(orphan.frame, FailureStage.INFERENCE, orphan.kind, orphan.error)
         for group in routed:
             schedule.add(group)
 
@@ -331,7 +326,9 @@ class Pipeline:
         if isinstance(output, Exception):
             log.error("inference failed for a batch of %d", len(frames), exc_info=output)
             for frame in frames:
-                self.outcomes.failed(frame, "inference", "inference_error", output)
+                self.outcomes.failed(
+                    frame, FailureStage.INFERENCE, ErrorType.INFERENCE_ERROR, output
+                )
             return
         group = done.group
         self._post.put(
@@ -348,7 +345,9 @@ class Pipeline:
                     inspection = self._postprocess_one(frame, item, i, infer_ms)
                 except Exception as exc:
                     log.exception("postprocess failed for %s", for_log(frame.meta.frame_id))
-                    self.outcomes.failed(frame, "postprocess", "postprocess_error", exc)
+                    self.outcomes.failed(
+                        frame, FailureStage.POSTPROCESS, ErrorType.POSTPROCESS_ERROR, exc
+                    )
                     continue
                 self.outcomes.result(inspection)
 

@@ -2,7 +2,8 @@
 
 A line switches products while it runs: each camera's recipe names the model its frames go to
 and may override that model's thresholds and smallest defect area; the control API changes it
-(``PUT /v1/cameras/{id}``) and the switch takes effect from the next batch on.
+(``PUT /v1/cameras/{id}``) and the switch takes effect from the next batch on, and removes it
+(``DELETE /v1/cameras/{id}``: the camera's frames then follow ``"*"``).
 
 A line rejects a part at a fixed point after the camera: a verdict that arrives later cannot
 act on it. Each camera may have a ``deadline_ms`` counted from the frame's ``captured_at``; a
@@ -28,6 +29,7 @@ from pydantic import Field, model_validator
 
 from inspector.model.config import Frozen
 from inspector.model.region_config import RoiConfig, TilingConfig
+from inspector.runtime.ids import Id
 
 __all__ = ["ANY_CAMERA", "NO_RECIPE", "CameraRecipe", "Recipes", "RoiConfig", "TilingConfig"]
 
@@ -40,7 +42,7 @@ class CameraRecipe(Frozen):
 
     Attributes:
         model: Name of the loaded model the camera's frames go to (``None``: the daemon's
-            ``model.checkpoint``).
+            ``model.checkpoint``); an id (:data:`inspector.runtime.ids.Id`).
         image_threshold: The model's image threshold for this camera, on the normalised 0..1
             scale (``None``: the model's, 0.5).
         pixel_threshold: Likewise for defect pixels.
@@ -52,7 +54,7 @@ class CameraRecipe(Frozen):
             the region to the model's input, as without a recipe).
     """
 
-    model: str | None = Field(default=None, min_length=1, max_length=128)
+    model: Id | None = None
     image_threshold: float | None = Field(default=None, ge=0, le=1)
     pixel_threshold: float | None = Field(default=None, ge=0, le=1)
     min_defect_area_px: int | None = Field(default=None, ge=1)
@@ -106,6 +108,15 @@ class Recipes:
         """Give ``camera_id`` (or ``"*"``) a new recipe, from the next batch on."""
         with self._lock:
             self._recipes[camera_id] = recipe
+
+    def remove(self, camera_id: str) -> CameraRecipe | None:
+        """Drop the recipe of ``camera_id`` (or ``"*"``), from the next batch on.
+
+        Its frames then follow ``"*"`` (or no recipe). Returns the removed recipe, ``None`` when
+        the camera had none.
+        """
+        with self._lock:
+            return self._recipes.pop(camera_id, None)
 
     def uses(self, model: str) -> list[str]:
         """Cameras whose recipe names ``model``."""

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from inspector.dead_letters import ErrorType, FailureStage
 from inspector.messages import ResultMessage
 
 
@@ -115,8 +116,9 @@ class DeadLetter:
 
     Attributes:
         reason: Human-readable cause (``not a decodable image (12 bytes ...)``).
-        error_type: Short machine-readable kind (``undecodable``, ``empty``, ``oversized``...).
-        stage: Pipeline stage that gave up (``decode``, ``inference``, ``postprocess``).
+        error_type: Machine-readable kind, a contract (DLQ header, metric label): see
+            :class:`~inspector.dead_letters.ErrorType`.
+        stage: Pipeline stage that gave up, ``error_type.stage``.
         camera_id: Camera it claims to come from.
         raw: The original message, for Kafka input.
         failed_at: UTC time of failure, RFC 3339.
@@ -124,8 +126,8 @@ class DeadLetter:
     """
 
     reason: str
-    error_type: str
-    stage: str
+    error_type: ErrorType
+    stage: FailureStage
     camera_id: str
     raw: RawMessage | None
     failed_at: str

@@ -22,12 +22,14 @@ from pydantic import SecretStr
 
 from inspector.errors import ConfigError
 from inspector.runtime.api import (
+    NO_RESULTS,
     PROBE_PATHS,
     ControlProvider,
     Readiness,
     ReadinessNotes,
     build_app,
 )
+from inspector.runtime.api_results import ResultsAccess
 from inspector.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class HttpServer:
         admin_token: Turns the control API on (see :mod:`inspector.runtime.api`).
         control: The daemon's control once its pipeline runs.
         notes: What a 200 from ``/readyz`` adds as ``notes`` (e.g. a Kafka standby).
+        read_token: Guards reads of results and the console's data when set.
+        results: What the results routes and the operator console read.
     """
 
     def __init__(
@@ -76,11 +80,20 @@ class HttpServer:
         admin_token: SecretStr | None = None,
         control: ControlProvider = lambda: None,
         notes: ReadinessNotes = lambda: [],
+        read_token: SecretStr | None = None,
+        results: ResultsAccess = NO_RESULTS,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.app = build_app(
-            registry, readiness, metrics, admin_token=admin_token, control=control, notes=notes
+            registry,
+            readiness,
+            metrics,
+            admin_token=admin_token,
+            control=control,
+            notes=notes,
+            read_token=read_token,
+            results=results,
         )
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None

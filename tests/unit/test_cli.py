@@ -167,14 +167,15 @@ def test_train_eval_predict_round_trip(
     assert all(json.loads(x)["threshold"]["source"] == "config" for x in lines)
 
 
-def test_tampered_checkpoint_exits_1_with_reason(
+def test_truncated_checkpoint_exits_2_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     code = main(["predict", "--checkpoint", str(bad), "--out", str(tmp_path / "o"), str(tmp_path)])
-    assert code == 1
-    assert "checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # Its header declares 16 bytes, the file holds 2: refused before reading, a user error.
+    assert code == 2 and str(bad) in err and "declares" in err
 
 
 def test_module_entry_point_and_version() -> None:

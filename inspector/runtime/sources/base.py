@@ -11,9 +11,16 @@ from inspector.runtime.records import DeadLetter, Frame
 class Source(ABC):
     """A producer of frames (and of dead letters for input it cannot decode).
 
-    One thread owns a source: it calls :meth:`setup`, then :meth:`poll` in a loop, then
-    :meth:`close`. Only :meth:`pause`/:meth:`resume` flags and the frames' ack callbacks may be
-    used from other threads, so client libraries that are not thread-safe stay on one thread.
+    One thread at a time uses a source, so client libraries that are not thread-safe stay on
+    one thread. Until its intake thread starts, a source belongs to whoever adds it: the
+    daemon's start-up (:meth:`setup` on a passing thread, so that SIGTERM is answered
+    meanwhile, and :meth:`close` on the main thread if the start fails) or a control API
+    request's thread (both). Starting the intake thread hands it over (``Thread.start`` orders
+    the two); from then on only that thread calls :meth:`poll`, :meth:`pause`,
+    :meth:`resume`, :attr:`exhausted`, :meth:`in_flight`, :meth:`drain` and :meth:`close`.
+    Other threads only call the frames' ack callbacks, :meth:`trigger` and the readiness
+    queries (:meth:`ready`, :meth:`unready_reason`, :meth:`readiness_note`), which must
+    therefore be thread-safe.
 
     Attributes:
         name: Label for logs and the ``source`` metric label.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from inspector.dead_letters import ErrorType, FailureStage
 from inspector.errors import ConfigError, ImageDecodeError, ImageTooLargeError
 from inspector.imaging import read_image
 from inspector.runtime.config import DirectorySourceConfig
@@ -116,10 +117,10 @@ class DirectorySource(LocalSource):
             return [
                 DeadLetter(
                     reason=str(exc),
-                    error_type="too_large"
+                    error_type=ErrorType.TOO_LARGE
                     if isinstance(exc, ImageTooLargeError)
-                    else "undecodable",
-                    stage="decode",
+                    else ErrorType.UNDECODABLE,
+                    stage=FailureStage.DECODE,
                     camera_id=self.config.camera_id,
                     raw=None,
                     failed_at=datetime.now(UTC).isoformat(),

@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +30,7 @@ from kafka.structs import MemberState
 
 from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
+from inspector.runtime.kafka_client_hooks import loop_sleep
 from inspector.runtime.kafka_metrics import connection_count
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pacing import RateLimitedLog
@@ -457,7 +458,9 @@ class KafkaSource(Source):
         threads deliver them; this coroutine only yields to kafka-python's event loop
         (heartbeats continue) between looks.
         """
-        sleep = _loop_sleep(consumer)
+        # kafka-python's own loop: a blocking wait here would stop heartbeats. None (no such
+        # hook on this client): commit what is delivered at once.
+        sleep = loop_sleep(consumer)
         if sleep is None or self._closed:  # closing: the pipeline drained before, by its deadline
             return
         deadline = time.monotonic() + self.kafka.revoke_drain_ms / 1000
@@ -501,19 +504,6 @@ class KafkaSource(Source):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         if partitions:
             log.info("kafka source: partitions revoked: %s", sorted(map(tuple, partitions)))
-
-
-def _loop_sleep(consumer: KafkaConsumer | None) -> Callable[[float], Awaitable[None]] | None:
-    """The awaitable sleep of the consumer's event loop, where rebalance listeners run.
-
-    kafka-python 3 runs an ``AsyncConsumerRebalanceListener`` on its own event loop (not
-    asyncio), whose sleep is only reachable as ``consumer._net.sleep``; a blocking wait there
-    would stop heartbeats. Pinned by ``kafka-python<3.1``; ``None`` (no waiting: commit what is
-    delivered at once) on a client without it.
-    """
-    net = getattr(consumer, "_net", None)
-    sleep = getattr(net, "sleep", None)
-    return sleep if callable(sleep) else None
 
 
 def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from inspector.dead_letters import ErrorType, FailureStage
+from inspector.runtime.kafka_client_hooks import fetching_partition
 from inspector.runtime.records import AckFn, DeadLetter, RawMessage
 from inspector.runtime.sources.kafka_records import decoded_bytes
 
@@ -20,14 +22,12 @@ def failing_partition(consumer: KafkaConsumer) -> TopicPartition | None:
     """The partition whose records the consumer failed to parse, or ``None`` if unknown.
 
     kafka-python 3.0's ``CorruptRecordError`` does not carry the partition (Java's
-    ``RecordDeserializationException`` does); its fetcher keeps the partition it was reading
-    in ``_next_partition_records``. That is private, hence the fallback: the only partition
-    being fetched, when there is just one.
+    ``RecordDeserializationException`` does); its fetcher keeps the partition it was reading,
+    privately (:func:`~inspector.runtime.kafka_client_hooks.fetching_partition`). Without it,
+    the only partition being fetched, when there is just one.
     """
-    fetcher = getattr(consumer, "_fetcher", None)
-    records = getattr(fetcher, "_next_partition_records", None)
-    tp = getattr(records, "topic_partition", None)
-    if isinstance(tp, TopicPartition):
+    tp = fetching_partition(consumer)
+    if tp is not None:
         return tp
     fetching = set(consumer.assignment()) - set(consumer.paused())
     return fetching.pop() if len(fetching) == 1 else None
@@ -37,8 +37,8 @@ def unreadable_record(tp: TopicPartition, offset: int, error: Exception, ack: Ac
     """The dead letter of a record the client cannot read: its coordinates, no payload."""
     return DeadLetter(
         f"the Kafka client cannot read this record: {error}",
-        "corrupt_record",
-        "fetch",
+        ErrorType.CORRUPT_RECORD,
+        FailureStage.FETCH,
         "unknown",
         RawMessage(b"", None, (), tp.topic, tp.partition, offset),
         datetime.now(UTC).isoformat(),

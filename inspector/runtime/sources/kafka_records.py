@@ -20,9 +20,16 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from inspector.dead_letters import ErrorType, FailureStage
 from inspector.errors import ImageDecodeError, ImageTooLargeError
 from inspector.imaging import check_jpeg_complete, decode_image, image_dimensions
-from inspector.runtime.ids import MAX_ID_CHARS, for_log, replacement_id, valid_id
+from inspector.runtime.ids import (
+    MAX_ID_CHARS,
+    for_log,
+    replacement_id,
+    valid_frame_id,
+    valid_id,
+)
 from inspector.runtime.records import AckFn, DeadLetter, Frame, FrameMeta, RawMessage
 
 log = logging.getLogger(__name__)
@@ -111,7 +118,7 @@ class Decoded:
     image: np.ndarray | torch.Tensor | None
     error: str | None
     seconds: float
-    kind: str = "undecodable"
+    kind: ErrorType = ErrorType.UNDECODABLE
 
 
 def _jpeg_tensor(data: bytes) -> torch.Tensor:
@@ -154,7 +161,7 @@ def decode_timed(
         if image is None:
             image = decode_image(data, max_pixels)
     except ImageTooLargeError as exc:
-        return Decoded(None, str(exc), time.perf_counter() - started, "too_large")
+        return Decoded(None, str(exc), time.perf_counter() - started, ErrorType.TOO_LARGE)
     except ImageDecodeError as exc:
         return Decoded(None, str(exc), time.perf_counter() - started)
     except Exception as exc:  # OpenCV raising on hostile input is still bad input, not a bug
@@ -255,16 +262,25 @@ def _no_note(field: str) -> None:
     del field
 
 
-def _id(raw: bytes | None, field: str, note: InvalidIdFn, *, replace: bool = True) -> str | None:
+def _id(
+    raw: bytes | None,
+    field: str,
+    note: InvalidIdFn,
+    *,
+    replace: bool = True,
+    rule: Callable[[str], bool] = valid_id,
+) -> str | None:
     """A producer's id as text if valid; ``None`` if absent.
 
-    An invalid id is counted and becomes a stable stand-in (``replace``) or ``None`` (the
-    caller's default then applies).
+    ``rule`` is the daemon's one id rule (:func:`~inspector.runtime.ids.valid_id`: a camera id
+    is addressed in the control API) or, for frame ids, which are only carried into results,
+    :func:`~inspector.runtime.ids.valid_frame_id`. An invalid id is counted and becomes a
+    stable stand-in (``replace``) or ``None`` (the caller's default then applies).
     """
     text = _text(raw[: 4 * MAX_ID_CHARS + 1] if raw is not None else None)
     if text is None or raw is None:
         return None
-    if len(raw) <= 4 * MAX_ID_CHARS and valid_id(text):
+    if len(raw) <= 4 * MAX_ID_CHARS and rule(text):
         return text
     note(field)
     log.debug("replacing an invalid %s %s", field, for_log(text))
@@ -332,7 +348,13 @@ def to_item(
         failed_at = datetime.now(UTC).isoformat()
         raw = _raw_message(topic, partition, record)
         return DeadLetter(
-            reason[:1000], "malformed_record", "parse", "unknown", raw, failed_at, ack
+            reason[:1000],
+            ErrorType.MALFORMED_RECORD,
+            FailureStage.PARSE,
+            "unknown",
+            raw,
+            failed_at,
+            ack,
         )
 
 
@@ -355,9 +377,9 @@ def _to_item(
     )
     if decoded is None or decoded.image is None:
         if not raw.value:
-            kind, reason = "empty", "empty message value (no image bytes)"
+            kind, reason = ErrorType.EMPTY, "empty message value (no image bytes)"
         elif decoded is None:
-            kind = "oversized"
+            kind = ErrorType.OVERSIZED
             reason = (
                 f"frame of {len(raw.value)} bytes exceeds kafka.max_message_bytes "
                 f"({max_message_bytes})"
@@ -366,16 +388,20 @@ def _to_item(
             kind, reason = decoded.kind, decoded.error or "undecodable"
         log.debug("dead letter %s:%d:%d: %s", topic, partition, raw.offset, reason)
         failed_at = datetime.now(UTC).isoformat()
-        return DeadLetter(reason, kind, "decode", camera, raw, failed_at, ack)
+        return DeadLetter(reason, kind, FailureStage.DECODE, camera, raw, failed_at, ack)
     try:
         captured = captured_at(headers.get("captured_at"), getattr(record, "timestamp", None))
     except InvalidHeaderError as exc:
         log.debug("dead letter %s:%d:%d: %s", topic, partition, raw.offset, exc)
         failed_at = datetime.now(UTC).isoformat()
-        return DeadLetter(str(exc), "invalid_header", "parse", camera, raw, failed_at, ack)
+        return DeadLetter(
+            str(exc), ErrorType.INVALID_HEADER, FailureStage.PARSE, camera, raw, failed_at, ack
+        )
     image = decoded.image
     height, width = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
-    frame_id = _id(headers.get("frame_id"), "frame_id", note_invalid, replace=False)
+    frame_id = _id(
+        headers.get("frame_id"), "frame_id", note_invalid, replace=False, rule=valid_frame_id
+    )
     meta = FrameMeta(
         frame_id=frame_id or f"{topic}:{partition}:{raw.offset}",
         camera_id=camera,

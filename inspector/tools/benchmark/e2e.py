@@ -7,7 +7,10 @@ record timestamps (set by the daemon's producer; see
 :func:`inspector.tools.benchmark.traffic.result_rate`), so start-up, warm-up and the group join
 are excluded. The model alone is timed on the same frames at the
 same batch size, in the same process, before and after the daemon; ``e2e_ratio`` is relative
-to their mean.
+to their mean. The three load the checkpoint alike (:func:`inspector.backends.load_model`)
+with one ``precision: auto`` cache: the model-only run before the daemon measures and caches
+the choice (then times the chosen path), the daemon and the run after it read it, so all
+three run the same precision and the daemon's start-up does not measure.
 
 With ``rate`` the frames are offered at that rate instead, once a probe frame has come back
 (the group has joined and the model is warm), and every frame's produce-to-result latency is
@@ -38,7 +41,7 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from inspector.checkpoint import load_checkpoint
+from inspector.backends import load_model
 from inspector.errors import InspectorError
 from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import InspectorConfig, explicit_config
@@ -78,9 +81,18 @@ def decode_threads() -> int:
 
 
 def daemon_config_for(
-    options: BenchOptions, device: torch.device, bootstrap: str, tag: str, ckpt: Path
+    options: BenchOptions,
+    device: torch.device,
+    bootstrap: str,
+    tag: str,
+    ckpt: Path,
+    auto_cache_dir: Path | None = None,
 ) -> InspectorConfig:
-    """The benchmark daemon's configuration: fresh topics and group named by ``tag``."""
+    """The benchmark daemon's configuration: fresh topics and group named by ``tag``.
+
+    ``auto_cache_dir``: the daemon's ``model.auto_cache_dir`` (``None``: its default).
+    """
+    cache = {} if auto_cache_dir is None else {"auto_cache_dir": str(auto_cache_dir)}
     return explicit_config(
         {
             "kafka": {
@@ -114,7 +126,8 @@ def daemon_config_for(
                 "channels_last": options.channels_last,
                 "compile": options.compile,
                 "cuda_graphs": options.cuda_graphs,
-            },
+            }
+            | cache,
             # Room for two full batches, so batch size, not the queue, bounds the batches.
             "batcher": {
                 "max_batch_size": options.batch_size,
@@ -215,15 +228,38 @@ class _ModelOnly:
 
 
 def _model_only(
-    ckpt: Path, device: torch.device, options: BenchOptions, batches: Sequence[Batch]
+    ckpt: Path,
+    device: torch.device,
+    options: BenchOptions,
+    batches: Sequence[Batch],
+    auto_cache_dir: Path,
 ) -> _ModelOnly:
-    """The worker alone on ``batches``: images/s, seconds per batch, GFLOP, precision."""
-    model = load_checkpoint(ckpt).model
-    worker = make_worker(model, device, options)
-    gflop = gflop_per_image(model, device)
+    """The worker alone on ``batches``: images/s, seconds per batch, GFLOP, precision.
+
+    Loaded as the daemon loads it, with its ``auto`` cache: ``auto`` is measured (or read)
+    before the timed batches, which run the chosen path alone.
+    """
+    loaded = load_model(
+        ckpt,
+        "torch",
+        device,
+        options.runtime,
+        batch_size=options.batch_size,
+        auto_cache_dir=auto_cache_dir,
+    )
+    if loaded.auto is not None:
+        log.info(
+            "precision auto: %s (%s%s)",
+            loaded.auto.precision,
+            loaded.auto.reason,
+            "; cached" if loaded.auto.cached else "",
+        )
+    assert loaded.model is not None  # the torch backend
+    worker = make_worker(loaded.engine, device, options, preprocessing=loaded.meta.preprocessing)
+    gflop = gflop_per_image(loaded.model.to(device), device)
     seconds = measure_worker(worker, batches, options.warmup)
     precision = worker.fast.precision
-    del worker
+    del worker, loaded
     _release(device)
     return _ModelOnly(throughput(seconds, options.batch_size), seconds, gflop, precision)
 
@@ -245,14 +281,16 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
         # Every torch step of the benchmark's own runs on a thread that ends with it: a thread
         # kept alive with an OpenMP team would slow the daemon's model (in_passing_thread).
         ckpt = in_passing_thread(lambda: write_checkpoint(Path(tmp), options, device, jpegs))
+        # One precision auto cache for the three runs (the checkpoint is new: measured once).
+        cache = Path(tmp) / "auto-precision"
         # Model only before and after the daemon: their mean is the reference, so a machine
         # that speeds up or slows down during the run does not decide the ratio.
-        before = in_passing_thread(lambda: _model_only(ckpt, device, options, batches))
+        before = in_passing_thread(lambda: _model_only(ckpt, device, options, batches, cache))
         with contextlib.ExitStack() as stack:
             bootstrap = options.bootstrap_servers
             if bootstrap is None:
                 bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
-            config = daemon_config_for(options, device, bootstrap, tag, ckpt)
+            config = daemon_config_for(options, device, bootstrap, tag, ckpt, cache)
             kafka = config.kafka
             create_bench_topics(config)
             paced = None
@@ -265,7 +303,7 @@ def run_e2e(options: BenchOptions, device: torch.device, command: Sequence[str])
                 paced = Paced(bootstrap, kafka.frames_topic, jpegs, options.rate)
             got = _stream(config, n + (paced is not None), options.timeout_s, paced)
         _release(device)  # the daemon's model
-        after = in_passing_thread(lambda: _model_only(ckpt, device, options, batches))
+        after = in_passing_thread(lambda: _model_only(ckpt, device, options, batches, cache))
     paced_fields: dict[str, Any] = {}
     if paced is not None:
         got, paced_fields = paced_results(got, paced)

@@ -6,18 +6,28 @@ host. With ``--compare-anomalib`` both sides return every map (``ModelWorker.inf
 the maps can be compared. Warm-up batches are run first
 and not timed. With ``--compare-anomalib`` anomalib's own model runs the same batches in the
 same process, alternating with ours.
+
+``--precision auto`` is chosen as the daemon chooses it (:func:`inspector.backends.auto.choose`:
+each path timed on this machine, the maps guarded), once, before anything is timed here: the
+timings reported are of the chosen path alone, after its choice.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
 
+from inspector.backends.auto import choose
+from inspector.checkpoint import CheckpointMeta, LoadedCheckpoint
 from inspector.model import ReverseDistillation
+from inspector.model.engine import Engine
+from inspector.model.fastpath import FastModel
+from inspector.model.preprocess import IMAGENET, Preprocessing
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.worker import ModelWorker
 from inspector.tools.benchmark.options import (
@@ -43,17 +53,55 @@ def random_model(options: BenchOptions, device: torch.device) -> ReverseDistilla
         return ReverseDistillation(options.model_config())
 
 
-def make_worker(
+def serving_engine(
     model: ReverseDistillation, device: torch.device, options: BenchOptions
+) -> Engine:
+    """The fast path the daemon would serve ``model`` on: ``auto`` measured, as it measures.
+
+    ``auto`` runs :func:`~inspector.backends.auto.choose` on the model (its weights: no
+    checkpoint, so no int8 record and nothing cached), which times fp32 and bf16 where this
+    device runs bf16 and keeps the fastest whose maps pass the guard.
+    """
+    if options.precision != "auto":
+        return FastModel(model, device, options.runtime, batch_size=options.batch_size)
+    name = f"bench-{options.backbone}"
+    # Not a file: the digest only names the cache entry, and nothing is cached here.
+    loaded = LoadedCheckpoint(
+        model, CheckpointMeta(name=name, model=model.config), f"{name}-seed-{options.seed}", Path()
+    )
+    choice, engine = choose(
+        loaded, device, options.runtime, batch_size=options.batch_size, cache_dir=None
+    )
+    log.info("precision auto: %s (%s)", choice.precision, choice.reason)
+    return engine
+
+
+def make_worker(
+    model: ReverseDistillation | Engine,
+    device: torch.device,
+    options: BenchOptions,
+    *,
+    preprocessing: Preprocessing = IMAGENET,
 ) -> ModelWorker:
-    """A worker as the daemon builds it, with its own metrics registry."""
+    """A worker as the daemon builds it, with its own metrics registry.
+
+    Args:
+        model: A model (run on :func:`serving_engine`'s path), or an engine already chosen
+            (``inspector.backends.load_model``'s).
+        device: Where a model runs.
+        options: Batch size, warm-up and the fast-path switches.
+        preprocessing: The checkpoint's input transform.
+    """
+    engine = (
+        serving_engine(model, device, options) if isinstance(model, ReverseDistillation) else model
+    )
     return ModelWorker(
-        model,
-        device,
+        engine,
+        engine.device,
         Metrics(CollectorRegistry()),
         warmup_batches=options.warmup,
         max_batch_size=options.batch_size,
-        runtime=options.runtime,
+        preprocessing=preprocessing,
     )
 
 

@@ -19,8 +19,9 @@ from inspector.tools.synth import add_defect, render_good
 DISTINCT_FRAMES = 64
 JPEG_QUALITY = 90
 #: ``--compare`` groups: anomalib's eager model, both sides' OpenVINO paths, both sides'
-#: onnxruntime paths (see :mod:`inspector.tools.benchmark.peers`).
-COMPARE_GROUPS = ("anomalib", "openvino", "onnxruntime")
+#: onnxruntime paths (see :mod:`inspector.tools.benchmark.peers`), and end to end our daemon
+#: beside anomalib's OpenVINOInferencer loop (:mod:`inspector.tools.benchmark.e2e_peers`).
+COMPARE_GROUPS = ("anomalib", "openvino", "onnxruntime", "anomalib-openvino-inferencer")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class BenchOptions:
         batch_size: Frames per inference batch (the daemon's ``batcher.max_batch_size``).
         frames: Frames timed; ``None``: 64 in model mode, 128 in e2e mode.
         device: ``auto``, ``cpu`` or ``cuda``.
-        precision: ``fp32``, ``bf16`` or ``auto``.
+        precision: ``fp32``, ``bf16`` or ``auto`` (chosen as the daemon chooses it: each path
+            timed on this machine, before and apart from the benchmark's own timings).
         channels_last: NHWC layout for the convolutions.
         compile: ``torch.compile`` the forward pass.
         cuda_graphs: Capture and replay the forward pass (CUDA only).
@@ -147,6 +149,13 @@ class BenchOptions:
             )
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            # The CLI offers model.precision's choices, int8 among them.
+            raise ConfigError(
+                f"--precision {self.precision}: the benchmark's random weights have no int8 "
+                "record (inspector quantize); use fp32, bf16 or auto, or --compare openvino "
+                "for the int8 paths"
+            )
         if self.compare_anomalib and self.mode != "model":
             raise ConfigError("--compare-anomalib works in --mode model only")
         unknown = [group for group in self.compare if group not in COMPARE_GROUPS]

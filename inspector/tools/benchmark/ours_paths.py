@@ -3,7 +3,7 @@
 ``ours`` is the daemon's default path as it would serve on this machine (``precision: auto``
 measured, with an int8 record when OpenVINO paths are compared); ``ours-openvino``,
 ``ours-openvino-int8`` and ``ours-onnxruntime`` are ``inspector export`` folders, each run
-through a ``ModelWorker`` as the daemon runs them.
+through a ``ModelWorker`` as the daemon runs them; ``ours-pt2e-int8`` is PyTorch's own int8.
 """
 
 from __future__ import annotations
@@ -20,21 +20,31 @@ from prometheus_client import CollectorRegistry
 
 from inspector.backends import LoadedModel, load_model
 from inspector.backends.manifest import GraphFormat
+from inspector.checkpoint import load_checkpoint
 from inspector.ml.export import export_model
-from inspector.ml.int8_guard import Int8Settings
+from inspector.ml.int8_guard import Int8Settings, guard_data
+from inspector.ml.interop import convert_anomalib_state_dict
 from inspector.ml.quantize import quantize_checkpoint
 from inspector.model import ReverseDistillation
+from inspector.model.config import AnomalyMapMode
 from inspector.model.engine import Backend
+from inspector.model.int8 import Int8Model, quantize_int8
 from inspector.model.records import InferenceBatch
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.worker import ModelWorker
 from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import BenchOptions
 from inspector.tools.benchmark.timing import Batch
+from inspector.tools.synth.dataset import generate_dataset
 
 log = logging.getLogger(__name__)
 
 RAW_MAP = "raw: the model's un-normalised map (1 - cos per layer, summed, blurred)"
+#: Good images both int8 paths calibrate on: ours holds a quarter out for its guard, anomalib's
+#: Folder datamodule takes the other three quarters as its validation split, which it
+#: calibrates on; so both fit their ranges on 24 good images.
+CALIBRATION_GOOD = 32
+CALIBRATION_SHARE = 0.75
 
 Run = Callable[[Batch], InferenceBatch]
 
@@ -54,6 +64,33 @@ class Peer:
     family: str
     run: Run
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def same_weights(module: Any, size: tuple[int, int]) -> ReverseDistillation:
+    """Our model with the weights of anomalib's Lightning ``module`` (anomalib's map mode)."""
+    config, tensors, _ = convert_anomalib_state_dict(
+        module.model.state_dict(), image_size=size, anomaly_map_mode=AnomalyMapMode.ADD
+    )
+    ours = ReverseDistillation(config)
+    ours.load_state_dict(tensors, strict=True)
+    return ours.eval()
+
+
+def calibration_folder(root: Path, options: BenchOptions) -> Path:
+    """Synthetic good images for both sides' int8 (``root/train/good``), in MVTec layout.
+
+    anomalib's ``Folder`` datamodule also wants a defect kind under ``test``: one, small.
+    """
+    generate_dataset(
+        root,
+        seed=options.seed + 1,
+        image_size=options.image_size,
+        n_train=CALIBRATION_GOOD,
+        n_test_good=2,
+        n_test_per_defect=1,
+        defect_kinds=("scratch",),
+    )
+    return root
 
 
 def _worker(loaded: LoadedModel, options: BenchOptions) -> ModelWorker:
@@ -112,10 +149,63 @@ def ours_default(
     }
 
 
+@dataclass(frozen=True)
+class _Pt2eEngine:
+    """PyTorch's own int8 (:func:`inspector.model.int8.quantize_int8`) as an engine."""
+
+    model: Int8Model
+    image_size: tuple[int, int]
+    backend: Backend = "torch"
+    precision: str = "int8"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __call__(self, images: torch.Tensor) -> InferenceBatch:
+        with torch.inference_mode():
+            out: InferenceBatch = self.model(images)
+        return out
+
+
+def ours_pt2e(checkpoint: Path, good: Path, options: BenchOptions) -> Peer:
+    """``ours-pt2e-int8``: PT2E static int8 with the x86 Inductor quantizer, not served.
+
+    Calibrated on the same good images as ``inspector quantize`` (its guard's split), so the
+    row shows why the daemon serves OpenVINO's int8 instead (``precision: int8``).
+    """
+    loaded = load_checkpoint(checkpoint)
+    data = guard_data(Int8Settings(good=good, seed=options.seed), loaded.meta)
+    t0 = time.perf_counter()
+    batches = [
+        data.calibration[i : i + options.batch_size]
+        for i in range(0, len(data.calibration), options.batch_size)
+    ]
+    quantized = quantize_int8(loaded.model, batches)
+    log.info("PT2E int8 quantized in %.1f s", time.perf_counter() - t0)
+    engine = _Pt2eEngine(quantized, loaded.meta.model.image_size)
+    worker = ModelWorker(
+        engine,
+        engine.device,
+        Metrics(CollectorRegistry()),
+        max_batch_size=options.batch_size,
+        preprocessing=loaded.meta.preprocessing,
+    )
+    info = {
+        "backend": "torch",
+        "precision": "int8",
+        "map": RAW_MAP,
+        "made_by": "inspector.model.int8.quantize_int8 (PT2E, X86InductorQuantizer, encoder, "
+        "OCBE and decoder; compiled with Inductor freezing), calibrated on the good images "
+        "inspector quantize uses; a library path, not served",
+    }
+    return Peer("ours-pt2e-int8", "ours", worker.infer, info)
+
+
 def ours_exported(
     groups: set[str], checkpoint: Path, good: Path, work: Path, options: BenchOptions
 ) -> list[Peer]:
-    """Our exports (``inspector export``), each run through a ``ModelWorker`` as the daemon."""
+    """Our exports (``inspector export``), each run through a ``ModelWorker`` as the daemon.
+
+    With ``openvino``, also PyTorch's own int8 (:func:`ours_pt2e`) beside OpenVINO's.
+    """
     wanted: list[tuple[str, GraphFormat, bool]] = []
     if "openvino" in groups:
         wanted += [("ours-openvino", "openvino", False), ("ours-openvino-int8", "openvino", True)]
@@ -146,4 +236,6 @@ def ours_exported(
         if report is not None:
             info["quantization"] = report.method
         peers.append(Peer(name, "ours", worker.infer, info))
+    if "openvino" in groups:
+        peers.append(ours_pt2e(checkpoint, good, options))
     return peers

@@ -33,11 +33,11 @@ from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.errors import ConfigError, DatasetError
 from inspector.ml.data import labelled_items, read_mask
 from inspector.ml.evaluation import image_auroc, pixel_auroc
-from inspector.ml.interop import convert_anomalib_state_dict
 from inspector.model import ReverseDistillation
-from inspector.model.config import AnomalyMapMode
 from inspector.model.records import InferenceBatch
 from inspector.tools.benchmark import anomalib_exports as theirs
+from inspector.tools.benchmark.e2e_peers import GROUP as E2E_GROUP
+from inspector.tools.benchmark.e2e_peers import inferencer_sections, run_inferencer_compare
 from inspector.tools.benchmark.model import make_worker
 from inspector.tools.benchmark.options import (
     DISTINCT_FRAMES,
@@ -46,18 +46,23 @@ from inspector.tools.benchmark.options import (
     full_batches,
     synthetic_jpegs,
 )
-from inspector.tools.benchmark.ours_paths import RAW_MAP, Peer, Run, ours_default, ours_exported
+from inspector.tools.benchmark.ours_paths import (
+    CALIBRATION_SHARE,
+    RAW_MAP,
+    Peer,
+    Run,
+    calibration_folder,
+    ours_default,
+    ours_exported,
+    same_weights,
+)
 from inspector.tools.benchmark.report import base_fields, finish, gflop_per_image, latency_fields
+from inspector.tools.benchmark.tables import tidy
 from inspector.tools.benchmark.timing import Batch, throughput, timed
 from inspector.tools.synth.dataset import generate_dataset
 
 log = logging.getLogger(__name__)
 
-#: Good images both int8 paths calibrate on: ours holds a quarter out for its guard, anomalib's
-#: Folder datamodule takes the other three quarters as its validation split, which it
-#: calibrates on; so both fit their ranges on 24 good images.
-CALIBRATION_GOOD = 32
-CALIBRATION_SHARE = 0.75
 #: The held-out set for AUROC: good images, and images per defect kind (five kinds).
 EVAL_GOOD = 8
 EVAL_PER_DEFECT = 2
@@ -71,21 +76,46 @@ AUROC_NOTE = (
 def run_peers(
     options: BenchOptions, device: torch.device, command: Sequence[str]
 ) -> dict[str, Any]:
-    """Model-only benchmark of our paths beside anomalib's (``options.compare``).
+    """Our paths beside anomalib's (``options.compare``), same weights.
+
+    Model-only for the groups ``anomalib``, ``openvino`` and ``onnxruntime``; end to end for
+    ``anomalib-openvino-inferencer`` (:mod:`inspector.tools.benchmark.e2e_peers`: our daemon
+    beside anomalib's ``OpenVINOInferencer`` loop on the same files, and the daemon's peak
+    memory with int8 and fp32). Asked alone, the latter is the whole result; with others its
+    sections join the model-only result.
 
     Returns:
         The result object: ``ours``'s fields as in plain model mode, a ``paths`` table (timing
-        and accuracy per path), ``ratios``, the fp32 references' figures and how it was run.
+        and accuracy per path), ``ratios``, the fp32 references' figures and how it was run;
+        with the end-to-end group ``end_to_end``, ``memory`` and ``runs``.
 
     Raises:
         ConfigError: anomalib is missing, or an exported path was asked for off the CPU.
         BackendUnavailableError: OpenVINO, onnxruntime or NNCF is missing.
+        InspectorError: An end-to-end run failed or lost frames.
     """
-    if device.type != "cpu" and {"openvino", "onnxruntime"} & set(options.compare):
+    cpu_only = {"openvino", "onnxruntime", E2E_GROUP}
+    if device.type != "cpu" and cpu_only & set(options.compare):
         raise ConfigError(
-            "--compare openvino and onnxruntime run on the CPU: add --device cpu (or compare "
-            "with anomalib only)"
+            f"--compare {', '.join(sorted(cpu_only))} run on the CPU: add --device cpu (or "
+            "compare with anomalib only)"
         )
+    if E2E_GROUP not in options.compare:
+        return _model_only(options, device, command)
+    if set(options.compare) == {E2E_GROUP}:
+        return run_inferencer_compare(options, device, command)
+    sections = inferencer_sections(options)
+    model_groups = tuple(g for g in options.compare if g != E2E_GROUP)
+    result = _model_only(replace(options, compare=model_groups), device, command)
+    result["compare"] = list(options.compare)
+    result.update(tidy(sections.fields))
+    return result
+
+
+def _model_only(
+    options: BenchOptions, device: torch.device, command: Sequence[str]
+) -> dict[str, Any]:
+    """The model-only comparison of ``options.compare`` (see the module)."""
     images = decode_jpegs(synthetic_jpegs(options.n_frames, options.image_size, options.seed))
     batches = full_batches(images, options.n_frames, options.batch_size)
     # Accuracy is read from the first batches: beyond DISTINCT_FRAMES the frames repeat.
@@ -118,9 +148,9 @@ def run_peers(
         for p in peers
     }
     result["compare"] = list(options.compare)
-    result["paths"] = _tidy(paths)
-    result["ratios"] = _tidy(_ratios(paths))
-    result["references"] = _tidy(refs)
+    result["paths"] = tidy(paths)
+    result["ratios"] = tidy(_ratios(paths))
+    result["references"] = tidy(refs)
     result["accuracy_note"] = AUROC_NOTE
     labels = evaluation[1]
     result["eval_set"] = {
@@ -148,26 +178,14 @@ def _build(
     groups = set(options.compare)
     size = (options.image_size, options.image_size)
     module = theirs.build_module(options.backbone, size, options.seed)
-    config, tensors, _ = convert_anomalib_state_dict(
-        module.model.state_dict(), image_size=size, anomaly_map_mode=AnomalyMapMode.ADD
-    )
-    ours = ReverseDistillation(config)
-    ours.load_state_dict(tensors, strict=True)
+    ours = same_weights(module, size)
     checkpoint = work / "ours.safetensors"
     # Written before a worker touches the model (channels_last changes its tensors' layout).
-    meta = CheckpointMeta(name=f"bench-{options.backbone}", model=config)
-    save_checkpoint(checkpoint, ours.eval(), meta)
+    meta = CheckpointMeta(name=f"bench-{options.backbone}", model=ours.config)
+    save_checkpoint(checkpoint, ours, meta)
     calibration = work / "calibration"
     if "openvino" in groups:
-        generate_dataset(
-            calibration,
-            seed=options.seed + 1,
-            image_size=options.image_size,
-            n_train=CALIBRATION_GOOD,
-            n_test_good=2,
-            n_test_per_defect=1,
-            defect_kinds=("scratch",),
-        )
+        calibration_folder(calibration, options)
     exported = ours_exported(groups, checkpoint, calibration / "train" / "good", work, options)
     calibrate = theirs.Calibration(calibration, options.batch_size, CALIBRATION_SHARE, options.seed)
     for name, graph, info in theirs.exported_paths(module, groups, calibrate, work, size):
@@ -330,16 +348,3 @@ def _ratios(paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "best_ours_vs": {n: rate[best] / rate[n] for n in theirs_},
         "fastest": max(rate, key=rate.__getitem__),
     }
-
-
-def _tidy(value: Any) -> Any:
-    """Round floats for reading and make NaN ``None``, in nested tables (as ``finish`` does)."""
-    if isinstance(value, dict):
-        return {k: _tidy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_tidy(v) for v in value]
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        return float(f"{value:.4g}") if abs(value) < 1 else round(value, 3)
-    return value

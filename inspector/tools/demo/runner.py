@@ -31,6 +31,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
+from inspector.logs import LOG_FORMAT, EscapingFormatter
 from inspector.messages import ResultMessage
 from inspector.runtime.config import KafkaConfig
 from inspector.runtime.daemon import Daemon
@@ -63,7 +64,7 @@ def _quiet_console_logs(logfile: Path) -> Iterator[None]:
     root = logging.getLogger()
     # One run per file: the log of this run only, not every run since the folder was made.
     handler = logging.FileHandler(logfile, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
     saved = [(h, h.level) for h in root.handlers]
     for h, _ in saved:
         h.setLevel(logging.ERROR)

@@ -21,13 +21,9 @@ from inspector.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpo
 from inspector.cli import main
 from inspector.errors import CalibrationError, CheckpointError, ConfigError, DatasetError
 from inspector.messages import ModelRef
+from inspector.ml.good_samples import read_good_scores
 from inspector.ml.predict import predict
-from inspector.ml.recalibrate import (
-    RecalibrateConfig,
-    RecalibrationReport,
-    read_good_scores,
-    recalibrate,
-)
+from inspector.ml.recalibrate import RecalibrateConfig, RecalibrationReport, recalibrate
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import PostprocessConfig
 from inspector.runtime.postprocess import Postprocessor
@@ -43,7 +39,15 @@ N_HELD_OUT = 100  # good images the rate is measured on
 SD = math.sqrt(TARGET * (1 - TARGET) * (1 / N_CAL + 1 / N_HELD_OUT))
 TOLERANCE = 3 * SD
 
-CONFIG = RecalibrateConfig(target_false_alarm_rate=TARGET, device="cpu", precision="fp32")
+CONFIG = RecalibrateConfig(
+    target_false_alarm_rate=TARGET, device="cpu", precision="fp32", auto_cache_dir=None
+)
+
+
+@pytest.fixture(autouse=True)
+def _private_auto_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The command line's precision auto caches its choice in the daemon's default folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,8 @@ def test_cli_exit_codes(line: Line, tmp_path: Path, capsys: pytest.CaptureFixtur
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a checkpoint")
     argv = ["calibrate", "--checkpoint", str(garbage), "--out", str(out), *rate]
-    assert main([*argv, "--scores", str(line.results)]) == 1
+    # Its first 8 bytes declare a header far larger than the file: refused before reading.
+    assert main([*argv, "--scores", str(line.results)]) == 2
     assert str(garbage) in capsys.readouterr().err
     unreadable = tmp_path / "scores.jsonl"
     unreadable.write_bytes(b"\xff\xfe")

@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from inspector.checkpoint import LoadedCheckpoint
-from inspector.model import ReverseDistillation, fastpath
+from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.model.fastpath import (
     FastModel,
@@ -97,22 +97,24 @@ def test_compile_matches_fp32() -> None:
     assert torch.allclose(compiled.pred_score, ref.pred_score, atol=FP32_TOL)
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: True)
-    assert resolve_precision("auto", CPU) == "bf16"
-    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: False)
-    assert resolve_precision("auto", CPU) == "fp32"
-    assert resolve_precision("fp32", CPU) == "fp32"
-
-
-@pytest.mark.parametrize(("amx", "onednn_bf16", "fast"), [(True, True, True), (False, True, False)])
-def test_bf16_counts_as_fast_on_a_cpu_only_with_amx(
-    monkeypatch: pytest.MonkeyPatch, amx: bool, onednn_bf16: bool, fast: bool
+@pytest.mark.parametrize(("amx", "onednn_bf16"), [(True, True), (False, True), (False, False)])
+def test_auto_given_to_the_fast_path_reads_no_cpu_flag(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, onednn_bf16: bool
 ) -> None:
-    # AVX512-BF16 without AMX: oneDNN has bf16 kernels, and the model ran slower than fp32.
+    # No CPU-flag rule: whatever the CPU reports, the unmeasured auto is fp32 on the CPU (the
+    # measured choice is inspector.backends.auto's, through load_model).
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_bf16)
-    assert fastpath.cpu_has_fast_bf16() is fast
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("bf16", CPU) == "bf16" and resolve_precision("fp32", CPU) == "fp32"
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
+    assert FastModel(model, CPU, RuntimeOptions(precision="auto")).precision == "fp32"
+
+
+def test_int8_is_not_a_fast_path_precision() -> None:
+    model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
+    with pytest.raises(ValueError, match=r"int8 record: load it with .*load_model"):
+        FastModel(model, CPU, RuntimeOptions(precision="int8"))
 
 
 def test_cuda_graphs_are_ignored_on_cpu() -> None:

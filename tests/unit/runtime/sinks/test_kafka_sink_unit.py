@@ -11,12 +11,11 @@ import pytest
 from fakes import make_inspection
 from kafka.errors import (
     ClusterAuthorizationFailedError,
-    KafkaConfigurationError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
 )
-from kafka.future import Future
+from kafka_producer_fakes import Clock, Factory, FakeProducer, make_sink
 from prometheus_client import CollectorRegistry
 
 from inspector.errors import ConfigError, InspectorError, RecordRefusedError
@@ -26,54 +25,6 @@ from inspector.runtime.records import DeadLetter, Inspection, RawMessage
 from inspector.runtime.sinks.kafka import KafkaSink
 
 
-class FakeProducer:
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
-        self.sent: list[dict[str, Any]] = []
-        self.futures: list[Future] = []
-        self.send_error: BaseException | None = None
-        self.flush_error: BaseException | None = None
-        self.closed = False
-        self.connections = 1.0
-
-    def send(self, topic: str, **kwargs: Any) -> Future:
-        if self.send_error is not None:
-            raise self.send_error
-        self.sent.append({"topic": topic, **kwargs})
-        self.futures.append(Future())
-        return self.futures[-1]
-
-    def flush(self, timeout: float | None = None) -> None:
-        if self.flush_error is not None:
-            raise self.flush_error
-
-    def metrics(self) -> dict[str, dict[str, float]]:
-        return {"producer-metrics": {"connection-count": self.connections}}
-
-    def close(self, timeout: float | None = None) -> None:
-        self.closed = True
-
-
-class Factory:
-    def __init__(self, refuse_idempotence: bool = False) -> None:
-        self.made: list[FakeProducer] = []
-        self.refuse_idempotence = refuse_idempotence
-
-    def __call__(self, **settings: Any) -> FakeProducer:
-        if self.refuse_idempotence and settings["enable_idempotence"]:
-            raise KafkaConfigurationError("Idempotent/Transactional producer requires >= 0.11")
-        self.made.append(FakeProducer(**settings))
-        return self.made[-1]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _inspection(camera: str = "cam-a") -> Inspection:
     return make_inspection("f1", camera, image_size=(2, 2))
 
@@ -81,16 +32,7 @@ def _inspection(camera: str = "cam-a") -> Inspection:
 def _sink(
     factory: Factory | None = None, registry: CollectorRegistry | None = None, **kafka: Any
 ) -> tuple[KafkaSink, Factory, Clock]:
-    factory = factory or Factory()
-    clock = Clock()
-    sink = KafkaSink(
-        KafkaConfig(results_topic="results", dlq_topic="dlq", **kafka),
-        Metrics(registry or CollectorRegistry()),
-        producer_factory=factory,
-        clock=clock,
-    )
-    sink.setup()
-    return sink, factory, clock
+    return make_sink(factory, registry, **kafka)
 
 
 def test_producer_settings() -> None:
@@ -262,20 +204,6 @@ def test_a_dead_letter_with_huge_headers_drops_them_and_keeps_its_coordinates() 
     assert "junk" not in headers and b"1 headers" in headers["headers_dropped"]
     assert (headers["source_partition"], headers["source_offset"]) == (b"3", b"42")
     assert sum(len(v) for _, v in sent["headers"]) < 64 * 1024
-
-
-def test_after_losing_the_brokers_the_sink_is_ready_only_once_a_delivery_succeeds() -> None:
-    sink, factory, _ = _sink()
-    producer = factory.made[0]
-    assert sink.ready()
-    producer.connections = 0.0  # the broker went away
-    assert "no connection to any broker" in (sink.unready_reason() or "")
-    producer.connections = 1.0  # a broker answers again, maybe without our producer state
-    assert "ready once a delivery succeeds" in (sink.unready_reason() or "")
-    calls: list[BaseException | None] = []
-    sink.publish(_inspection(), calls.append)
-    producer.futures[0].success(object())
-    assert calls == [None] and sink.ready()
 
 
 def test_close_does_not_wait_for_a_connection_attempt_in_progress() -> None:

@@ -10,7 +10,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inspector.runtime.ids import MAX_ID_CHARS, for_log, replacement_id, valid_id
+from inspector.runtime.ids import (
+    MAX_ID_CHARS,
+    for_log,
+    replacement_id,
+    valid_frame_id,
+    valid_id,
+)
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.kafka_records import (
     Decoded,
@@ -69,7 +75,7 @@ def test_any_headers_and_key_give_a_frame_with_safe_ids_or_a_dead_letter(
     meta = item.meta
     assert meta.captured_at is None or isinstance(meta.captured_at, str)
     assert valid_id(meta.camera_id) or meta.camera_id == "unknown"
-    assert valid_id(meta.frame_id)
+    assert valid_frame_id(meta.frame_id)
     assert len(meta.camera_id) <= MAX_ID_CHARS and len(meta.frame_id) <= MAX_ID_CHARS
     assert (meta.source_partition, meta.source_offset) == (2, 7)
 
@@ -148,8 +154,19 @@ def test_invalid_ids_are_replaced_stably_and_counted() -> None:
 
 
 def test_valid_ids() -> None:
-    assert valid_id("cam-01") and valid_id("Kamera-Süd/3") and valid_id("x" * MAX_ID_CHARS)
+    assert valid_id("cam-01") and valid_id("Kamera-Süd") and valid_id("x" * MAX_ID_CHARS)
     for bad in ("", " ", "a b", "x" * (MAX_ID_CHARS + 1), "a\nb", "a\x00", "bad\ufffd"):
         assert not valid_id(bad), bad
+        assert not valid_frame_id(bad), bad
+    # A frame id is never a URL path segment: a producer's path-like frame id is kept.
+    assert valid_frame_id("line1/cam2/000042") and not valid_id("line1/cam2")
+
+
+def test_a_camera_id_that_no_url_could_address_is_replaced() -> None:
+    headers = [("camera_id", b"line/1"), ("frame_id", b"line1/cam2/000042")]
+    item = _item(Rec(headers=headers), Decoded(IMAGE, None, 0.0))
+    assert isinstance(item, Frame)
+    assert item.meta.camera_id == replacement_id(b"line/1")
+    assert item.meta.frame_id == "line1/cam2/000042"
     assert for_log("a\nb") == "'a\\nb'"
     assert for_log("y" * 100).endswith("(100 in all)") and len(for_log("y" * 100)) < 60

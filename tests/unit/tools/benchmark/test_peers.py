@@ -16,7 +16,7 @@ import pytest
 from inspector.cli import build_parser, main
 
 SMALL = ["--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--device", "cpu"]
-OURS = ("ours", "ours-openvino", "ours-openvino-int8", "ours-onnxruntime")
+OURS = ("ours", "ours-openvino", "ours-openvino-int8", "ours-pt2e-int8", "ours-onnxruntime")
 THEIRS = (
     "anomalib",
     "anomalib-onnxruntime",
@@ -67,6 +67,9 @@ def test_every_peer_path_runs_on_the_same_weights(capsys: pytest.CaptureFixture[
         assert paths[name]["image_auroc_drop"] == pytest.approx(0, abs=1e-6)
     assert paths["anomalib-openvino-int8"]["calibration_images"] == 24
     assert paths["ours-openvino-int8"]["precision"] == "int8"
+    # PyTorch's own int8, timed beside OpenVINO's (the README's reason it is not served).
+    assert paths["ours-pt2e-int8"]["precision"] == "int8"
+    assert paths["ours-pt2e-int8"]["images_per_s"] > 0
     assert paths["anomalib-openvino-f32"]["precision"] == "f32"
     # The --compare-anomalib fields for ours, and ratios from the same run.
     assert result["speedup"] == pytest.approx(
