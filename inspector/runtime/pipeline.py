@@ -36,11 +36,12 @@ from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelRouter, ModelSet, ServedModel
+from inspector.runtime.models import ModelSet, ServedModel
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import Recipes
 from inspector.runtime.records import Frame, Inspection, ScoredBatch
 from inspector.runtime.regions import FrameView
+from inspector.runtime.routing import ModelRouter
 from inspector.runtime.schedule import Finished, Scheduler
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source

@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inspector.runtime.models import Routed
 from inspector.runtime.records import FrameMeta, ScoredBatch
+from inspector.runtime.routing import Routed
 from inspector.runtime.worker import ViewScoring
 
 #: When a frame's verdict is due, seconds since the epoch; ``None``: no deadline.

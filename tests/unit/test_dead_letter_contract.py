@@ -25,10 +25,10 @@ from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import BatcherConfig
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelRouter
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.recipes import CameraRecipe, Recipes
 from inspector.runtime.records import DeadLetter, Frame, RawMessage
+from inspector.runtime.routing import ModelRouter
 from inspector.runtime.sinks.jsonl import dead_letter_record
 
 PACKAGE = Path(inspector.__file__).parent

@@ -26,11 +26,12 @@ from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import BatcherConfig
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import Routed, ServedModel
+from inspector.runtime.models import ServedModel
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.recipes import CameraRecipe, Recipes, RoiConfig, TilingConfig
 from inspector.runtime.records import Frame, FrameMeta, ScoredBatch
 from inspector.runtime.regions import FrameView, plan_view
+from inspector.runtime.routing import Routed
 from inspector.runtime.schedule import Finished, Scheduler
 from inspector.runtime.worker import ModelWorker
 

@@ -35,11 +35,12 @@ from inspector.runtime.config import (
 from inspector.runtime.control import LineControl
 from inspector.runtime.daemon import Daemon
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelRouter, check_tiling_of
+from inspector.runtime.models import check_tiling_of
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Recipes, RoiConfig, TilingConfig
 from inspector.runtime.regions import FrameView, plan_view
+from inspector.runtime.routing import ModelRouter
 from inspector.runtime.server import HttpServer
 from inspector.runtime.worker import ModelWorker
 
