@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # e.g. make demo DEMO_ARGS="--frames 200 --fps 20"
 DEMO_ARGS ?=
 
-.PHONY: test lint typecheck unit demo tools aravis kafka reliability clean
+.PHONY: test lint typecheck unit component demo tools chromium aravis kafka reliability clean
 
 $(PY):
 	@bash .ci/check-python $(PYTHON)
@@ -33,6 +33,11 @@ $(DEMO_STAMP): pyproject.toml | $(PY)
 tools:
 	bash .ci/ensure-prometheus
 
+# Debian's chromium for the operator console's browser test (Playwright drives it; it never
+# downloads a browser of its own).
+chromium:
+	bash .ci/ensure-chromium
+
 # Aravis (GenICam cameras) with its Python bindings, importable from the venv, and the software
 # GigE Vision camera the camera tests start (Debian's packages; see .ci/ensure-aravis).
 aravis: $(STAMP)
@@ -46,8 +51,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The fast tier: no subprocess, no server, no broker, no trained model; under 3 minutes on two
+# cores. tests/unit/conftest.py fails a test here that starts a process or listens on a socket:
+# mark it `component`.
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests/unit -q
+	INSPECTOR_FAST_TIER=1 $(VENV)/bin/pytest tests/unit -q -m "not component and not soak"
+
+# The unit tests the fast tier leaves out: servers (uvicorn, the daemon, schemathesis),
+# subprocesses (the CLI, promtool, the software GigE camera, chromium) and the session's trained
+# model. `make test` runs them too.
+component: aravis tools chromium $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q -m "component and not soak"
 
 # Apache Kafka's jars from Maven Central, once (cached outside the checkout): the integration
 # tests start the broker from them (inspector.tools.apache_kafka).
@@ -58,7 +72,7 @@ kafka: $(STAMP)
 reliability: kafka $(STAMP)
 	$(PY) bench/reliability.py
 
-test: lint aravis typecheck tools kafka $(STAMP)
+test: lint aravis typecheck tools chromium kafka $(STAMP)
 	$(VENV)/bin/pytest -q
 
 # The whole line on an embedded default: synthetic line and model (both cached in runs/demo),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from inspector.checkpoint import LoadedCheckpoint, load_checkpoint
 from inspector.ml.config import TrainConfig
 from inspector.ml.trainer import TrainResult, train
 from inspector.model.config import ArchitectureConfig
+from inspector.tools.apache_kafka.jars import cache_dir as kafka_cache_dir
 from inspector.tools.synth import SynthSummary, generate_dataset
 
 #: Small enough for CI's two cores, large enough that a broken model is visibly at chance.
@@ -22,14 +24,31 @@ TRAIN_EPOCHS = 6
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # OpenVINO's converter (and NNCF) send usage telemetry to Google Analytics from a forked
+    # process unless the user opted out; both fall back to a no-op stub when openvino_telemetry
+    # cannot be imported. Tests never phone home, and the fast tier starts no process.
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
     # precision auto caches its choice under $XDG_CACHE_HOME/inspector: tests (and the daemons
     # and commands they start) keep theirs in a folder of this run, never in the user's cache,
-    # and no run reads a choice an earlier run measured.
+    # and no run reads a choice an earlier run measured. Apache Kafka's jars (fetched once, for
+    # the integration broker) stay where they are: their folder is pinned before the move.
+    os.environ.setdefault("INSPECTOR_KAFKA_CACHE", str(kafka_cache_dir()))
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="inspector-test-cache-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(os.environ.get("XDG_CACHE_HOME", ""), ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Training the session's model takes one to three minutes on CI's two cores, more than
+    # the whole fast tier (`make unit`) may: a test that needs it is a component test.
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "component"
+        ):
+            item.add_marker(pytest.mark.component)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -39,13 +39,14 @@ from inspector.runtime.api_errors import (
     install_error_handlers,
     problem,
 )
-from inspector.runtime.api_results import Bearer, ResultsAccess, add_results_routes
+from inspector.runtime.api_results import ResultsAccess, add_results_routes
 from inspector.runtime.config import SourceConfig
 from inspector.runtime.console import add_console_routes
 from inspector.runtime.control import LineControl, ModelState, NewModel, SourceState
 from inspector.runtime.ids import Id
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.recipes import CameraRecipe
+from inspector.runtime.results_http import Bearer
 
 log = logging.getLogger(__name__)
 

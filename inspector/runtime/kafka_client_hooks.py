@@ -43,9 +43,11 @@ Connections (``/readyz``, :mod:`inspector.runtime.kafka_diagnosis`)
     * :func:`connection_failure`: the exception objects kafka-python passes as arguments of its
       log calls. A refused SASL login or an untrusted certificate is retried like any connection
       failure, and the constructors end with "Unable to bootstrap" (``KafkaTimeoutError``, no
-      cause); there is no connection state, callback or metric that keeps the reason, so the
-      records are the only channel. They are read by exception class (``kafka.errors``, ``ssl``)
-      and by the transport object, never by message text.
+      cause); no connection state, callback or metric keeps the reason (the manager's private
+      ``_auth_failures`` is never filled: ``KafkaConnection.initialize`` swallows the error),
+      and during a constructor there is no client object to ask, so the records are the only
+      channel. They are read by exception class (``kafka.errors``, ``ssl``) and by the
+      transport object, never by message text.
 """
 
 from __future__ import annotations

@@ -111,4 +111,3 @@ class ConnectionDiagnosis(logging.Handler):
             f"kafka: TLS to {problem.broker} failed ({problem.detail}; {k.security_protocol}); "
             "check kafka.security_protocol and kafka.ssl_cafile"
         )
-

@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which broker the integration tests ran against (the CI log must show it)."""
     for line in BROKERS_USED:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration needs a broker: marked ``integration`` if not already."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
 
 
 def start_apache_kafka(nodes: int, **kwargs: Any) -> KafkaCluster:

@@ -33,6 +33,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 from kafka_helpers import Topics, wait_for_leaders
+from waiting import wait_until
 
 from inspector.tools.broker import free_port
 
@@ -153,16 +154,6 @@ def bounded(call: Callable[[], T], timeout: float = 30.0, tries: int = 5) -> T:
             time.sleep(1)
             continue
     raise AssertionError(f"a Kafka call hung or failed {tries} times")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``predicate`` until true; the seconds it took. AssertionError on timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 class Line:
@@ -349,7 +340,7 @@ class Line:
     def account(self, scenario: str, timeout: float = 120.0, **extra: Any) -> Accounting:
         """Wait until every produced frame has an output (or ``timeout``), then count."""
         with contextlib.suppress(AssertionError):  # what is missing is counted as lost below
-            wait_for(lambda: self.delivered() >= len(self.produced), timeout, "every frame back")
+            wait_until(lambda: self.delivered() >= len(self.produced), timeout, "every frame back")
         outputs = self.outputs()
         seen = Counter((p, o) for p, o, _ in outputs)
         missing = [self.produced[c] for c in sorted(set(self.produced) - set(seen))]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from waiting import wait_until
 
 
 @dataclass
@@ -81,19 +82,15 @@ def wait_for_leaders(bootstrap: str, names: list[str], timeout: float = 30.0) ->
     partitions (kafka-python's range assignor: "No partition metadata for topic").
     """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    deadline = time.monotonic() + timeout
+
+    def led() -> bool:
+        described = admin.describe_topics(names)
+        return len(described) == len(names) and all(
+            t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"]) for t in described
+        )
+
     try:
-        while True:
-            described = admin.describe_topics(names)
-            ready = len(described) == len(names) and all(
-                t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"])
-                for t in described
-            )
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no leaders for {names} within {timeout:.0f} s")
-            time.sleep(0.1)
+        wait_until(led, timeout, f"a leader for every partition of {names}")
     finally:
         admin.close()
 

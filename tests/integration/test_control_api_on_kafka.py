@@ -12,7 +12,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 import requests
 from kafka import KafkaAdminClient
 from kafka_helpers import Topics, create_topics, produce
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.runtime.config import InspectorConfig
@@ -73,13 +74,6 @@ def _results(path: Path) -> list[dict[str, Any]]:
         return []
     lines = path.read_text().splitlines()
     return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -144,18 +138,20 @@ def test_the_line_changes_through_the_api_and_a_restart_keeps_it(
         assert added.status_code == 201, added.text
         assert added.json()["id"] == "kafka"
         first = send("a", 12)  # produce() keys them cam-0 and cam-1
-        _wait(lambda: len(of("cam-0")) + len(of("cam-1")) >= 12, "kafka results")
-        _wait(lambda: len(of("replay")) >= 4, "replay results")
+        wait_until(lambda: len(of("cam-0")) + len(of("cam-1")) >= 12, 120, "kafka results")
+        wait_until(lambda: len(of("replay")) >= 4, 120, "replay results")
 
         # Pause the folder; the topic keeps flowing.
         assert running.call("POST", "/v1/sources/replay/pause").json()["state"] == "paused"
         time.sleep(1.0)
         replay_paused = len(of("replay"))
         second = send("b", 8)
-        _wait(lambda: len(of("cam-0")) + len(of("cam-1")) >= 20, "kafka results while paused")
+        wait_until(
+            lambda: len(of("cam-0")) + len(of("cam-1")) >= 20, 120, "kafka results while paused"
+        )
         assert len(of("replay")) == replay_paused
         assert running.call("POST", "/v1/sources/replay/resume").json()["state"] == "running"
-        _wait(lambda: len(of("replay")) > replay_paused, "replay after resume")
+        wait_until(lambda: len(of("replay")) > replay_paused, 120, "replay after resume")
 
         # A second model, and cam-0 switched to it mid-stream.
         new = {"name": "product-b", "checkpoint": str(checkpoint.path)}
@@ -163,7 +159,9 @@ def test_the_line_changes_through_the_api_and_a_restart_keeps_it(
         recipe = {"model": "product-b", "deadline_ms": 600_000}
         assert running.call("PUT", "/v1/cameras/cam-0", recipe).status_code == 200
         third = send("c", 8)
-        _wait(lambda: len(of("cam-0")) + len(of("cam-1")) >= 28, "results after the switch")
+        wait_until(
+            lambda: len(of("cam-0")) + len(of("cam-1")) >= 28, 120, "results after the switch"
+        )
         by_frame = {r["frame_id"]: r for r in of("cam-0") + of("cam-1")}
         for frame_id in third:
             result = by_frame[frame_id]
@@ -196,7 +194,9 @@ def test_the_line_changes_through_the_api_and_a_restart_keeps_it(
         models = [m["name"] for m in running.call("GET", "/v1/models").json()]
         assert models == [checkpoint.meta.name, "product-b"]
         fourth = send("d", 4)
-        _wait(lambda: {r["frame_id"] for r in _results(jsonl)} >= set(fourth), "after restart")
+        wait_until(
+            lambda: {r["frame_id"] for r in _results(jsonl)} >= set(fourth), 120, "after restart"
+        )
     finally:
         running.stop()
 

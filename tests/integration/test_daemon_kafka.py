@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from kafka_helpers import Topics, collect, create_topics, daemon_settings, produce
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.messages import result_json_schema
@@ -86,7 +86,11 @@ def test_results_and_dead_letters_end_to_end(
     thread.start()
     try:
         got = collect(bootstrap, topics, expected=len(good_bad) + len(broken))
-        time.sleep(1.0)  # let a commit interval pass
+        # Every offset is acknowledged: a periodic commit reaches the end of the log.
+        per_partition = Counter(p for p, _ in got.coordinates())
+        wait_until(
+            lambda: group_offsets(topics.group) == dict(per_partition), 30, "the end of the log"
+        )
     finally:
         daemon.request_exit()
         thread.join(60)
@@ -123,9 +127,7 @@ def test_results_and_dead_letters_end_to_end(
         assert r["defects"] and _bbox_hits_mask(r["defects"], mask), r["frame_id"]
 
     # Every offset was acknowledged, so the group's committed position is the end of the log.
-    committed = group_offsets(topics.group)
-    per_partition = Counter(p for p, _ in got.coordinates())
-    assert committed == {p: n for p, n in per_partition.items()}
+    assert group_offsets(topics.group) == dict(per_partition)
     assert registry.get_sample_value("inspector_frames_received_total", {"source": "kafka"}) == len(
         good_bad
     ) + len(broken)
@@ -140,15 +142,6 @@ def _start(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-
-
-def _wait_for(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
@@ -173,7 +166,9 @@ def test_restart_loses_nothing(
 
     first = _start(config, log)
     try:
-        _wait_for(lambda: len(collect(bootstrap, topics, 5, timeout=1).results) >= 5, 120)
+        wait_until(
+            lambda: len(collect(bootstrap, topics, 5, timeout=1).results) >= 5, 120, "5 results"
+        )
         first.send_signal(kill)
         code = first.wait(60)
     finally:
@@ -183,7 +178,7 @@ def test_restart_loses_nothing(
 
     second = _start(config, log)
     try:
-        _wait_for(lambda: log.read_text().count("inspector running") == 2, 120)
+        wait_until(lambda: log.read_text().count("inspector running") == 2, 120, "the restart")
         got = collect(bootstrap, topics, expected=len(frames), timeout=180, distinct=True)
     finally:
         second.send_signal(signal.SIGTERM)

@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import pytest
 from conftest import start_apache_kafka
-from faults import Daemon, Line, wait_for
+from faults import Daemon, Line
 from kafka import KafkaAdminClient
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.tools.apache_kafka import KafkaCluster
@@ -68,7 +69,7 @@ class _Producing:
 
 
 def _started(daemon: Daemon, timeout: float = 120) -> None:
-    wait_for(lambda: daemon.running() or not daemon.alive(), timeout, f"{daemon.name} start")
+    wait_until(lambda: daemon.running() or not daemon.alive(), timeout, f"{daemon.name} start")
     assert daemon.alive(), daemon.tail()
 
 
@@ -87,7 +88,7 @@ def _leader(bootstrap: str, topic: str, partition: int) -> int:
         return bool(leaders)
 
     try:
-        wait_for(found, 30, f"a leader for {topic}:{partition}")
+        wait_until(found, 30, f"a leader for {topic}:{partition}")
         return leaders[0]
     finally:
         admin.close()
@@ -105,7 +106,7 @@ def test_daemon_sigkill_five_times_loses_nothing(
             _started(daemon)
             before = line.delivered()
             # A random point: some results out, the next batches in flight.
-            wait_for(lambda b=before: line.delivered() > b, 60, "results flowing")
+            wait_until(lambda b=before: line.delivered() > b, 60, "results flowing")
             time.sleep(rng.uniform(0.0, 1.5))
             daemon.kill()
         producer.stop()
@@ -131,12 +132,12 @@ def test_broker_sigkill_and_restart_with_its_data(
         daemon = line.start_daemon("daemon")
         _started(daemon)
         producer = _Producing(line, rate=20)
-        wait_for(lambda: line.delivered() > 40, 90, "results flowing")
+        wait_until(lambda: line.delivered() > 40, 90, "results flowing")
         node.kill_node(node.nodes[0])
         time.sleep(5)
         node.start_node(node.nodes[0])
         back, before = time.monotonic(), line.delivered()
-        wait_for(lambda: line.delivered() >= before + 8, 120, "results after the restart")
+        wait_until(lambda: line.delivered() >= before + 8, 120, "results after the restart")
         recovery = time.monotonic() - back
         time.sleep(3)
         producer.stop()
@@ -168,12 +169,12 @@ def test_leader_of_frames_and_results_killed_and_back(
     try:
         _started(daemon)
         producer = _Producing(line, rate=20)
-        wait_for(lambda: line.delivered() > 40, 90, "results flowing")
+        wait_until(lambda: line.delivered() > 40, 90, "results flowing")
         cluster.kill_node(victim)
         killed = time.monotonic()
         before = line.delivered()
         # Frames keep coming (the producer moves to the new leaders too): two batches more.
-        wait_for(lambda: line.delivered() >= before + 8, 120, "results after the failover")
+        wait_until(lambda: line.delivered() >= before + 8, 120, "results after the failover")
         recovery = time.monotonic() - killed
         cluster.start_node(victim)
         time.sleep(3)
@@ -242,11 +243,13 @@ def test_consumer_group_scales_1_3_1_with_sigterm_and_sigkill(
         first = line.start_daemon("a")
         _started(first)
         producer = _Producing(line, rate=15)
-        wait_for(lambda: line.delivered() > 30, 90, "results from one daemon")
+        wait_until(lambda: line.delivered() > 30, 90, "results from one daemon")
         second, third = line.start_daemon("b"), line.start_daemon("c")
         _started(second)
         _started(third)
-        wait_for(lambda: second.processed() > 0 and third.processed() > 0, 120, "all three inspect")
+        wait_until(
+            lambda: second.processed() > 0 and third.processed() > 0, 120, "all three inspect"
+        )
         # A clean stop: drains what it can within daemon.drain_timeout_s and commits it; on a
         # starved machine (three daemons and their broker on two cores) frames still in flight
         # then are left uncommitted (exit 1) for the survivor to inspect: nothing is lost.
@@ -257,7 +260,7 @@ def test_consumer_group_scales_1_3_1_with_sigterm_and_sigkill(
         time.sleep(5)
         producer.stop()
         accounting = line.account("consumer group 1 -> 3 -> 1 (SIGTERM and SIGKILL)")
-        wait_for(lambda: line.group_lag() == 0, 60, "lag back to 0")
+        wait_until(lambda: line.group_lag() == 0, 60, "lag back to 0")
         assert first.terminate() == 0, first.tail()
     finally:
         owners.stop()
@@ -280,10 +283,10 @@ def test_results_topic_unavailable_for_30_s_commits_nothing_undelivered(
     try:
         _started(daemon)
         producer = _Producing(line, rate=10)
-        wait_for(lambda: line.delivered() > 20, 90, "results flowing")
+        wait_until(lambda: line.delivered() > 20, 90, "results flowing")
         cluster.stop_node(node3)
         outage, stopped_ms = time.monotonic(), time.time() * 1000
-        wait_for(lambda: daemon.get("/readyz")[0] == 503, 60, "/readyz 503 in the outage")
+        wait_until(lambda: daemon.get("/readyz")[0] == 503, 60, "/readyz 503 in the outage")
         reason = daemon.get("/readyz")[1].decode()
         committed: dict[int, int] = {}
         while time.monotonic() - outage < 30:
@@ -292,7 +295,7 @@ def test_results_topic_unavailable_for_30_s_commits_nothing_undelivered(
         sampled_ms = time.time() * 1000
         cluster.start_node(node3)
         back = time.monotonic()
-        wait_for(lambda: daemon.get("/readyz")[0] == 200, 120, "/readyz 200 again")
+        wait_until(lambda: daemon.get("/readyz")[0] == 200, 120, "/readyz 200 again")
         recovery = time.monotonic() - back
         producer.stop()
         accounting = line.account(

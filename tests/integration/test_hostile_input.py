@@ -26,6 +26,7 @@ from kafka import KafkaProducer
 from kafka_helpers import Collected, Topics, collect, create_topics, daemon_settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.runtime.config import InspectorConfig
@@ -126,7 +127,7 @@ def test_poison_records_are_dead_letters_and_the_partition_moves_on(
     running = in_process(daemon_settings(bootstrap, topics, checkpoint.path))
 
     got = collect(bootstrap, topics, expected=len(records), timeout=120)
-    time.sleep(1.0)  # a commit interval
+    wait_until(lambda: group_offsets(topics.group) == {0: len(records)}, 30, "a periodic commit")
     running.daemon.request_exit()
     running.thread.join(60)
     assert running.exit_code == [0]
@@ -168,15 +169,6 @@ def _start_daemon(settings: dict[str, object], tmp: Path, topics: Topics) -> Sub
     return Subprocess(process, port, tmp / "daemon.log", topics)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def daemon_process(
     bootstrap: str, checkpoint: LoadedCheckpoint, tmp_path_factory: pytest.TempPathFactory
@@ -187,7 +179,7 @@ def daemon_process(
     settings = daemon_settings(bootstrap, topics, checkpoint.path)
     running = _start_daemon(settings, tmp_path_factory.mktemp("daemon"), topics)
     try:
-        _wait_for(lambda: b"inspector running" in running.log.read_bytes(), 120, "start-up")
+        wait_until(lambda: b"inspector running" in running.log.read_bytes(), 120, "start-up")
         yield running
     finally:
         running.process.send_signal(signal.SIGTERM)
@@ -267,7 +259,7 @@ def test_sigterm_without_a_broker_exits_at_once(
     settings = daemon_settings(f"127.0.0.1:{free_port()}", topics, checkpoint.path)
     running = _start_daemon(settings, tmp_path, topics)
     try:
-        _wait_for(lambda: b"waiting for kafka" in running.get("/readyz")[1], 120, "waiting")
+        wait_until(lambda: b"waiting for kafka" in running.get("/readyz")[1], 120, "waiting")
         signalled = time.monotonic()
         running.process.send_signal(signal.SIGTERM)
         code = running.process.wait(10)
@@ -312,10 +304,10 @@ def test_undelivered_frames_are_reported_and_come_again(
         broken["daemon"] = {"drain_timeout_s": timeout}
         running = _start_daemon(broken, tmp_path / name, topics)
         try:
-            _wait_for(lambda r=running: _retries(r) >= 3, 120, "retrying")  # type: ignore[misc]
+            wait_until(lambda r=running: _retries(r) >= 3, 120, "retrying")  # type: ignore[misc]
             running.process.send_signal(signal.SIGTERM)
             if name == "forced":
-                _wait_for(lambda r=running: b"send again" in r.log.read_bytes(), 10, "draining")  # type: ignore[misc]
+                wait_until(lambda r=running: b"send again" in r.log.read_bytes(), 10, "draining")  # type: ignore[misc]
                 signalled = time.monotonic()
                 running.process.send_signal(signal.SIGTERM)
             else:
@@ -342,7 +334,7 @@ def test_undelivered_frames_are_reported_and_come_again(
         daemon_settings(bootstrap, topics, checkpoint.path), tmp_path / "fixed", topics
     )
     try:
-        _wait_for(lambda: group_offsets(topics.group) == {0: 3}, 120, "committed")
+        wait_until(lambda: group_offsets(topics.group) == {0: 3}, 120, "committed")
     finally:
         fixed.process.send_signal(signal.SIGTERM)
         assert fixed.process.wait(60) == 0, fixed.log.read_text()[-3000:]
@@ -390,13 +382,13 @@ def test_after_a_broker_restart_results_flow_again_and_readiness_says_so(
         broker.stop()  # Tansu keeps nothing: a broker that comes back without our state
         stopped_at = time.time()
         # Readiness notices the lost brokers by itself (no frame is sent meanwhile).
-        _wait_for(lambda: bool(samples) and samples[-1][1] == 503, 60, "not ready")
+        wait_until(lambda: bool(samples) and samples[-1][1] == 503, 60, "not ready")
         restarted_at = time.time()
         broker = EmbeddedBroker(port).start()
         create_topics(bootstrap, topics, partitions=1)
         _send_each(bootstrap, topics.frames, [{"value": jpeg}] * 3)
         got = collect(bootstrap, topics, expected=3, timeout=180)
-        _wait_for(lambda: samples[-1][1] == 200, 30, "ready again")
+        wait_until(lambda: samples[-1][1] == 200, 30, "ready again")
         sampling.set()
         sampler.join(5)
     finally:

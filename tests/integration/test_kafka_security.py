@@ -18,7 +18,8 @@ import pytest
 import trustme
 from conftest import start_apache_kafka
 from cryptography.hazmat.primitives import serialization
-from faults import Daemon, Line, wait_for
+from faults import Daemon, Line
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.tools.apache_kafka import KafkaCluster, KafkaNode
@@ -130,7 +131,7 @@ def test_sasl_ssl_with_good_credentials_inspects_frames(
     daemon = _secure_daemon(line, secure_broker, "good", PASSWORD, ca_file, monkeypatch)
     try:
         line.produce(8)
-        wait_for(lambda: daemon.get("/readyz")[0] == 200, 120, "ready over SASL_SSL")
+        wait_until(lambda: daemon.get("/readyz")[0] == 200, 120, "ready over SASL_SSL")
         accounting = line.account("sasl_ssl", timeout=120)
         assert daemon.terminate() == 0, daemon.tail()
     finally:
@@ -158,9 +159,9 @@ def test_a_refused_connection_is_a_reason_on_readyz_and_never_logs_the_password(
     daemon = _secure_daemon(line, secure_broker, "refused", password, ca_file, monkeypatch)
     try:
         line.produce(2)
-        wait_for(lambda: daemon.get("/readyz")[0] == 503, 120, "/readyz answers")
+        wait_until(lambda: daemon.get("/readyz")[0] == 503, 120, "/readyz answers")
         # The client retries: the reason is there once an attempt was refused for it.
-        wait_for(lambda: expected in daemon.get("/readyz")[1].decode().lower(), 90, "a reason")
+        wait_until(lambda: expected in daemon.get("/readyz")[1].decode().lower(), 90, "a reason")
         status, body = daemon.get("/readyz")
         assert status == 503
         reason = body.decode()

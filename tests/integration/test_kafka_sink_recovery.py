@@ -3,7 +3,7 @@
 * A broker restarted empty at the same address: ``/readyz`` must come back once it answers,
   with no frame sent (an idle line used to stay unready until its next delivery).
 * kafka-python's sender thread ending while the sink uses it (seen once in CI, see
-  ``kafka_internals``): the sink says so, fails what the dead producer held (the delivery layer
+  ``kafka_client_hooks``): the sink says so, fails what the dead producer held (the delivery layer
   sends it again) and delivers on a new producer.
 """
 
@@ -26,6 +26,7 @@ from fakes import make_inspection
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.sender import Sender
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.errors import RecordRefusedError
 from inspector.runtime.config import KafkaConfig
@@ -51,13 +52,6 @@ class Done:
         with self._lock:
             self.calls.append(exc)
         self.called.set()
-
-
-def _wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def _inspection(frame_id: str, camera_id: str) -> Inspection:
@@ -121,12 +115,12 @@ def test_readiness_comes_back_without_traffic_when_the_broker_is_replaced_empty(
         assert sink.unready_reason() is None
 
         lone_broker.stop_node(node)
-        _wait_for("the sink to see the broker gone", lambda: sink.link is Link.LOST, 60)
+        wait_until(lambda: sink.link is Link.LOST, 60, "the sink to see the broker gone")
         assert "no connection to any broker" in (sink.unready_reason() or "")
 
         _replace_with_empty(lone_broker, node)
         # No frame is sent from here on: the broker's answer alone must make the sink ready.
-        _wait_for("readiness without traffic", lambda: sink.unready_reason() is None, 60)
+        wait_until(lambda: sink.unready_reason() is None, 60, "readiness without traffic")
         assert sink.link is Link.CONNECTED
 
         # Ready meant deliverable: the new broker has nothing, not even the topic, and knows
@@ -214,7 +208,7 @@ def test_a_dead_sender_thread_is_reported_and_the_producer_rebuilt(
         held = Done()
         with caplog.at_level(logging.ERROR):
             sink.publish(_inspection("f2", "cam-a"), held)
-            _wait_for("the sender thread to die", lambda: not sender.is_alive(), 30)
+            wait_until(lambda: not sender.is_alive(), 30, "the sender thread to die")
             assert len(crashes) == 1
             # The watch thread notices, fails what the dead producer held (once, not as a
             # refusal: the delivery layer sends it again) and builds a new producer.
@@ -231,7 +225,7 @@ def test_a_dead_sender_thread_is_reported_and_the_producer_rebuilt(
         assert len(died) == 1, [r.getMessage() for r in died]  # logged once
 
         rebuild_may_connect.set()
-        _wait_for("a new producer", lambda: sink.unready_reason() is None, 60)
+        wait_until(lambda: sink.unready_reason() is None, 60, "a new producer")
         assert len(built) == 2
         assert registry.get_sample_value("inspector_sink_rebuilds_total", {"sink": "kafka"}) == 1
 

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from conftest import create_topic, start_apache_kafka
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
 from inspector.runtime.metrics import Metrics
@@ -204,8 +205,13 @@ def test_offsets_are_committed_only_after_ack_and_a_restart_resumes_there(
         for i in (0, 1, 3, 4):  # offset 2 is still "in flight"
             items[i].ack()
         assert first.tracker.in_flight() == 2
-        _poll_for(first, 0.6)  # the periodic commit, on the polling thread
-        assert group_offsets(unique_group) == {0: 2}
+        # The periodic commit, on the polling thread.
+        wait_until(
+            lambda: group_offsets(unique_group) == {0: 2},
+            15,
+            "the periodic commit of offset 2",
+            step=lambda: first.poll(0.1),
+        )
         first.drain(5)
     finally:
         first.close()  # leaving the group commits acknowledged offsets only
@@ -356,6 +362,143 @@ def test_a_rebalance_commits_acknowledged_offsets_before_partitions_move(
             second.close()
 
 
+# --- revocation: kafka-python's own event loop runs the listener ---------------------------------
+# The listener waits for frames in flight by awaiting the consumer's loop sleep (a private hook,
+# inspector.runtime.kafka_client_hooks.loop_sleep): these run it where kafka-python runs it, in a
+# real rebalance (a second member joins) and in a real close.
+
+
+def _revoking(source: KafkaSource, tp: TopicPartition) -> bool:
+    """Whether ``source``'s rebalance listener has begun revoking ``tp`` (its first step)."""
+    return tp in source._limbo
+
+
+def _two_members_on_partition_zero(
+    bootstrap: str, topic: str, group: str, revoke_drain_ms: int
+) -> tuple[KafkaSource, Callable[[], KafkaSource], list[Item]]:
+    """Three frames on partition 0 of a 2-partition topic, read by a first member; no acks yet.
+
+    Returns the first member, a factory for the second and the first member's three items.
+    """
+    png = _encode(".png", _image(7))
+    _produce(bootstrap, topic, [(b"cam", png, [])] * 3)
+
+    def member() -> KafkaSource:
+        # No periodic commits: whatever gets committed is the rebalance listener's doing.
+        return _source(
+            bootstrap,
+            topic,
+            group,
+            Metrics(CollectorRegistry()),
+            commit_interval_ms=600_000,
+            revoke_drain_ms=revoke_drain_ms,
+        )
+
+    first = member()
+    items = _poll_until(first, 3)
+    assert [(_partition(i), _offset(i)) for i in items] == [(0, 0), (0, 1), (0, 2)]
+    return first, member, items
+
+
+def test_a_revocation_waits_for_its_frames_in_flight_then_commits_past_them(
+    bootstrap: str,
+    make_topic: Callable[..., str],
+    unique_group: str,
+    group_offsets: Callable[[str], dict[int, int]],
+) -> None:
+    topic = make_topic(2)
+    first, member, items = _two_members_on_partition_zero(bootstrap, topic, unique_group, 30_000)
+    second: KafkaSource | None = None
+
+    def pipeline() -> None:
+        # Frames 1 and 2 finish only once the revocation has begun, and then late enough that
+        # a listener that did not wait would have committed offset 1 already.
+        wait_until(lambda: _revoking(first, TopicPartition(topic, 0)), 30, "the revocation")
+        time.sleep(0.5)
+        items[1].ack()
+        items[2].ack()
+
+    items[0].ack()
+    delivering = threading.Thread(target=pipeline)
+    delivering.start()
+    try:
+        second = member()
+        late = _pump_both(first, second, until=lambda: _owner(first, second, 0) is not None)
+        delivering.join(30)
+        assert _owner(first, second, 0) is not None, "the rebalance did not complete"
+        # The listener waited (heartbeats went on) and committed past the delivered frames...
+        assert group_offsets(unique_group) == {0: 3}
+        # ...so whichever member owns partition 0 now does not inspect them again.
+        late += _pump_both(first, second, until=lambda: False, seconds=1.0)
+        assert late == []
+    finally:
+        delivering.join(30)
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_a_revocation_commits_what_is_delivered_once_revoke_drain_ms_passed(
+    bootstrap: str,
+    make_topic: Callable[..., str],
+    unique_group: str,
+    group_offsets: Callable[[str], dict[int, int]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = make_topic(2)
+    first, member, items = _two_members_on_partition_zero(bootstrap, topic, unique_group, 500)
+    second: KafkaSource | None = None
+    items[0].ack()  # 1 and 2 never finish
+    try:
+        with caplog.at_level(logging.INFO, logger="inspector.runtime.sources.kafka"):
+            second = member()
+            late = _pump_both(first, second, until=lambda: _owner(first, second, 0) is not None)
+        owner = _owner(first, second, 0)
+        assert owner is not None, "the revocation held the rebalance up for good"
+        assert group_offsets(unique_group) == {0: 1}
+        assert "2 frame(s) of revoked partitions still in flight after 500 ms" in caplog.text
+        if owner is second:  # the next owner inspects them again
+            late += _pump_both(first, second, until=lambda: len(late) >= 2)
+            assert sorted((_partition(i), _offset(i)) for i in late) == [(0, 1), (0, 2)]
+        else:  # they came back to the first member, which still has them in flight
+            assert late == []
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_closing_does_not_wait_for_frames_in_flight(
+    bootstrap: str,
+    make_topic: Callable[..., str],
+    unique_group: str,
+    group_offsets: Callable[[str], dict[int, int]],
+) -> None:
+    # The pipeline drained by its shutdown deadline before the source closes: what is left
+    # stays uncommitted at once, without another revoke_drain_ms.
+    topic = make_topic(1)
+    png = _encode(".png", _image(8))
+    _produce(bootstrap, topic, [(b"cam", png, [])] * 2)
+    source = _source(
+        bootstrap,
+        topic,
+        unique_group,
+        Metrics(CollectorRegistry()),
+        commit_interval_ms=600_000,
+        revoke_drain_ms=60_000,
+    )
+    try:
+        items = _poll_until(source, 2)
+        assert [_offset(i) for i in items] == [0, 1]
+        items[0].ack()
+    finally:
+        started = time.monotonic()
+        source.close()  # kafka-python revokes the partitions inside close()
+        took = time.monotonic() - started
+    assert took < 20, f"close() took {took:.1f} s: it waited for the frame in flight"
+    assert group_offsets(unique_group) == {0: 1}  # committed by the listener on the way out
+
+
 def _owner(first: KafkaSource, second: KafkaSource, partition: int) -> KafkaSource | None:
     """The member partition ``partition`` is assigned to, once both have an assignment."""
     owned = [
@@ -368,8 +511,10 @@ def _owner(first: KafkaSource, second: KafkaSource, partition: int) -> KafkaSour
     return first if partition in owned[0] else second
 
 
-def _pump_both(first: KafkaSource, second: KafkaSource, until: Callable[[], bool]) -> list[Item]:
-    """Poll both members on their own threads until ``until()`` (or 20 s); what they got."""
+def _pump_both(
+    first: KafkaSource, second: KafkaSource, until: Callable[[], bool], seconds: float = 20.0
+) -> list[Item]:
+    """Poll both members on their own threads until ``until()`` (or ``seconds``); what they got."""
     stop = threading.Event()
     got: list[Item] = []
 
@@ -381,7 +526,7 @@ def _pump_both(first: KafkaSource, second: KafkaSource, until: Callable[[], bool
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + seconds
         while not until() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ from faults import http_get
 from kafka import KafkaConsumer, KafkaProducer
 from kafka_helpers import Topics, collect, create_topics, daemon_settings
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.messages import capture_to_verdict_ms
@@ -27,13 +27,6 @@ from inspector.runtime.daemon import Daemon
 pytestmark = pytest.mark.integration
 
 DEADLINE_MS = 3000
-
-
-def _wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _group_holder(bootstrap: str, topics: Topics) -> KafkaConsumer:
@@ -90,13 +83,13 @@ def test_readyz_is_503_until_the_partitions_are_assigned_and_the_first_frame_is_
             return len(reasons) == 1 and reasons[0].startswith(waiting)
 
         # Model warm, sources connected, pipeline running: only the assignment is missing.
-        _wait_for("the waiting reason", only_waiting_for_partitions, 180)
+        wait_until(only_waiting_for_partitions, 180, "the waiting reason")
         status, [reason] = readyz()
         assert status == 503 and reason.startswith(waiting), reason
         assert registry.get_sample_value("inspector_ready") == 0
 
         holder.close(autocommit=False)  # leaves: the join completes with the daemon alone
-        _wait_for("/readyz 200", lambda: readyz()[0] == 200, 90)
+        wait_until(lambda: readyz()[0] == 200, 90, "/readyz 200")
 
         image = cv2.imread(str(sorted((data_root / "test" / "good").iterdir())[0]))
         assert image is not None

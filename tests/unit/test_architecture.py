@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Runs lint-imports in a subprocess: the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 REPO = Path(__file__).resolve().parents[2]
 
 

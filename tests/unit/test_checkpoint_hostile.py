@@ -261,6 +261,7 @@ def api(tmp_path: Path) -> Iterator[str]:
         pipeline.close()
 
 
+@pytest.mark.component  # serves the control API over HTTP
 def test_post_models_answers_422_naming_the_file(api: str, hostile: Hostile) -> None:
     def post() -> requests.Response:
         return requests.post(

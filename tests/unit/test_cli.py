@@ -178,6 +178,7 @@ def test_truncated_checkpoint_exits_2_naming_the_file(
     assert code == 2 and str(bad) in err and "declares" in err
 
 
+@pytest.mark.component  # runs `inspector` in a subprocess
 def test_module_entry_point_and_version() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "inspector", "--version"], capture_output=True, text=True, check=True
@@ -264,6 +265,7 @@ def test_bench_records_a_command_that_reproduces_every_option(
     assert seen["args"][0] == with_anomalib
 
 
+@pytest.mark.component  # runs `inspector` in a subprocess
 @pytest.mark.parametrize(
     ("blocked", "argv", "extra"),
     [
@@ -399,6 +401,7 @@ def test_simulate_with_a_line_it_cannot_make_exits_1_before_any_broker(
     assert f"error: cannot write {blocker}" in capsys.readouterr().err
 
 
+@pytest.mark.component  # runs `inspector` in a subprocess
 def test_schema_to_a_closed_stdout_exits_1_with_one_line() -> None:
     done = subprocess.run(
         ["sh", "-c", 'exec "$0" -m inspector schema >&-', sys.executable],

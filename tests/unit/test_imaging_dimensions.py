@@ -211,6 +211,7 @@ def test_png_bomb_is_never_handed_to_opencv(bomb: bytes, monkeypatch: pytest.Mon
         decode_image(_png_header_only(12000, 12000), max_pixels=DEFAULT_MAX_PIXELS)
 
 
+@pytest.mark.component  # decodes in a memory-limited subprocess
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is KiB on Linux only")
 def test_png_bomb_costs_no_memory(bomb: bytes, tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"

@@ -91,6 +91,7 @@ def test_the_formatter_leaves_printable_lines_as_logging_writes_them() -> None:
     )
 
 
+@pytest.mark.component  # runs `inspector` in a subprocess
 def test_the_command_line_installs_the_escaping_formatter() -> None:
     # The daemon's logging is the command line's: a record logged after its setup is escaped.
     script = (

@@ -19,11 +19,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from inspector import __version__
 from inspector.runtime.api_errors import DaemonStartingError
-from inspector.runtime.api_results import Bearer, ResultsAccess
+from inspector.runtime.api_results import ResultsAccess
 from inspector.runtime.console.tiles import Overview, overview
 from inspector.runtime.control import LineControl
 from inspector.runtime.ids import MAX_ID_CHARS
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.results_http import Bearer
 from inspector.runtime.retention.reader import RetentionIndex
 from inspector.runtime.sinks.latest import CameraActivity
 
@@ -43,6 +44,7 @@ _HEADERS = {
 STATIC_FILES = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 RetentionState = Literal["on", "off", "starting"]
@@ -108,6 +110,10 @@ def add_console_routes(
     ) -> HTMLResponse:
         # The id is only shown (escaped) and handed to the script, which asks the API for it.
         return page("frame.html", frame_id=frame_id)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def console_icon() -> Response:  # browsers ask for it whatever the page says
+        return Response(assets["favicon.svg"], media_type=STATIC_FILES["favicon.svg"])
 
     @app.get("/console/static/{name}", include_in_schema=False)
     def console_static(name: str) -> Response:

@@ -18,12 +18,14 @@ def _run(needs_gb: int, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.component  # runs .ci/check-disk in a subprocess
 def test_enough_space_passes_quietly(tmp_path: Path) -> None:
     done = _run(0, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
 
 
+@pytest.mark.component  # runs .ci/check-disk in a subprocess
 def test_too_little_space_fails_and_says_what_to_free(tmp_path: Path) -> None:
     # No test machine has a petabyte free, so this always exercises the refusal.
     done = _run(1_000_000, tmp_path)

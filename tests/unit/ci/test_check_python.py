@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Runs .ci/check-python in a subprocess: the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 SCRIPT = Path(__file__).resolve().parents[3] / ".ci" / "check-python"
 
 

@@ -44,12 +44,14 @@ def _alerts() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.component  # runs promtool
 def test_promtool_check_rules() -> None:
     result = _run("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(_alerts())} rules found" in result.stdout
 
 
+@pytest.mark.component  # runs promtool
 def test_promtool_test_rules() -> None:
     result = _run("test", "rules", RULE_TESTS.name)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,6 +14,9 @@ from inspector.ml.trainer import TrainResult, train
 from inspector.model.config import ArchitectureConfig
 from inspector.tools.synth import SynthSummary
 
+# Trains models (minutes on two cores): the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 # A random-init resnet18 trained for a few epochs reaches clearly above 0.5 on the synthetic
 # line (see the issue note for measured figures); an untrained or broken model stays near 0.5.
 AUROC_FLOOR = 0.75

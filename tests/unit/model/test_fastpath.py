@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.model import ReverseDistillation
@@ -87,6 +87,7 @@ def test_bf16_stays_within_tolerance_and_keeps_auroc(
     assert diff > 0
 
 
+@pytest.mark.component  # torch.compile runs a C++ compiler
 def test_compile_matches_fp32() -> None:
     torch.manual_seed(0)
     model = ReverseDistillation(ArchitectureConfig(backbone="resnet18", image_size=(64, 64)))
@@ -129,13 +130,6 @@ def _os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _threads_settle_at(expected: int, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _os_threads() != expected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return _os_threads() == expected
-
-
 def _parallel_op() -> float:
     # Large enough for torch to split it across its intra-op (OpenMP) threads.
     return float(torch.ones(1 << 22).add_(1).sum())
@@ -146,18 +140,17 @@ def _parallel_op() -> float:
 def test_a_passing_thread_takes_its_openmp_team_with_it() -> None:
     before = _os_threads()
     assert in_passing_thread(_parallel_op) == float(2 * (1 << 22))
-    assert _threads_settle_at(before), "the set-up thread's OpenMP workers outlived it"
+    wait_until(lambda: _os_threads() == before, 5, "the set-up thread's OpenMP workers to end")
     # The contrast: a thread that stays alive keeps its team (itself plus its workers).
     stop = threading.Event()
     live = threading.Thread(target=lambda: (_parallel_op(), stop.wait()))
     live.start()
     try:
-        time.sleep(0.5)
-        assert _os_threads() >= before + 2
+        wait_until(lambda: _os_threads() >= before + 2, 10, "the live thread's OpenMP team")
     finally:
         stop.set()
         live.join()
-    assert _threads_settle_at(before)
+    wait_until(lambda: _os_threads() == before, 5, "the live thread's team to end with it")
 
 
 def test_a_passing_thread_returns_results_and_raises_failures() -> None:

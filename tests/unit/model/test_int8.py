@@ -53,6 +53,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
 
 
+@pytest.mark.component  # torch.compile runs a C++ compiler
 @pytest.mark.parametrize("parts", ["encoder", "all"])
 def test_int8_maps_follow_fp32_and_run_int8_kernels(
     model: ReverseDistillation,

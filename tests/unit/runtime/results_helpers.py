@@ -45,6 +45,7 @@ def daemon_config(
     retention: Path | None,
     *,
     read_token: str | None = None,
+    good_sample_rate: float = 1.0,
     **overrides: Any,
 ) -> InspectorConfig:
     values: dict[str, Any] = {
@@ -59,7 +60,7 @@ def daemon_config(
         "sinks": {"kafka": {"enabled": False}},
         "http": {"host": "127.0.0.1", "port": 0, "admin_token": ADMIN, "read_token": read_token},
         "retention": (
-            {"enabled": True, "path": str(retention), "good_sample_rate": 1.0}
+            {"enabled": True, "path": str(retention), "good_sample_rate": good_sample_rate}
             if retention is not None
             else {"enabled": False}
         ),
@@ -69,7 +70,9 @@ def daemon_config(
     return InspectorConfig.model_validate(values)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -99,7 +102,8 @@ class RunningDaemon:
         return requests.get(self.base + path, headers=headers, timeout=30, **kw)
 
     def post(self, path: str, token: str | None = ADMIN, **kw: Any) -> requests.Response:
-        headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kw.pop("headers", {})}
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**auth, **kw.pop("headers", {})}
         return requests.post(self.base + path, headers=headers, timeout=30, **kw)
 
     def stop(self) -> None:

@@ -9,7 +9,6 @@ import dataclasses
 import importlib.util
 import sqlite3
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -98,13 +97,6 @@ def indexed_and_on_disk(root: Path) -> tuple[set[str], set[str]]:
     indexed = {n for r in rows for n in r if n}
     on_disk = {p.relative_to(root).as_posix() for p in (root / FILES_DIR).rglob("*") if p.is_file()}
     return indexed, on_disk
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def dropped(registry: CollectorRegistry, reason: str) -> float:

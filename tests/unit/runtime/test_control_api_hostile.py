@@ -51,6 +51,9 @@ from inspector.runtime.recipes import CameraRecipe
 from inspector.runtime.server import HttpServer
 from inspector.runtime.sources import build_source
 
+# Serves the control API over HTTP (uvicorn): the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 TOKEN = "t0ken-for-the-line-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: What JSON parsers turn into NaN or an infinity (``1e999`` overflows to one).

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeSink
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint, save_checkpoint
 from inspector.cli import main
@@ -18,6 +19,9 @@ from inspector.errors import BrokerUnavailableError, CheckpointError, ConfigErro
 from inspector.runtime import daemon as daemon_module
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.daemon import Daemon
+
+# Runs the daemon with its HTTP server on the trained model: the component tier, not make unit.
+pytestmark = pytest.mark.component
 
 
 def _config(ckpt: Path, frames: Path, out: Path, *, loop: bool = False) -> InspectorConfig:
@@ -211,29 +215,27 @@ def test_model_reload_keeps_serving_through_a_bad_file_and_switches_on_a_good_on
             return []
         return [json.loads(x) for x in results_file.read_text().splitlines() if x.strip()]
 
-    def wait_for(predicate: object, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
-            time.sleep(0.05)
-        assert predicate(), "timed out"  # type: ignore[operator]
-
     def reloads(result: str) -> float | None:
         return registry.get_sample_value("inspector_model_reloads_total", {"result": result})
 
     try:
-        wait_for(lambda: len(results()) >= 4)
+        wait_until(lambda: len(results()) >= 4, 120, "4 results")
         live.write_bytes(b"not a checkpoint")  # a botched deployment
         assert not daemon.reload_model()
         assert reloads("failure") == 1 and reloads("success") == 1
         served = len(results())
-        wait_for(lambda: len(results()) >= served + 4)  # the old model keeps serving
+        wait_until(lambda: len(results()) >= served + 4, 120, "4 more results")  # old model
         assert not daemon.readiness()
 
         renamed = checkpoint.meta.model_copy(update={"name": "v2"})
         sha = save_checkpoint(live, checkpoint.model, renamed)
         daemon.request_reload()  # what SIGHUP does: reloaded by the main loop, in the background
-        wait_for(lambda: reloads("success") == 2)
-        wait_for(lambda: any(r["model"]["name"] == "v2" for r in results()))  # type: ignore[index]
+        wait_until(lambda: reloads("success") == 2, 120, "the second successful reload")
+        wait_until(
+            lambda: any(r["model"]["name"] == "v2" for r in results()),  # type: ignore[index]
+            120,
+            "a result of model v2",
+        )
         latest = results()[-1]["model"]
         assert latest == {"name": "v2", "backbone": "resnet18", "checkpoint_sha256": sha}
         info = {
@@ -324,10 +326,10 @@ def test_a_restart_comes_back_with_the_sources_the_control_api_left(
         exit_code: list[int] = []
         thread = threading.Thread(target=lambda: exit_code.append(daemon.run()))
         thread.start()
-        deadline = time.monotonic() + 60
-        while daemon.control is None:
-            assert thread.is_alive() and time.monotonic() < deadline, "daemon did not start"
-            time.sleep(0.05)
+        wait_until(
+            lambda: daemon.control is not None or not thread.is_alive(), 60, "the daemon's start"
+        )
+        assert daemon.control is not None, "daemon did not start"
         return daemon, thread, exit_code
 
     def call(daemon: Daemon, method: str, path: str, body: object = None) -> tuple[int, object]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fakes import FakeSink, FakeSource, make_frame
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.errors import InspectorError
 from inspector.runtime.admission import Admission
@@ -142,13 +143,6 @@ def _frames(n: int, camera: str = "cam") -> list[Frame]:
     return [make_frame(np.zeros((8, 8, 3), np.uint8), f"{camera}-{i}", camera) for i in range(n)]
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_operators_move_a_source_and_moves_the_table_refuses_change_nothing(
     rig: Callable[..., Rig],
 ) -> None:
@@ -156,17 +150,17 @@ def test_operators_move_a_source_and_moves_the_table_refuses_change_nothing(
     source = WatchedSource(_frames(4), finite=False)
     slot = line.intake.add("cam", source)
     assert slot.state is P.RUNNING
-    _wait(lambda: line.frames.qsize() == 4)
+    wait_until(lambda: line.frames.qsize() == 4, 30, "4 frames queued")
     assert line.intake.hold("cam").state is P.PAUSED
     assert line.intake.hold("cam").state is P.PAUSED  # again: refused, nothing changes
-    _wait(lambda: source.paused)  # its thread follows
+    wait_until(lambda: source.paused, 30, "its thread to follow")
     assert line.intake.release("cam").state is P.RUNNING
     assert line.intake.release("cam").state is P.RUNNING
 
     source.unacked = 1  # a frame in flight: the removal waits for it
     removal = threading.Thread(target=line.intake.remove, args=("cam",))
     removal.start()
-    _wait(lambda: slot.state is P.STOPPING)
+    wait_until(lambda: slot.state is P.STOPPING, 30, "STOPPING")
     assert line.intake.hold("cam").state is P.STOPPING  # too late to pause
     assert line.intake.release("cam").state is P.STOPPING
     source.unacked = 0  # delivered: the last commit, then the close
@@ -185,7 +179,7 @@ def test_once_handed_over_only_the_sources_thread_uses_it(rig: Callable[..., Rig
         assert slot.state in (P.RUNNING, P.EXHAUSTED)
     line.intake.hold("cam")
     line.intake.release("cam")
-    _wait(lambda: slot.state is P.EXHAUSTED)
+    wait_until(lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED")
     line.intake.remove("cam")
     assert slot.thread is not None and source.closed
     assert source.users == {slot.thread.ident}
@@ -199,7 +193,7 @@ def test_the_input_closes_once_no_source_can_admit_and_none_is_starting(
     a = line.intake.add("a", first, start=False)
     b = line.intake.add("b", second, start=False)
     line.intake.start(a)
-    _wait(lambda: a.state is P.EXHAUSTED)
+    wait_until(lambda: a.state is P.EXHAUSTED, 30, "EXHAUSTED")
     assert not line.intake.closed.is_set()  # b is registered, not started: not counted out
     line.intake.start(b)
     assert line.intake.closed.wait(30)
@@ -218,10 +212,12 @@ def test_an_exhausted_source_can_be_paused_and_is_exhausted_again_once_resumed(
 ) -> None:
     line = rig()
     slot = line.intake.add("cam", WatchedSource(_frames(2)))
-    _wait(lambda: slot.state is P.EXHAUSTED)
+    wait_until(lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED")
     assert line.intake.hold("cam").state is P.PAUSED  # what the operator asked, and saved
     assert line.intake.release("cam").state is P.RUNNING
-    _wait(lambda: slot.state is P.EXHAUSTED)  # its thread finds nothing more to give
+    wait_until(
+        lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED"
+    )  # its thread finds nothing more to give
 
 
 def test_a_frame_waiting_for_room_enters_before_the_input_closes(rig: Callable[..., Rig]) -> None:
@@ -229,7 +225,9 @@ def test_a_frame_waiting_for_room_enters_before_the_input_closes(rig: Callable[.
     line.frames.put(_frames(1, "other")[0])  # the queue is full
     source = WatchedSource(_frames(1))
     line.intake.add("cam", source)
-    _wait(lambda: source.pause_calls > 0)  # admitted, and waiting for room in the queue
+    wait_until(
+        lambda: source.pause_calls > 0, 30, "a pause for room in the queue"
+    )  # admitted, and waiting for room in the queue
     line.intake.input_stopped()
     assert line.intake.phase is IntakePhase.DRAINING
     assert not line.intake.closed.is_set()  # the frame on its way still counts
@@ -264,5 +262,5 @@ def test_a_source_that_dies_ends_stopped_and_is_reported(rig: Callable[..., Rig]
     line = rig()
     source = BrokenSource([], finite=False)
     slot = line.intake.add("cam", source)
-    _wait(lambda: slot.state is P.STOPPED)
+    wait_until(lambda: slot.state is P.STOPPED, 30, "STOPPED")
     assert [str(e) for e in line.fatal] == ["a bug in the source"] and source.closed

@@ -22,7 +22,7 @@ PACKAGE = REPO / "inspector"
 
 
 def _kafka_imports() -> set[tuple[str, str | None]]:
-    """``(module, name)`` of every ``from kafka... import name`` / ``import kafka...`` (name None)."""
+    """``(module, name)`` of each ``from kafka... import name`` (``import kafka...``: None)."""
     found: set[tuple[str, str | None]] = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

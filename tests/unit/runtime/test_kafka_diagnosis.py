@@ -106,7 +106,7 @@ def test_a_refused_login_names_the_broker_mechanism_user_and_what_to_fix(
 ) -> None:
     diagnosis = ConnectionDiagnosis(KAFKA, Clock())
     refused = SaslAuthenticationFailedError(REFUSED)
-    peer = "127.0.0.1:%d" % transport.getPeer()[1]
+    peer = f"127.0.0.1:{transport.getPeer()[1]}"
     with caplog.at_level(logging.ERROR, logger="inspector"):
         diagnosis.handle(_record("kafka.net.transport", "%s: Abort (%s)", transport, refused))
         # kafka-python logs the same failure again without the transport, and retries every
@@ -144,6 +144,20 @@ def test_sasl_spoken_to_a_listener_without_it_names_the_mechanism() -> None:
     assert "check kafka.sasl_mechanism" in reason
 
 
+def test_tls_spoken_to_a_plaintext_listener_says_check_the_protocol() -> None:
+    diagnosis = ConnectionDiagnosis(KAFKA, Clock())
+    try:
+        try:  # what the handshake gets from a listener that does not speak TLS
+            raise ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+        except ssl.SSLError as exc:
+            raise KafkaConnectionError(f"Handshake failed: {exc}")  # noqa: B904  (as kafka-python)
+    except KafkaConnectionError as error:
+        diagnosis.handle(_record("kafka.net.manager", "Connection failed: %s", error))
+    reason = diagnosis.reason()
+    assert reason is not None and "TLS to broker:9093 failed" in reason
+    assert "SSLEOFError" in reason and "check kafka.security_protocol" in reason
+
+
 def test_other_failures_are_ignored_and_a_problem_is_forgotten_when_it_stops() -> None:
     clock = Clock()
     diagnosis = ConnectionDiagnosis(KAFKA, clock)
@@ -151,7 +165,8 @@ def test_other_failures_are_ignored_and_a_problem_is_forgotten_when_it_stops() -
         try:
             raise ConnectionRefusedError(111, "Connection refused")
         except OSError as exc:
-            raise KafkaConnectionError(f"111 ECONNREFUSED: {exc}")
+            # Chained implicitly, as kafka-python chains the TLS error: only its class differs.
+            raise KafkaConnectionError(f"111 ECONNREFUSED: {exc}")  # noqa: B904
     except KafkaConnectionError as down:
         diagnosis.handle(_record("kafka.net.manager", "Connection failed: %s", down))
     # Text alone says nothing: only the exceptions kafka-python logs are read.

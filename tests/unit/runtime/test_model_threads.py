@@ -151,6 +151,7 @@ def test_a_load_at_start_leaves_the_calling_thread_without_a_team(
             assert not _left_behind(before, caller), "the caller kept the load's OpenMP team"
 
 
+@pytest.mark.component  # serves the control API over HTTP
 def test_a_model_added_over_the_api_leaves_no_team_on_the_request_thread(
     checkpoint: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ from fakes import (
     small_models,
 )
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.errors import RecordRefusedError
 from inspector.model import ReverseDistillation
@@ -59,10 +60,7 @@ def _frames(n: int, acks: list[str], camera: str = "cam") -> list[Frame]:
 
 def _run(pipeline: Pipeline, timeout: float = 60.0) -> None:
     pipeline.start()
-    deadline = time.monotonic() + timeout
-    while not pipeline.finished and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pipeline.finished, f"still {pipeline.in_flight} in flight"
+    wait_until(lambda: pipeline.finished, timeout, "the pipeline to finish")
     pipeline.close()
 
 
@@ -124,10 +122,7 @@ def test_a_sink_that_never_recovers_leaves_frames_uncommitted_and_unready(
         model, [FakeSource(_frames(3, acks))], [broken], registry, stall_timeout_s=0.3
     )
     pipeline.start()
-    deadline = time.monotonic() + 30
-    while broken.publishes < 9 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert broken.publishes >= 9  # still trying
+    wait_until(lambda: broken.publishes >= 9, 30, "9 tries to publish")  # still trying
     assert acks == [] and pipeline.in_flight == 3
     assert any("delivery stalled: 3 frame(s)" in r for r in pipeline.readiness_reasons())
     pipeline.close(time.monotonic() + 2)
@@ -181,9 +176,7 @@ def test_stop_fetching_drains_what_was_admitted(model: ReverseDistillation) -> N
     sink = FakeSink()
     pipeline = _pipeline(model, [source], [sink], CollectorRegistry())
     pipeline.start()
-    deadline = time.monotonic() + 30
-    while len(acks) < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(acks) >= 4, 30, "4 acks")
     source.add(_frames(4, acks, "late"))
     pipeline.stop_fetching()
     assert pipeline.wait_drained(30)

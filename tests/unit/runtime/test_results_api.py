@@ -8,15 +8,22 @@ retention sink.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import logging
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from results_helpers import ADMIN, RunningDaemon, daemon_config, frames_folder, start_daemon
 from results_helpers import wait_for as wait
 from retention_helpers import PNG_MAGIC, inspection
@@ -26,6 +33,8 @@ from inspector.runtime.retention.records import MAX_LIST_LIMIT
 from inspector.tools.synth import SynthSummary
 
 CAMERA = "cam-a"
+#: A real daemon (a server, the session's trained model); the browser test starts chromium.
+pytestmark = pytest.mark.component
 
 
 @pytest.fixture(scope="module")
@@ -282,13 +291,71 @@ def test_path_like_ids_read_nothing_outside_the_retention_folder(
 def test_hostile_paths_never_reach_the_log_raw(
     line: RunningDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, "inspector")  # refusals are rate-limited to DEBUG after one
     for path in ("/v1/results/a%0Ainspector%20stopped/detail", "/v1/results/%1B%5B31m/detail"):
         status, _ = _raw_get(line, path)
         assert 400 <= status < 500
     # A refused write is logged with its path: escaped, one line.
-    refused = line.post("/v1/results/%1B%5B31m%0Dforged/label", token=None, json={"label": "defect"})
+    hostile = "/v1/results/%1B%5B31m%0Dforged/label"
+    refused = line.post(hostile, token=None, json={"label": "defect"})
     assert refused.status_code == 401
     said = [r.getMessage() for r in caplog.records if r.name.startswith("inspector")]
     assert any("refused" in m for m in said)
     assert not any(ch in m for m in said for ch in "\x1b\r\n")
     assert requests.get(line.base + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_client_that_leaves_mid_picture_leaves_no_file_open(line: RunningDaemon) -> None:
+    # Noise does not compress: megabytes, more than the socket buffers take at once, so the
+    # server is still sending when the client goes.
+    line.retention.write(inspection("big-frame", camera_id=CAMERA, size=(1500, 1500)))
+    files = str(line.retention.path.resolve() / "files")
+
+    def open_retained() -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith(files):
+                    found.append(target)
+        return found
+
+    assert line.daemon.server is not None
+    request = b"GET /v1/results/big-frame/image?view=frame HTTP/1.1\r\nHost: x\r\n\r\n"
+    for read_first in (True, False, True, False):  # gone mid-answer, or before it began
+        with socket.create_connection(("127.0.0.1", line.daemon.server.port), timeout=30) as s:
+            s.sendall(request)
+            if read_first:
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    wait(lambda: not open_retained(), timeout=30, what="the server to close the pictures")
+    whole = line.get("/v1/results/big-frame/image?view=frame")
+    assert whole.status_code == 200 and len(whole.content) > 2_000_000
+    assert int(whole.headers["content-length"]) == len(whole.content)
+
+
+def test_generated_requests_get_only_documented_answers(line: RunningDaemon) -> None:
+    # Property-based, as for the control API: requests made from /v1/openapi.json for every
+    # results operation, answers checked against it (status, body schema, content type).
+    schema = schemathesis.openapi.from_dict(line.get("/v1/openapi.json").json())
+    checks = [
+        schemathesis.checks.not_a_server_error,
+        schemathesis.checks.status_code_conformance,
+        schemathesis.checks.response_schema_conformance,
+        schemathesis.checks.content_type_conformance,
+    ]
+    answers: dict[str, set[int]] = {}
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+        if not op.path.startswith("/v1/results"):
+            continue
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(case=op.as_strategy())
+        def run(case: Any) -> None:
+            response = case.call_and_validate(base_url=line.base, checks=checks)
+            answers.setdefault(case.operation.label, set()).add(response.status_code)
+
+        run()
+    assert len(answers) == 4, answers
+    assert answers["POST /v1/results/{frame_id}/label"] == {401}  # no token, no change
+    assert 200 in answers["GET /v1/results"]

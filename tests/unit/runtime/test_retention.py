@@ -23,8 +23,8 @@ from retention_helpers import (
     folder_bytes,
     indexed_and_on_disk,
     inspection,
-    wait_for,
 )
+from waiting import wait_until
 
 from inspector.errors import ConfigError
 from inspector.messages import ResultMessage
@@ -235,7 +235,7 @@ def test_the_age_bound_evicts_unlabelled_frames_and_exported_labelled_ones(
     assert plain_file is not None
 
     clock.advance(minutes=61)
-    wait_for(lambda: store.get("old-plain") is None)  # the idle writer's housekeeping
+    wait_until(lambda: store.get("old-plain") is None, 10, "the idle writer's housekeeping")
     assert sink.flush(10.0)  # ...has deleted the files too
     assert not plain_file.exists()
     assert store.get("old-labelled") is not None
@@ -246,7 +246,7 @@ def test_the_age_bound_evicts_unlabelled_frames_and_exported_labelled_ones(
     labelled = store.get("old-labelled")
     assert labelled is not None
     store.mark_exported([labelled.seq])
-    wait_for(lambda: store.get("old-labelled") is None)
+    wait_until(lambda: store.get("old-labelled") is None, 10, "old-labelled removed")
     assert sink.flush(10.0)
     assert store.get("new") is not None  # 1 minute old only
     indexed, on_disk = indexed_and_on_disk(sink.path)

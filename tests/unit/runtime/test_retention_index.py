@@ -223,6 +223,7 @@ def _assert_consistent(root: Path, max_bytes: int) -> bool:
     return debris
 
 
+@pytest.mark.component  # kills a writer subprocess
 def test_a_crash_between_files_and_row_leaves_no_half_record(tmp_path: Path) -> None:
     root = tmp_path / "retention"
     RetentionIndex(root).close()
@@ -236,6 +237,7 @@ def test_a_crash_between_files_and_row_leaves_no_half_record(tmp_path: Path) -> 
     assert indexed_and_on_disk(root) == (set(), set())
 
 
+@pytest.mark.component  # kills a writer subprocess
 def test_sigkill_at_random_points_leaves_index_and_files_equal(tmp_path: Path) -> None:
     root = tmp_path / "retention"
     max_bytes = 3_000_000

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import torch
 from fakes import FakeSink, FakeSource, make_frame, small_models
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
@@ -330,7 +330,9 @@ def test_a_light_cameras_frames_do_not_wait_for_a_whole_heavy_frame(
             if events.count("chunk") == 1:  # the line's frames arrive during the first chunk
                 source.add(_captured(f) for f in line)
                 source.finite = True
-                _wait_for(lambda: pipeline.frames.qsize() == len(line))
+                wait_until(
+                    lambda: pipeline.frames.qsize() == len(line), 10, "the line's frames queued"
+                )
             return step()
 
         scoring.step = logged_step  # type: ignore[method-assign]
@@ -339,7 +341,7 @@ def test_a_light_cameras_frames_do_not_wait_for_a_whole_heavy_frame(
     worker.score = logged_score  # type: ignore[method-assign]
     worker.view_scoring = logged_view_scoring  # type: ignore[method-assign]
     pipeline.start()
-    _wait_for(lambda: pipeline.finished, 60.0)
+    wait_until(lambda: pipeline.finished, 60, "the pipeline to finish")
     pipeline.close()
 
     assert [r.message.frame_id for r in sink.results] == ["line-0", "line-1", "line-2", "heavy"]
@@ -347,10 +349,3 @@ def test_a_light_cameras_frames_do_not_wait_for_a_whole_heavy_frame(
     # One chunk, the line's frames (a batch of 2 and one of 1), then the rest of the chunks.
     assert events == ["chunk", "batch of 2", "batch of 1", *["chunk"] * 5]
     assert all(r.message.late is False for r in sink.results)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)

@@ -20,6 +20,9 @@ from inspector.runtime import server as server_module
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.server import HttpServer
 
+# Starts the HTTP server (uvicorn): the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 HOST = "127.0.0.1"
 
 

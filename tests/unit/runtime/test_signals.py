@@ -9,6 +9,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+# Sends signals to a Python subprocess: the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 _SCRIPT = textwrap.dedent(
     """
     import ctypes, os, signal

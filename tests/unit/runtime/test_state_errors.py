@@ -274,6 +274,7 @@ DAEMON_CASES = [
 ]
 
 
+@pytest.mark.component  # runs `inspector run` in a subprocess
 @pytest.mark.parametrize("broken", DAEMON_CASES, ids=lambda b: b.name)
 def test_the_daemon_exits_2_naming_the_state_file_and_is_never_ready(
     tmp_path: Path, line_files: tuple[Path, Path], broken: Broken

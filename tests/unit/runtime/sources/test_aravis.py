@@ -12,6 +12,7 @@ from inspector.runtime.sources import aravis
 from inspector.runtime.sources.aravis import list_devices
 
 
+@pytest.mark.component  # starts the software GigE camera
 def test_inspector_cameras_lists_the_fake_camera(capsys: pytest.CaptureFixture[str]) -> None:
     with fake_camera() as camera:
         assert main(["cameras", "--json"]) == 0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from inspector.runtime.config import CameraSourceConfig
 from inspector.runtime.metrics import Metrics
@@ -59,13 +60,6 @@ def _collect(source: CameraSource, n: int, timeout: float = 5.0) -> list[Frame]:
     return frames
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
-
-
 def _config(uri: str | Path, **kwargs: Any) -> CameraSourceConfig:
     return CameraSourceConfig(camera_id="cam1", uri=str(uri), **kwargs)
 
@@ -75,7 +69,7 @@ def test_file_is_read_completely_in_order(video: Path, registry: CollectorRegist
     source.setup()
     try:
         frames = _collect(source, N_FRAMES + 1)
-        _wait_for(lambda: source.exhausted)
+        wait_until(lambda: source.exhausted, 5, "the end of the file")
     finally:
         source.close()
 
@@ -274,7 +268,7 @@ def test_invalid_frames_are_read_failures(registry: CollectorRegistry) -> None:
     )
     source.setup()
     try:
-        _wait_for(lambda: calls >= 6)
+        wait_until(lambda: calls >= 6, 5, "6 opens")
         assert source.poll(0.01) == []
         assert not source.ready()
     finally:
@@ -311,7 +305,11 @@ def test_missing_file_keeps_retrying_without_raising(
     )
     source.setup()
     try:
-        _wait_for(lambda: _value(registry, "inspector_camera_reconnects_total", camera="cam1") >= 3)
+        wait_until(
+            lambda: _value(registry, "inspector_camera_reconnects_total", camera="cam1") >= 3,
+            5,
+            "3 reconnects",
+        )
         assert source.poll(0.01) == []
         assert not source.ready()
         assert not source.exhausted
@@ -320,12 +318,15 @@ def test_missing_file_keeps_retrying_without_raising(
         source.close()
 
 
-def test_close_interrupts_a_long_backoff(tmp_path: Path, registry: CollectorRegistry) -> None:
+def test_close_interrupts_a_long_backoff(
+    tmp_path: Path, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
     source = CameraSource(
         _config(tmp_path / "missing.avi", reconnect_initial_s=30), Metrics(registry)
     )
     source.setup()
-    time.sleep(0.05)  # the first open failed; the reader now waits 30 s
+    # The first open failed; the reader now waits 30 s.
+    wait_until(lambda: "cannot open" in caplog.text, 10, "the first failed open")
     start = time.monotonic()
     source.close()
     assert time.monotonic() - start < 2
@@ -371,7 +372,7 @@ def test_file_failing_midway_ends_instead_of_replaying(registry: CollectorRegist
     source.setup()
     try:
         frames = _collect(source, 5)
-        _wait_for(lambda: source.exhausted)
+        wait_until(lambda: source.exhausted, 5, "the end of the file")
     finally:
         source.close()
     assert len(frames) == 2

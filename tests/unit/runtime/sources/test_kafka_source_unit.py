@@ -60,7 +60,6 @@ class FakeConsumer:
         self.states: deque[str] = deque()
         self.polls = 0
         self.seeks: list[tuple[TopicPartition, int]] = []
-        self.revoke_on_close = False  # as kafka-python: the listener runs inside close()
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.topics = topics
@@ -120,8 +119,6 @@ class FakeConsumer:
 
     def close(self, autocommit: bool = True) -> None:
         assert autocommit is False
-        if self.revoke_on_close and self.listener is not None:
-            asyncio.run(self.listener.on_partitions_revoked(set(self.assigned)))
         self.closed = True
 
 
@@ -394,66 +391,9 @@ def test_revoked_partitions_commit_acked_offsets_and_forget_the_rest() -> None:
     source.close()
 
 
-class EventLoop:
-    """kafka-python's event loop as a rebalance listener sees it: an awaitable sleep."""
-
-    def __init__(self, on_sleep: Any = None) -> None:
-        self.sleeps = 0
-        self.on_sleep = on_sleep
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps += 1
-        if self.on_sleep is not None:
-            self.on_sleep(self.sleeps)
-        await asyncio.sleep(0)
-
-
-def test_a_revocation_waits_for_its_frames_in_flight_then_commits_past_them() -> None:
-    source, consumer, _ = _source(revoke_drain_ms=10_000)
-    consumer.batches.append({TP: [Rec(0), Rec(1), Rec(2)]})
-    items = source.poll(0.1)
-    items[0].ack()
-
-    def deliver(sleeps: int) -> None:  # the pipeline's threads deliver while the loop waits
-        if sleeps == 3:
-            items[1].ack()
-            items[2].ack()
-
-    consumer._net = EventLoop(deliver)
-    asyncio.run(consumer.listener.on_partitions_revoked({TP}))
-    assert consumer._net.sleeps == 3
-    assert consumer.async_commits == [{TP: OffsetAndMetadata(3, "", -1)}]
-    source.close()
-
-
-def test_a_revocation_commits_what_is_delivered_once_revoke_drain_ms_passed(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    source, consumer, _ = _source(revoke_drain_ms=50)
-    consumer.batches.append({TP: [Rec(0), Rec(1), Rec(2)]})
-    items = source.poll(0.1)
-    items[0].ack()  # 1 and 2 never finish
-    consumer._net = EventLoop()
-    with caplog.at_level(logging.INFO, logger="inspector.runtime.sources.kafka"):
-        asyncio.run(consumer.listener.on_partitions_revoked({TP}))
-    assert consumer._net.sleeps > 0
-    assert consumer.async_commits == [{TP: OffsetAndMetadata(1, "", -1)}]
-    assert "2 frame(s) of revoked partitions still in flight" in caplog.text
-    source.close()
-
-
-def test_closing_does_not_wait_for_frames_in_flight() -> None:
-    # The pipeline drained by its shutdown deadline before the source closes: what is left
-    # stays uncommitted at once, without another revoke_drain_ms.
-    source, consumer, _ = _source(revoke_drain_ms=60_000)
-    consumer.batches.append({TP: [Rec(0), Rec(1)]})
-    items = source.poll(0.1)
-    items[0].ack()
-    consumer._net = EventLoop()
-    consumer.revoke_on_close = True
-    source.close()
-    assert consumer._net.sleeps == 0
-    assert consumer.async_commits == [{TP: OffsetAndMetadata(1, "", -1)}]
+# Waiting for frames in flight on revocation (kafka.revoke_drain_ms) awaits kafka-python's own
+# event loop: tested on the real client in a real rebalance and close,
+# tests/integration/test_kafka_source.py (test_a_revocation_*, test_closing_does_not_wait_*).
 
 
 def test_a_failing_rebalance_handler_does_not_stop_the_source(

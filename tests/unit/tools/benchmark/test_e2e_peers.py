@@ -19,6 +19,9 @@ from inspector.errors import InspectorError
 from inspector.tools.benchmark.e2e_peers import GROUP, results_span
 from inspector.tools.benchmark.processes import run_child
 
+# Runs the benchmark's peers in subprocesses: the component tier (make component), not make unit.
+pytestmark = pytest.mark.component
+
 SMALL = ["--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--device", "cpu"]
 FRAMES = 6
 

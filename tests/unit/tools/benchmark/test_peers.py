@@ -29,6 +29,7 @@ TIMING = ("median_batch_ms", "p95_batch_ms", "images_per_s", "images_per_s_p95")
 ACCURACY = ("max_abs_map_diff", "image_auroc", "pixel_auroc", "image_auroc_drop")
 
 
+@pytest.mark.component  # torch.compile runs a C++ compiler
 def test_every_peer_path_runs_on_the_same_weights(capsys: pytest.CaptureFixture[str]) -> None:
     flags = ["--frames", "4", "--warmup", "1", "--compare", "openvino,onnxruntime,anomalib"]
     code = main(["bench", *SMALL, *flags])

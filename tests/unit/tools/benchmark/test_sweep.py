@@ -57,6 +57,7 @@ def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
         recommend_batch_size(SWEEP, **kwargs)
 
 
+@pytest.mark.component  # runs `inspector bench` in a subprocess
 def test_run_isolated_returns_the_result_or_the_failure() -> None:
     flags = ["--backbone", "resnet18", "--image-size", "64", "--batch-size", "2", "--frames", "2"]
     result = run_isolated([*flags, "--device", "cpu", "--warmup", "0"], timeout_s=300)

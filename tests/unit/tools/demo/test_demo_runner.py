@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
@@ -29,6 +30,7 @@ class Starting:
         return []
 
 
+@pytest.mark.component  # serves /readyz over HTTP
 def test_waits_for_readyz_200_and_prints_each_reason_once() -> None:
     registry = CollectorRegistry()
     readiness = Starting()
