@@ -97,29 +97,6 @@ def _refusals(item: pytest.Item) -> dict[tuple[Any, str], Callable[..., Any]]:
     return refusals
 
 
-#: Tests that start a server or a process, in modules that were being edited when the tiers were
-#: introduced: marked here until the module carries the marker itself (``pytestmark`` or
-#: ``@pytest.mark.component``), then the entry goes. A node id, or a module path for all of it.
-COMPONENT_ELSEWHERE = (
-    "tests/unit/runtime/test_control_api.py",  # a daemon's HTTP server; schemathesis on it
-    "tests/unit/runtime/test_results_access.py",  # the daemon's HTTP server
-    # A TLS and a SASL listener stand in for the broker.
-    "tests/unit/runtime/test_kafka_diagnosis.py::test_an_untrusted_certificate_names_the_ca_file",
-    "tests/unit/runtime/test_kafka_diagnosis.py::"
-    "test_a_refused_login_names_the_broker_mechanism_user_and_what_to_fix",
-)
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of :data:`COMPONENT_ELSEWHERE` ``component``."""
-    for item in items:
-        module, _, _ = item.nodeid.partition("::")
-        function = item.nodeid.split("[", 1)[0]
-        if module in COMPONENT_ELSEWHERE or function in COMPONENT_ELSEWHERE:
-            item.add_marker(pytest.mark.component)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Refuse processes and servers from setup to teardown of each fast-tier unit test."""

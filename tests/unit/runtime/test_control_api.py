@@ -40,6 +40,9 @@ from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.server import HttpServer
 from inspector.runtime.sources import build_source
 
+# Serves the control API over HTTP (uvicorn), schemathesis against it: the component tier.
+pytestmark = pytest.mark.component
+
 TOKEN = "t0ken-for-the-line-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -101,6 +101,7 @@ def _handshake_error(server_ca: trustme.CA, client_ca: trustme.CA) -> KafkaConne
     raise AssertionError("the handshake succeeded")
 
 
+@pytest.mark.component  # a SASL listener stands in for the broker
 def test_a_refused_login_names_the_broker_mechanism_user_and_what_to_fix(
     transport: KafkaTCPTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,6 +124,7 @@ def test_a_refused_login_names_the_broker_mechanism_user_and_what_to_fix(
     assert SECRET not in ours[0].getMessage() and peer in ours[0].getMessage()
 
 
+@pytest.mark.component  # a TLS listener stands in for the broker
 def test_an_untrusted_certificate_names_the_ca_file() -> None:
     diagnosis = ConnectionDiagnosis(KAFKA, Clock())
     error = _handshake_error(trustme.CA(), trustme.CA())
