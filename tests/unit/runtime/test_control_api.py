@@ -7,7 +7,6 @@ generated requests to every operation.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from fakes import FakeSink, small_models
 from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.model import ReverseDistillation
@@ -82,13 +82,6 @@ def path_template(path: str) -> str:
         names = {"sources": "{source_id}", "models": "{name}", "cameras": "{camera_id}"}
         parts[3] = names[parts[2]]
     return "/".join(parts)
-
-
-def _wait(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -153,23 +146,29 @@ def test_sources_start_pause_resume_and_stop_without_touching_the_others(
     created = line.call("POST", "/v1/sources", json=body)
     assert created.status_code == 201, created.text
     assert created.json()["id"] == "cam-b" and created.json()["state"] == "running"
-    _wait(lambda: line.results_of("cam-b") >= 4 and line.results_of("cam-a") >= 4)
+    wait_until(
+        lambda: line.results_of("cam-b") >= 4 and line.results_of("cam-a") >= 4, 60, "both cameras"
+    )
 
     assert line.call("POST", "/v1/sources/cam-a/pause").json()["state"] == "paused"
-    time.sleep(0.5)  # what cam-a had admitted before the pause drains
+    # What cam-a had admitted before the pause is delivered ahead of cam-b's next frames.
+    b_at_pause = line.results_of("cam-b")
+    wait_until(lambda: line.results_of("cam-b") >= b_at_pause + 4, 60, "4 more of cam-b")
     a_paused, b_before = line.results_of("cam-a"), line.results_of("cam-b")
-    _wait(lambda: line.results_of("cam-b") >= b_before + 8)  # cam-b keeps flowing
+    wait_until(lambda: line.results_of("cam-b") >= b_before + 8, 60, "cam-b to keep flowing")
     assert line.results_of("cam-a") == a_paused
     assert line.call("POST", "/v1/sources/cam-a/resume").json()["state"] == "running"
-    _wait(lambda: line.results_of("cam-a") > a_paused)
+    wait_until(lambda: line.results_of("cam-a") > a_paused, 60, "cam-a after its resume")
 
     removed = line.call("DELETE", "/v1/sources/cam-b")
     assert removed.status_code == 200 and removed.json()["state"] == "stopped"
     assert [s["id"] for s in line.call("GET", "/v1/sources").json()] == ["cam-a"]
-    time.sleep(1.0)  # frames cam-b had admitted still finish (delivered, not lost)
+    # Frames cam-b had admitted still finish (delivered, not lost), ahead of cam-a's next ones.
+    a_at_removal = line.results_of("cam-a")
+    wait_until(lambda: line.results_of("cam-a") >= a_at_removal + 4, 60, "4 more of cam-a")
     b_final = line.results_of("cam-b")
     a_now = line.results_of("cam-a")
-    _wait(lambda: line.results_of("cam-a") >= a_now + 4)  # cam-a still runs
+    wait_until(lambda: line.results_of("cam-a") >= a_now + 4, 60, "cam-a to keep running")
     assert line.results_of("cam-b") == b_final
     changes = {
         (s.labels["action"], s.labels["result"]): s.value
@@ -260,7 +259,7 @@ def test_generated_requests_get_only_documented_answers(line: Line) -> None:
 def test_a_camera_switches_product_mid_stream_without_losing_frames(
     line: Line, tmp_path: Path, checkpoint: LoadedCheckpoint
 ) -> None:
-    _wait(lambda: line.results_of("cam-a") >= 4)
+    wait_until(lambda: line.results_of("cam-a") >= 4, 60, "4 results of cam-a")
     new = {"name": "product-b", "checkpoint": str(checkpoint.path)}
     loaded = line.call("POST", "/v1/models", json=new)
     assert loaded.status_code == 201, loaded.text
@@ -275,7 +274,7 @@ def test_a_camera_switches_product_mid_stream_without_losing_frames(
     switched = line.call("PUT", "/v1/cameras/cam-a", json={"model": "product-b"})
     assert switched.status_code == 200 and switched.json()["model"] == "product-b"
     before = line.results_of("cam-a")
-    _wait(lambda: line.results_of("cam-a") >= before + 8)
+    wait_until(lambda: line.results_of("cam-a") >= before + 8, 60, "8 more of cam-a")
     names = [
         r.message.model.name
         for r in sorted(line.sink.results, key=lambda r: r.message.processed_at)
@@ -295,7 +294,7 @@ def test_a_camera_switches_product_mid_stream_without_losing_frames(
     # A recipe's own threshold: everything of cam-a flagged, with its map, by the recipe.
     line.call("PUT", "/v1/cameras/cam-a", json={"model": "product-b", "image_threshold": 0.0})
     seen = line.results_of("cam-a")
-    _wait(lambda: line.results_of("cam-a") >= seen + 8)
+    wait_until(lambda: line.results_of("cam-a") >= seen + 8, 60, "8 more of cam-a")
     last = [r for r in line.sink.results if r.message.camera_id == "cam-a"][-4:]
     assert all(r.message.threshold.source == "recipe" for r in last)
     assert all(r.message.is_anomalous and r.heatmap is not None for r in last)
