@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from inspector.messages import (
     Defect,
@@ -25,11 +27,14 @@ from inspector.messages import (
     ThresholdInfo,
 )
 from inspector.model.calibration import Calibration
-from inspector.runtime.config import PostprocessConfig
+from inspector.runtime.config import InspectorConfig, KafkaConfig, PostprocessConfig
+from inspector.runtime.control import LineControl
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import ModelSet, ServedModel
+from inspector.runtime.models import ModelSet, ServedModel, load_served_model
+from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
+from inspector.runtime.server import HttpServer
 from inspector.runtime.sinks.base import DoneFn, Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
@@ -262,3 +267,38 @@ def small_models(
         PostprocessConfig(),
     )
     return ModelSet(ServedModel(name, Path(f"{name}.safetensors"), sha, worker, post, 0), metrics)
+
+
+def serve_control(
+    pipeline: Pipeline,
+    models: ModelSet,
+    registry: CollectorRegistry,
+    metrics: Metrics,
+    serving: InspectorConfig,
+    token: str,
+    model_paths: dict[str, Path] | None = None,
+) -> HttpServer:
+    """The control API over ``pipeline`` on a started HTTP server (loopback, a free port).
+
+    Models added through it load with ``serving``'s ``model`` section, as the daemon loads them.
+    """
+    control = LineControl(
+        pipeline.intake,
+        models,
+        pipeline.recipes,
+        KafkaConfig(),
+        metrics,
+        model_paths or {},
+        load_model=lambda name, path: load_served_model(name, path, serving, metrics),
+    )
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        registry,
+        lambda: [],
+        metrics,
+        admin_token=SecretStr(token),
+        control=lambda: control,
+    )
+    server.start()
+    return server

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import requests
 import torch
-from fakes import small_models
+from fakes import serve_control, small_models
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 from safetensors.torch import save as st_save
 
 from inspector.backends.manifest import MANIFEST, ExportManifest, load_manifest, write_manifest
@@ -31,12 +30,9 @@ from inspector.cli import main
 from inspector.errors import CheckpointFileError, ExportError
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
-from inspector.runtime.config import BatcherConfig, KafkaConfig, explicit_config
-from inspector.runtime.control import LineControl
+from inspector.runtime.config import BatcherConfig, explicit_config
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import load_served_model
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.server import HttpServer
 
 #: Generous: each call returns in milliseconds; this only stops a regression from hanging CI.
 HANG_GUARD_S = 20.0
@@ -234,25 +230,7 @@ def api(tmp_path: Path) -> Iterator[str]:
     )
     pipeline.start()
     serving = explicit_config({"model": {"device": "cpu", "warmup_batches": 0}})
-    control = LineControl(
-        pipeline.intake,
-        models,
-        pipeline.recipes,
-        KafkaConfig(),
-        metrics,
-        {},
-        load_model=lambda name, path: load_served_model(name, path, serving, metrics),
-    )
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        registry,
-        lambda: [],
-        metrics,
-        admin_token=SecretStr(TOKEN),
-        control=lambda: control,
-    )
-    server.start()
+    server = serve_control(pipeline, models, registry, metrics, serving, TOKEN)
     try:
         yield f"http://127.0.0.1:{server.port}"
     finally:

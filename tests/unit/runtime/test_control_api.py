@@ -18,10 +18,9 @@ import pytest
 import requests
 import schemathesis
 import torch
-from fakes import FakeSink, small_models
+from fakes import FakeSink, serve_control, small_models
 from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
@@ -33,9 +32,7 @@ from inspector.runtime.config import (
     KafkaConfig,
     explicit_config,
 )
-from inspector.runtime.control import LineControl
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import load_served_model
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.server import HttpServer
 from inspector.runtime.sources import build_source
@@ -108,25 +105,7 @@ def line(tmp_path: Path) -> Iterator[Line]:
     )
     pipeline.start()
     serving = explicit_config({"model": {"device": "cpu", "warmup_batches": 0}})
-    control = LineControl(
-        pipeline.intake,
-        models,
-        pipeline.recipes,
-        KafkaConfig(),
-        metrics,
-        {"cam-a": first},
-        load_model=lambda name, path: load_served_model(name, path, serving, metrics),
-    )
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        registry,
-        lambda: [],
-        metrics,
-        admin_token=SecretStr(TOKEN),
-        control=lambda: control,
-    )
-    server.start()
+    server = serve_control(pipeline, models, registry, metrics, serving, TOKEN, {"cam-a": first})
     base = f"http://127.0.0.1:{server.port}"
     spec = requests.get(base + "/v1/openapi.json", timeout=10).json()
     try:

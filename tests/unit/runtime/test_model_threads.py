@@ -20,20 +20,17 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from fakes import UNIT_CALIBRATION, small_models
+from fakes import UNIT_CALIBRATION, serve_control, small_models
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
-from inspector.runtime.config import BatcherConfig, InspectorConfig, KafkaConfig, explicit_config
-from inspector.runtime.control import LineControl
+from inspector.runtime.config import BatcherConfig, InspectorConfig, explicit_config
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import load_configured_model, load_served_model
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.restore import StartingLine, restore_models
-from inspector.runtime.server import HttpServer
 from inspector.runtime.state import SavedModel
 
 TOKEN = "t0ken-for-the-line-0123456789"
@@ -163,25 +160,7 @@ def test_a_model_added_over_the_api_leaves_no_team_on_the_request_thread(
     )
     pipeline.start()
     serving = _config()
-    control = LineControl(
-        pipeline.intake,
-        models,
-        pipeline.recipes,
-        KafkaConfig(),
-        metrics,
-        {},
-        load_model=lambda name, path: load_served_model(name, path, serving, metrics),
-    )
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        registry,
-        lambda: [],
-        metrics,
-        admin_token=SecretStr(TOKEN),
-        control=lambda: control,
-    )
-    server.start()
+    server = serve_control(pipeline, models, registry, metrics, serving, TOKEN)
     base, auth = f"http://127.0.0.1:{server.port}", {"Authorization": f"Bearer {TOKEN}"}
     try:
         # A first request starts the HTTP worker thread that the next one reuses: from then
