@@ -28,13 +28,13 @@ from inspector.messages import (
 )
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import InspectorConfig, KafkaConfig, PostprocessConfig
-from inspector.runtime.control import LineControl
+from inspector.runtime.control.line import LineControl
+from inspector.runtime.control.server import HttpServer
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import ModelSet, ServedModel, load_served_model
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
-from inspector.runtime.server import HttpServer
 from inspector.runtime.sinks.base import DoneFn, Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker

@@ -26,8 +26,11 @@ from prometheus_client import CollectorRegistry
 from inspector.errors import BrokerUnavailableError, WaitAbandonedError
 from inspector.model.fastpath import in_passing_thread
 from inspector.runtime.config import InspectorConfig
-from inspector.runtime.control import LineControl
-from inspector.runtime.kafka_diagnosis import ConnectionDiagnosis
+from inspector.runtime.control.line import LineControl
+from inspector.runtime.control.restore import camera_labels, restore_models, starting_line
+from inspector.runtime.control.results_wiring import ResultsWiring
+from inspector.runtime.control.server import HttpServer
+from inspector.runtime.kafka.diagnosis import ConnectionDiagnosis
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import (
     ModelSet,
@@ -38,9 +41,6 @@ from inspector.runtime.models import (
 )
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.restore import camera_labels, restore_models, starting_line
-from inspector.runtime.results_wiring import ResultsWiring
-from inspector.runtime.server import HttpServer
 from inspector.runtime.signals import watch_signals
 from inspector.runtime.sinks import build_sinks
 from inspector.runtime.sinks.base import Sink
@@ -84,7 +84,7 @@ class Daemon:
         self._started = threading.Event()  # start-up finished: /readyz may answer 200 from now
         # Why kafka-python cannot connect when a setting is at fault (it only logs it).
         self.kafka_diagnosis = ConnectionDiagnosis(config.kafka)
-        # Retention, labels and the operator console's live data (inspector.runtime.console).
+        # Retention, labels and the operator console's live data (runtime.control.console).
         self.results = ResultsWiring(config, self.metrics)
         self._reload_requested = threading.Event()
         self._reloader: threading.Thread | None = None

@@ -22,7 +22,7 @@ whose deadlines follow their capture order, keep their order while on time.
 Every frame added comes back exactly once, in a :class:`Finished` job: scored or failed.
 Frames are acked only on delivery (by frame, not by position), and a Kafka source commits an
 offset only when every offset before it is done
-(:class:`~inspector.runtime.sources.offsets.OffsetTracker`), so frames finishing out of
+(:class:`~inspector.runtime.kafka.offsets.OffsetTracker`), so frames finishing out of
 order never commit a frame that is still pending.
 """
 

@@ -1,6 +1,6 @@
 """The contract between the package and kafka-python: every hook, on the real client and broker.
 
-``inspector.runtime.kafka_client_hooks`` holds every use of kafka-python beyond its documented
+``inspector.runtime.kafka.client_hooks`` holds every use of kafka-python beyond its documented
 API; at run time each hook degrades quietly when the client lacks it. These tests are what
 fails loudly instead, the day an upgrade renames or changes one: each drives the real client
 (pinned in pyproject.toml) against Apache Kafka and checks what the hook returns, not only
@@ -33,9 +33,9 @@ from test_kafka_security import (  # noqa: F401  (secure_broker: the fixture)
     secure_broker,
 )
 
-from inspector.runtime import kafka_client_hooks as hooks
-from inspector.runtime.kafka_client_hooks import ConnectionFailure
-from inspector.runtime.kafka_metrics import connection_count
+from inspector.runtime.kafka import client_hooks as hooks
+from inspector.runtime.kafka.client_hooks import ConnectionFailure
+from inspector.runtime.kafka.client_metrics import connection_count
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,10 @@ from waiting import wait_until
 from inspector.errors import RecordRefusedError
 from inspector.runtime.config import KafkaConfig
 from inspector.runtime.delivery import Delivery
+from inspector.runtime.kafka.health import Link
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import Inspection
 from inspector.runtime.sinks.kafka import KafkaSink
-from inspector.runtime.sinks.kafka_health import Link
 from inspector.tools.apache_kafka import KafkaCluster, KafkaNode
 
 pytestmark = pytest.mark.integration

@@ -364,7 +364,7 @@ def test_a_rebalance_commits_acknowledged_offsets_before_partitions_move(
 
 # --- revocation: kafka-python's own event loop runs the listener ---------------------------------
 # The listener waits for frames in flight by awaiting the consumer's loop sleep (a private hook,
-# inspector.runtime.kafka_client_hooks.loop_sleep): these run it where kafka-python runs it, in a
+# inspector.runtime.kafka.client_hooks.loop_sleep): these run it where kafka-python runs it, in a
 # real rebalance (a second member joins) and in a real close.
 
 

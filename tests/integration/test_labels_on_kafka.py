@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 import inspector
 from inspector.runtime.config import InspectorConfig
+from inspector.runtime.control.results_wiring import ResultsWiring
+from inspector.runtime.control.server import HttpServer
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.results_wiring import ResultsWiring
-from inspector.runtime.server import HttpServer
 
 pytestmark = pytest.mark.integration
 

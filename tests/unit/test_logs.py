@@ -98,7 +98,8 @@ def test_the_command_line_installs_the_escaping_formatter() -> None:
         "import logging\n"
         "from inspector import cli\n"
         "cli.main(['schema'])\n"
-        "logging.getLogger('inspector.runtime.api').warning('id %s', 'cam\\ninspector stopped')\n"
+        "logging.getLogger('inspector.runtime.control.api')"
+        ".warning('id %s', 'cam\\ninspector stopped')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True

@@ -6,7 +6,7 @@ headers plus the reason, so they can be replayed once the cause is fixed. The pr
 idempotent with ``acks=all``: a frame counts as delivered (its offset may be committed) only
 when every in-sync replica has its result.
 
-Where the sink stands (:mod:`~inspector.runtime.sinks.kafka_health`) is learnt from delivery
+Where the sink stands (:mod:`~inspector.runtime.kafka.health`) is learnt from delivery
 outcomes, from the producer's metadata answers and from a watch thread that looks at the
 producer once a second (:meth:`KafkaSink.check`): it replaces a producer whose sender thread
 is gone, notes lost connections, and while the brokers are lost asks for metadata, so that
@@ -34,13 +34,13 @@ from kafka.errors import (
 
 from inspector.errors import InspectorError, RecordRefusedError
 from inspector.runtime.config import KafkaConfig
+from inspector.runtime.kafka.health import Link
+from inspector.runtime.kafka.produced import Record, dead_letter_record, result_record
+from inspector.runtime.kafka.producer import ProducerKeeper
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pacing import RateLimitedLog
 from inspector.runtime.records import DeadLetter, Inspection
 from inspector.runtime.sinks.base import DoneFn, Sink
-from inspector.runtime.sinks.kafka_health import Link
-from inspector.runtime.sinks.kafka_producer import ProducerKeeper
-from inspector.runtime.sinks.kafka_records import Record, dead_letter_record, result_record
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class KafkaSink(Sink):
     def publish_dead_letter(self, letter: DeadLetter, done: DoneFn) -> None:
         """Copy the original message to the DLQ topic with the failure in its headers.
 
-        See :func:`~inspector.runtime.sinks.kafka_records.dead_letter_record` for the headers
+        See :func:`~inspector.runtime.kafka.produced.dead_letter_record` for the headers
         and what is left out of a record over ``kafka.max_message_bytes``.
         """
         record = dead_letter_record(letter, self.kafka.max_message_bytes)

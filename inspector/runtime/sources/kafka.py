@@ -3,7 +3,7 @@
 One record is one encoded image. Records are decoded on a small thread pool (OpenCV releases
 the GIL) and handed out in offset order; records that cannot become a frame (empty, too large,
 undecodable) become dead letters that keep the original message. Offsets are committed only
-for records whose result or dead letter was acknowledged (:mod:`inspector.runtime.sources.offsets`).
+for records whose result or dead letter was acknowledged (:mod:`inspector.runtime.kafka.offsets`).
 
 kafka-python's consumer is not thread-safe, so everything that uses it runs on the thread that
 calls :meth:`KafkaSource.poll` (commits included); :meth:`~KafkaSource.pause`,
@@ -30,30 +30,28 @@ from kafka.structs import MemberState
 
 from inspector.errors import BrokerUnavailableError, ConfigError, InspectorError
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
-from inspector.runtime.kafka_client_hooks import loop_sleep
-from inspector.runtime.kafka_metrics import connection_count
-from inspector.runtime.metrics import Metrics
-from inspector.runtime.pacing import RateLimitedLog
-from inspector.runtime.records import DeadLetter, Frame
-from inspector.runtime.sources.base import Source
-from inspector.runtime.sources.kafka_assignment import AssignmentReadiness
-from inspector.runtime.sources.kafka_fetch import (
+from inspector.runtime.kafka.assignment import AssignmentReadiness
+from inspector.runtime.kafka.client_hooks import loop_sleep
+from inspector.runtime.kafka.client_metrics import connection_count
+from inspector.runtime.kafka.consumed import decode_values, to_item, wants_decoding
+from inspector.runtime.kafka.consumer import (
+    METADATA_MAX_AGE_MS,
+    consumer_settings,
+    partition_lags,
+)
+from inspector.runtime.kafka.fetch import (
     failing_partition,
     unreadable_record,
     within_budget,
 )
-from inspector.runtime.sources.kafka_records import decode_values, to_item, wants_decoding
-from inspector.runtime.sources.offsets import OffsetTracker
+from inspector.runtime.kafka.offsets import OffsetTracker
+from inspector.runtime.metrics import Metrics
+from inspector.runtime.pacing import RateLimitedLog
+from inspector.runtime.records import DeadLetter, Frame
+from inspector.runtime.sources.base import Source
 
 log = logging.getLogger(__name__)
 
-#: Fetch headroom over ``max_message_bytes`` for record-batch framing and headers, so that a
-#: frame of exactly the limit is fetched whole.
-_FETCH_OVERHEAD_BYTES = 64 * 1024
-#: kafka-python's default total fetch size; raised when one message may be larger.
-_DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024
-#: How often the consumer refreshes cluster metadata (new topics, partitions, leaders).
-_METADATA_MAX_AGE_MS = 30_000
 #: Repeat "broker unreachable" warnings at most this often (seconds).
 _LOG_EVERY_S = 30.0
 #: How often a revocation looks whether its partitions' frames are delivered (seconds).
@@ -77,7 +75,7 @@ class KafkaSource(Source):
 
     :meth:`ready` is ``True`` once the consumer is connected to a broker, its last poll did
     not fail, and its group has assigned it partitions: before that, frames would wait in the
-    topic (:mod:`~inspector.runtime.sources.kafka_assignment`). A member the group assigns
+    topic (:mod:`~inspector.runtime.kafka.assignment`). A member the group assigns
     nothing is ready as a standby after ``metadata_max_age`` plus ``kafka.session_timeout_ms``
     (time for a leader that did not know the topic yet to refresh and rebalance).
 
@@ -124,7 +122,7 @@ class KafkaSource(Source):
         self.assignment = AssignmentReadiness(
             self.topics,
             kafka.group_id,
-            standby_after_s=(_METADATA_MAX_AGE_MS + kafka.session_timeout_ms) / 1000,
+            standby_after_s=(METADATA_MAX_AGE_MS + kafka.session_timeout_ms) / 1000,
             clock=clock,
         )
         self._last_commit = clock()
@@ -135,28 +133,7 @@ class KafkaSource(Source):
 
     def consumer_settings(self) -> dict[str, Any]:
         """Keyword settings for ``KafkaConsumer`` (secrets included: never log them)."""
-        k = self.kafka
-        partition_fetch = k.max_message_bytes + _FETCH_OVERHEAD_BYTES
-        return {
-            "bootstrap_servers": [s.strip() for s in k.bootstrap_servers.split(",") if s.strip()],
-            "client_id": k.client_id,
-            "group_id": k.group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "session_timeout_ms": k.session_timeout_ms,
-            "heartbeat_interval_ms": k.heartbeat_interval_ms,
-            "request_timeout_ms": k.request_timeout_ms,
-            "max_poll_records": self.config.max_poll_records,
-            "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
-            # Size limits live in the client: a broker may have none (the test broker).
-            "max_partition_fetch_bytes": partition_fetch,
-            "fetch_max_bytes": max(_DEFAULT_FETCH_MAX_BYTES, partition_fetch),
-            # A group that forms before a new topic's metadata reaches the leader assigns
-            # nothing of it (Apache Kafka answers CreateTopics before publishing it) until the
-            # leader's next metadata refresh: 30 s instead of kafka-python's 5 minutes.
-            "metadata_max_age_ms": _METADATA_MAX_AGE_MS,
-            **k.client_security_settings(),
-        }
+        return consumer_settings(self.kafka, self.config)
 
     def setup(self) -> None:
         """Connect and subscribe (the group is joined by the first polls).
@@ -332,21 +309,8 @@ class KafkaSource(Source):
         self.metrics.invalid_ids.labels(field=field).inc()
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
-        # highwater() comes with every fetch response and is right on Tansu too, unlike
-        # end_offsets(). Lag is measured from the committed position (what a restart would
-        # re-read), falling back to the fetch position before the first record.
-        for tp in consumer.assignment():
-            try:
-                highwater = consumer.highwater(tp)
-                base = self.tracker.committed(tp)
-                if base is None and highwater is not None:
-                    base = consumer.position(tp, timeout_ms=0)
-            except (KafkaError, OSError):
-                continue
-            if highwater is not None and base is not None:
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - base)
-                )
+        for tp, lag in partition_lags(consumer, self.tracker).items():
+            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     # --- backpressure -------------------------------------------------------------------------
 

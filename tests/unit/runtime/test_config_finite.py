@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from inspector.runtime.config import InspectorConfig
-from inspector.runtime.control import NewModel
-from inspector.runtime.state import RuntimeState
+from inspector.runtime.control.line import NewModel
+from inspector.runtime.control.state import RuntimeState
 
 
 def _leaves(annotation: Any) -> list[Any]:

@@ -17,8 +17,8 @@ from retention_helpers import SinkMaker, inspection
 
 import inspector
 from inspector.label_messages import label_json_schema
-from inspector.runtime.console.tiles import overview
-from inspector.runtime.labels import LabelMetrics, once_per_registry
+from inspector.runtime.control.console.tiles import overview
+from inspector.runtime.control.labels import LabelMetrics, once_per_registry
 from inspector.runtime.metrics import CameraLabels
 from inspector.runtime.records import Inspection
 from inspector.runtime.sinks.latest import LatestResults

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from inspector.errors import ConfigError
 from inspector.runtime.config import explicit_config
-from inspector.runtime.control import NewModel
+from inspector.runtime.control.line import NewModel
+from inspector.runtime.control.state import load_state
 from inspector.runtime.ids import MAX_ID_CHARS, id_problem, valid_frame_id, valid_id
 from inspector.runtime.recipes import CameraRecipe
-from inspector.runtime.state import load_state
 
 GOOD = ["cam-01", "Kamera-Süd", "*", "line1.cam2", "...", "a:b@c", "ключ", "x" * MAX_ID_CHARS]
 BAD = [

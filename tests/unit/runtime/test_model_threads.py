@@ -27,11 +27,11 @@ from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import BatcherConfig, InspectorConfig, explicit_config
+from inspector.runtime.control.restore import StartingLine, restore_models
+from inspector.runtime.control.state import SavedModel
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import load_configured_model, load_served_model
 from inspector.runtime.pipeline import Pipeline
-from inspector.runtime.restore import StartingLine, restore_models
-from inspector.runtime.state import SavedModel
 
 TOKEN = "t0ken-for-the-line-0123456789"
 #: The name of the thread every load runs on (models.load_served_model).

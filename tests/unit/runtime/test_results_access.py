@@ -21,18 +21,18 @@ from pydantic import SecretStr
 from retention_helpers import SinkMaker, inspection
 
 import inspector
-from inspector.runtime.api_results import ResultsAccess
 from inspector.runtime.config import InspectorConfig, KafkaConfig
-from inspector.runtime.console import CONTENT_SECURITY_POLICY
-from inspector.runtime.labels import (
+from inspector.runtime.control.api_results import ResultsAccess
+from inspector.runtime.control.console import CONTENT_SECURITY_POLICY
+from inspector.runtime.control.labels import (
     LabelMetrics,
     LabelPublisher,
     label_message,
     once_per_registry,
 )
+from inspector.runtime.control.results_wiring import ResultsWiring
+from inspector.runtime.control.server import HttpServer
 from inspector.runtime.metrics import CameraLabels, Metrics
-from inspector.runtime.results_wiring import ResultsWiring
-from inspector.runtime.server import HttpServer
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "reader-token-0123456789abcdef"

@@ -32,7 +32,8 @@ from inspector.runtime.config import (
     KafkaConfig,
     PostprocessConfig,
 )
-from inspector.runtime.control import LineControl
+from inspector.runtime.control.line import LineControl
+from inspector.runtime.control.server import HttpServer
 from inspector.runtime.daemon import Daemon
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import check_tiling_of
@@ -41,7 +42,6 @@ from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Recipes, RoiConfig, TilingConfig
 from inspector.runtime.regions import FrameView, plan_view
 from inspector.runtime.routing import ModelRouter
-from inspector.runtime.server import HttpServer
 from inspector.runtime.worker import ModelWorker
 
 SIZE = 64  # the model's input, so the tile

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from inspector.errors import BrokerUnavailableError, ConfigError
 from inspector.runtime.config import KafkaConfig
-from inspector.runtime.kafka_client_hooks import codec_available
+from inspector.runtime.kafka.client_hooks import codec_available
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.sinks.kafka import KafkaSink
 

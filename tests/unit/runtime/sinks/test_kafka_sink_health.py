@@ -18,8 +18,8 @@ from kafka_producer_fakes import Factory, make_sink
 from prometheus_client import CollectorRegistry
 
 from inspector.errors import InspectorError, RecordRefusedError
+from inspector.runtime.kafka.health import Link
 from inspector.runtime.records import Inspection
-from inspector.runtime.sinks.kafka_health import Link
 
 
 def _inspection(frame: str = "f1") -> Inspection:

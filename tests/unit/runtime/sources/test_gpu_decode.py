@@ -23,12 +23,12 @@ from inspector.errors import ConfigError
 from inspector.model import ReverseDistillation
 from inspector.model.config import ArchitectureConfig
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig, OverlaySinkConfig
+from inspector.runtime.kafka import consumed as kafka_records
+from inspector.runtime.kafka.consumed import decode_timed, to_item
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import Frame, Inspection
 from inspector.runtime.sinks.overlays import OverlaySink
-from inspector.runtime.sources import kafka_records
 from inspector.runtime.sources.kafka import KafkaSource
-from inspector.runtime.sources.kafka_records import decode_timed, to_item
 from inspector.runtime.worker import ModelWorker
 
 CPU = torch.device("cpu")

@@ -22,10 +22,10 @@ from pydantic import SecretStr
 
 from inspector.errors import InspectorError
 from inspector.runtime.config import KafkaConfig, KafkaSourceConfig
+from inspector.runtime.kafka.consumed import InvalidHeaderError, captured_at
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import DeadLetter, Frame
 from inspector.runtime.sources.kafka import KafkaSource
-from inspector.runtime.sources.kafka_records import InvalidHeaderError, captured_at
 
 TP = TopicPartition("frames", 0)
 PNG = bytes(cv2.imencode(".png", np.full((4, 6, 3), 9, np.uint8))[1].tobytes())

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
+from inspector.runtime.control.server import HttpServer
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.server import HttpServer
 from inspector.tools.demo.runner import wait_until_ready
 
 WAITING = "kafka source kafka: waiting for a partition assignment of inspector.frames (group g)"
