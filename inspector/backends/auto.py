@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import torch
 
+from inspector.backends.convert import no_telemetry
 from inspector.checkpoint import INT8_CALIBRATION, INT8_HELD_OUT, LoadedCheckpoint
 from inspector.errors import BackendUnavailableError, CheckpointError, ConfigError
 from inspector.model.engine import Backend, Engine
@@ -121,6 +122,7 @@ def cache_key(sha256: str, device: torch.device, batch_size: int, options: Runti
 
 
 def _openvino_version() -> str:
+    no_telemetry()
     try:
         import openvino
     except ImportError:

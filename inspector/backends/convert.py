@@ -9,6 +9,7 @@ left out of quantization by scope and stays fp32.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from typing import Any
 
@@ -25,8 +26,20 @@ from inspector.model.reverse_distillation import ReverseDistillation
 MAP_SCOPE = ".*anomaly_map.*"
 
 
+def no_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry.
+
+    Both send events to Google Analytics (from a forked process) unless the user opted out in a
+    file under their home folder, and fall back to a no-op when ``openvino_telemetry`` cannot be
+    imported. A daemon on a plant network never phones home, so the module is made unimportable
+    for this process before either is imported.
+    """
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+
+
 def require(module: str, install: str) -> Any:
-    """Import ``module`` or say which ``pip install`` brings it."""
+    """Import ``module`` or say which ``pip install`` brings it (never with telemetry)."""
+    no_telemetry()
     try:
         return __import__(module)
     except ImportError as exc:

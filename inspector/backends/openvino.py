@@ -30,7 +30,10 @@ INSTALL = "pip install 'inspector[openvino]'"
 
 
 def import_openvino() -> Any:
-    """The ``openvino`` module, or an error naming the install."""
+    """The ``openvino`` module, or an error naming the install (never with telemetry)."""
+    from inspector.backends.convert import no_telemetry
+
+    no_telemetry()
     try:
         import openvino
     except ImportError as exc:
