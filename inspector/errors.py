@@ -161,6 +161,15 @@ class BackendUnavailableError(ConfigError):
     """
 
 
+class NotTriggerableError(ConfigError):
+    """A software trigger sent to a source that takes none.
+
+    Not a camera, or a camera whose ``trigger.mode`` is not ``software``; the message names
+    the source and the setting. The control API answers 409: the request does not fit the
+    source as it is configured.
+    """
+
+
 class StateFileError(ConfigError):
     """The state file (``daemon.state_path``) or one of its entries cannot be restored.
 

@@ -10,7 +10,6 @@ header-only API and a pixel limit must be checked before a decompression bomb is
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import threading
 import warnings
@@ -375,26 +374,3 @@ def encode_png_base64(mask: np.ndarray) -> str:
     if not ok:
         raise InspectorError(f"cannot encode mask of shape {binary.shape}")
     return base64.b64encode(buf.tobytes()).decode("ascii")
-
-
-def decode_png_base64(data: str) -> np.ndarray:
-    """Inverse of :func:`encode_png_base64`.
-
-    Args:
-        data: base64 of a PNG (any image format OpenCV reads works).
-
-    Returns:
-        The mask, bool ``(H, W)`` (pixels above 127 are set).
-
-    Raises:
-        ImageDecodeError: ``data`` is not base64 or not an image.
-    """
-    try:
-        raw = base64.b64decode(data)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageDecodeError(f"mask is not valid base64: {exc}") from exc
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE) if raw else None
-    if img is None:
-        raise ImageDecodeError(f"mask is not a PNG ({len(raw)} bytes)")
-    decoded: np.ndarray = img > 127
-    return decoded

@@ -126,7 +126,7 @@ class FakeSource(Source):
     Attributes:
         paused: Whether :meth:`pause` is in effect.
         pause_calls: How often :meth:`pause` was called.
-        drained: Whether :meth:`drain` ran; closed likewise.
+        final_committed: Whether :meth:`final_commit` ran; closed likewise.
     """
 
     name = "fake"
@@ -140,7 +140,7 @@ class FakeSource(Source):
         self.finite = finite
         self.paused = False
         self.pause_calls = 0
-        self.drained = False
+        self.final_committed = False
         self.closed = False
 
     def add(self, items: Iterable[Frame | DeadLetter]) -> None:
@@ -175,9 +175,9 @@ class FakeSource(Source):
         with self._lock:
             return self.finite and not self._items
 
-    def drain(self, timeout: float) -> None:
+    def final_commit(self, timeout: float) -> None:
         """Record that a final commit happened."""
-        self.drained = True
+        self.final_committed = True
 
     def close(self) -> None:
         """Record the close."""

@@ -66,17 +66,8 @@ class Calibration(BaseModel):
         span = max(self.image_max - self.image_min, _MIN_SPAN)
         return min(max((score - t) / span + 0.5, 0.0), 1.0)
 
-    def normalise_pixel(self, maps: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-        """Normalise raw maps (any shape) to 0..1 with ``threshold`` (default: fitted) at 0.5."""
-        return _normalise(
-            maps,
-            self.pixel_threshold if threshold is None else threshold,
-            self.pixel_min,
-            self.pixel_max,
-        )
-
     def normalise_pixel_array(self, maps: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """:meth:`normalise_pixel` for maps on the host (any shape) -> float32, same shape.
+        """Normalise raw maps (any shape) to float32 0..1, ``threshold`` (default: fitted) at 0.5.
 
         NumPy in place: on a 256 x 256 map torch's per-call overhead was most of the cost.
         """

@@ -53,7 +53,7 @@ class Admission:
 
     @property
     def items(self) -> int:
-        """Items admitted and not yet released."""
+        """Items admitted and not yet freed."""
         return self._items
 
     @property
@@ -74,7 +74,7 @@ class Admission:
             self._bytes += nbytes
             return True
 
-    def release(self, nbytes: int) -> None:
+    def free(self, nbytes: int) -> None:
         """Give back the place of a delivered item of ``nbytes``."""
         with self._cond:
             self._items -= 1

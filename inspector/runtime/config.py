@@ -1,28 +1,45 @@
 """The daemon's configuration: one frozen pydantic root with a sub-model per stage.
 
-A leaf of the runtime: stages import it, it imports no stage.
+A leaf of the runtime: stages import it, it imports no stage. The sources' and the sinks'
+sections live in :mod:`inspector.runtime.config_sources` and :mod:`inspector.runtime.config_sinks`;
+their names are re-exported here, where the rest of inspector imports them from.
+
+A key that moved to another section is still read at its old place, with a warning in the log
+(:data:`MOVED_KEYS`), so that existing configuration files keep working.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from inspector.model.config import Frozen
-from inspector.runtime.config_genicam import GenicamSourceConfig
+
+# Re-exported: the sections' models are imported from here.
+from inspector.runtime.config_genicam import GenicamSourceConfig as GenicamSourceConfig
+from inspector.runtime.config_sinks import JsonlSinkConfig as JsonlSinkConfig
+from inspector.runtime.config_sinks import KafkaSinkConfig as KafkaSinkConfig
+from inspector.runtime.config_sinks import OverlaySinkConfig as OverlaySinkConfig
+from inspector.runtime.config_sinks import SinksConfig as SinksConfig
+from inspector.runtime.config_sources import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from inspector.runtime.config_sources import CameraSourceConfig as CameraSourceConfig
+from inspector.runtime.config_sources import DirectorySourceConfig as DirectorySourceConfig
+from inspector.runtime.config_sources import KafkaSourceConfig as KafkaSourceConfig
+from inspector.runtime.config_sources import SourceConfig as SourceConfig
 from inspector.runtime.ids import Id
 from inspector.runtime.recipes import CameraRecipe
 from inspector.runtime.retention.config import RetentionConfig
 
-#: Default of ``sources[*].max_pixels``: 50 MP, above any industrial camera's frame
-#: (same value as :data:`inspector.imaging.DEFAULT_MAX_PIXELS`).
-DEFAULT_MAX_PIXELS = 50_000_000
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT_BYTES = 2 * 1024**3  #: Default of ``admission.max_in_flight_bytes``.
 
 
 class PostprocessConfig(Frozen):
@@ -116,95 +133,6 @@ class KafkaConfig(Frozen):
         return settings
 
 
-class KafkaSourceConfig(Frozen):
-    """Frames from the Kafka frames topic (connection and topic in ``kafka``).
-
-    Attributes:
-        type: Discriminator.
-        topics: Topics to read; default: ``kafka.frames_topic``.
-        decode_threads: Threads decoding images (OpenCV releases the GIL).
-        max_poll_records: Records fetched per poll.
-        decode_device: ``cuda`` decodes JPEG frames on the GPU (nvJPEG through torchvision),
-            each poll's JPEG frames as one batch, so pixels go straight to the model without a
-            host round trip; other formats, and JPEGs nvJPEG refuses, are decoded by OpenCV.
-        fetch_max_wait_ms: Longest a fetch may wait at the broker for new frames (Kafka's
-            default). Apache Kafka answers as soon as a frame arrives, so this costs no latency
-            there; lower values only add empty fetches on an idle topic (an idle daemon used
-            6.2 % of a core at 50 vs 3.2 % at 500). Brokers that hold every fetch to its end
-            (Tansu, the embedded test broker) add up to this much latency per frame: the demo
-            and the benchmark use 50 on it.
-        max_pixels: Largest frame decoded, in pixels, read from the image header before
-            decoding; larger frames are dead letters ``too_large`` (a 32 KB PNG can declare
-            12000 x 12000 px: 432 MB once decoded).
-        max_poll_decoded_bytes: Decoded bytes one poll may hold; the records beyond it are
-            fetched again by the next poll (at least one record per poll).
-    """
-
-    type: Literal["kafka"] = "kafka"
-    topics: tuple[str, ...] | None = None
-    decode_threads: int = Field(default=2, ge=1)
-    max_poll_records: int = Field(default=64, ge=1)
-    decode_device: Literal["cpu", "cuda"] = "cpu"
-    fetch_max_wait_ms: int = Field(default=500, ge=0, le=10_000)
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-    max_poll_decoded_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
-
-
-class CameraSourceConfig(Frozen):
-    """One OpenCV camera.
-
-    Attributes:
-        type: Discriminator.
-        camera_id: Id in results and metrics, and the source's id in the control API (the id
-            rule of :mod:`inspector.runtime.ids`).
-        uri: Device index (``"0"``), RTSP/HTTP URL, GStreamer pipeline or video file.
-        backend: OpenCV capture backend.
-        fps: Target frames per second taken from the stream (``None``: as fast as it comes).
-        live: A live stream: keep only the newest frame and count stale drops. ``False`` for
-            files that must be read completely.
-        reconnect_initial_s: First reconnect delay after the stream breaks.
-        reconnect_max_s: Longest reconnect delay (exponential backoff).
-        loop: Restart a video file at its end (simulated cameras).
-    """
-
-    type: Literal["camera"] = "camera"
-    camera_id: Id
-    uri: str
-    backend: Literal["auto", "ffmpeg", "gstreamer", "v4l2"] = "auto"
-    fps: float | None = Field(default=None, gt=0)
-    live: bool = True
-    reconnect_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
-    loop: bool = False
-
-
-class DirectorySourceConfig(Frozen):
-    """Replay of recorded frames from files.
-
-    Attributes:
-        type: Discriminator.
-        camera_id: Id in results and metrics, and the source's id in the control API.
-        path: Folder or glob pattern (``frames/*.png``).
-        fps: Replay rate (``None``: as fast as the pipeline takes them).
-        loop: Start again after the last file.
-        max_pixels: Largest image decoded, in pixels, read from the header before decoding;
-            larger files are dead letters ``too_large``.
-    """
-
-    type: Literal["directory"] = "directory"
-    camera_id: Id = "replay"
-    path: str
-    fps: float | None = Field(default=None, gt=0)
-    loop: bool = False
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-
-
-SourceConfig = Annotated[
-    KafkaSourceConfig | CameraSourceConfig | DirectorySourceConfig | GenicamSourceConfig,
-    Field(discriminator="type"),
-]
-
-
 class BatcherConfig(Frozen):
     """Micro-batching between sources and the model.
 
@@ -212,15 +140,24 @@ class BatcherConfig(Frozen):
         max_batch_size: Frames per inference batch at most.
         max_wait_ms: Longest wait for a batch to fill once its first frame arrived.
         queue_size: Capacity of each bounded queue between stages.
-        max_in_flight_bytes: Decoded frame bytes admitted and not yet delivered, at most;
-            sources wait (Kafka pauses its partitions) beyond it. One frame is always let in,
-            so a frame larger than the budget still runs, alone.
     """
 
     max_batch_size: int = Field(default=8, ge=1)
     max_wait_ms: float = Field(default=20.0, ge=0)
     queue_size: int = Field(default=64, ge=1)
-    max_in_flight_bytes: int = Field(default=2 * 1024**3, ge=1)
+
+
+class AdmissionConfig(Frozen):
+    """How much the pipeline holds at once (:mod:`inspector.runtime.admission`).
+
+    Attributes:
+        max_in_flight_bytes: Decoded frame bytes admitted and not yet delivered, at most;
+            sources wait (Kafka pauses its partitions) beyond it. One frame is always let in,
+            so a frame larger than the budget still runs, alone. Formerly
+            ``batcher.max_in_flight_bytes``, which is still read (with a warning).
+    """
+
+    max_in_flight_bytes: int = Field(default=DEFAULT_MAX_IN_FLIGHT_BYTES, ge=1)
 
 
 def _default_cache_dir() -> Path:
@@ -265,48 +202,6 @@ class ModelConfig(Frozen):
     cuda_graphs: bool = False
 
 
-class KafkaSinkConfig(Frozen):
-    """Results (and dead letters) to Kafka; topics and connection in ``kafka``.
-
-    Attributes:
-        enabled: Publish results to ``kafka.results_topic``.
-    """
-
-    enabled: bool = True
-
-
-class JsonlSinkConfig(Frozen):
-    """Results appended to a JSON-lines file.
-
-    Attributes:
-        path: File to append to; ``None`` disables.
-    """
-
-    path: Path | None = None
-
-
-class OverlaySinkConfig(Frozen):
-    """Heat-map overlays of anomalous frames saved to a folder, bounded.
-
-    Attributes:
-        directory: Folder; ``None`` disables.
-        max_files: Oldest files are deleted beyond this count.
-        max_bytes: ...or beyond this total size.
-    """
-
-    directory: Path | None = None
-    max_files: int = Field(default=1000, ge=1)
-    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
-
-
-class SinksConfig(Frozen):
-    """Where results go."""
-
-    kafka: KafkaSinkConfig = KafkaSinkConfig()
-    jsonl: JsonlSinkConfig = JsonlSinkConfig()
-    overlays: OverlaySinkConfig = OverlaySinkConfig()
-
-
 class HttpConfig(Frozen):
     """``/metrics``, ``/healthz``, ``/readyz`` and the control API (``/v1/``) on one port.
 
@@ -315,7 +210,8 @@ class HttpConfig(Frozen):
         port: Listen port (0: any free port).
         admin_token: Bearer token for the control API's writes; ``None``: the API is off
             (``/v1/`` answers 404). Set it from the environment (``INSPECTOR_HTTP__ADMIN_TOKEN``),
-            never in a YAML file that others read.
+            never in a YAML file that others read. Unless ``daemon.keep_open`` says otherwise,
+            the daemon then runs until told to stop, even once its sources run dry.
         read_token: When set, the operator console's data and every read of retained results
             and images need ``Authorization: Bearer`` with it (or with ``admin_token``);
             ``None``: they are open like ``/metrics``. From the environment
@@ -338,11 +234,17 @@ class DaemonConfig(Frozen):
             answers 503 ("delivery stalled"), whatever the connections say.
         state_path: File where control API changes are saved; on start, its sources (when
             it exists) replace the YAML file's, so a restart comes back as the line was.
+        keep_open: Keep running when every source has run dry or was removed, until told to
+            stop (SIGTERM), so that sources can be added through the control API; ``false``:
+            the daemon finishes then, once their frames are delivered. ``None`` (unset): on
+            exactly when the control API is on (``http.admin_token`` set). The daemon logs
+            which applies when it starts (:meth:`InspectorConfig.keeps_open`).
     """
 
     drain_timeout_s: float = Field(default=30.0, gt=0)
     stall_timeout_s: float = Field(default=60.0, gt=0)
     state_path: Path | None = None
+    keep_open: bool | None = None
 
 
 class MetricsConfig(Frozen):
@@ -381,6 +283,7 @@ class InspectorConfig(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     sources: tuple[SourceConfig, ...] = (KafkaSourceConfig(),)
     batcher: BatcherConfig = BatcherConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     model: ModelConfig = ModelConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
     sinks: SinksConfig = SinksConfig()
@@ -391,6 +294,11 @@ class InspectorConfig(BaseSettings):
     models: dict[Id, Path] = {}
     cameras: dict[Id, CameraRecipe] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return read_moved_keys(data)
+
     @model_validator(mode="after")
     def _camera_ids_unique(self) -> InspectorConfig:
         # A source runs (and is addressed by the control API) under its camera id.
@@ -399,6 +307,14 @@ class InspectorConfig(BaseSettings):
         if repeated:
             raise ValueError(f"sources: camera_id {', '.join(repeated)} used by several sources")
         return self
+
+    def keeps_open(self) -> tuple[bool, str]:
+        """``daemon.keep_open``, or unset whether the control API is on; and which applied."""
+        if self.daemon.keep_open is not None:
+            return self.daemon.keep_open, "daemon.keep_open"
+        if self.http.admin_token is not None:
+            return True, "daemon.keep_open unset and the control API on (http.admin_token)"
+        return False, "daemon.keep_open unset and the control API off"
 
     @classmethod
     def settings_customise_sources(
@@ -413,6 +329,31 @@ class InspectorConfig(BaseSettings):
         if not _ENVIRONMENT_APPLIES.get():
             return (init_settings,)
         return env_settings, init_settings
+
+
+#: Keys that moved, ``(section, key)`` where they were to the section they are in now.
+MOVED_KEYS: dict[tuple[str, str], str] = {("batcher", "max_in_flight_bytes"): "admission"}
+
+
+def read_moved_keys(data: Any) -> Any:
+    """``data`` (the root's raw values) with each moved key taken to its new section.
+
+    A moved key is logged as deprecated. Given at both places with different values, it is an
+    error: the environment and the file are merged by then, so which was meant is unknown.
+    """
+    if not isinstance(data, dict):
+        return data
+    for (old, key), new in MOVED_KEYS.items():
+        section, target = data.get(old), data.get(new, {})
+        if not isinstance(section, dict) or key not in section or not isinstance(target, dict):
+            continue
+        value = section[key]
+        if key in target and target[key] != value:
+            raise ValueError(f"{old}.{key} is {new}.{key} now: give only {new}.{key}")
+        log.warning("config: %s.%s is deprecated; read as %s.%s (rename it)", old, key, new, key)
+        rest = {k: v for k, v in section.items() if k != key}
+        data = {**data, old: rest, new: {**target, key: value}}
+    return data
 
 
 #: Off while :func:`explicit_config` builds a configuration.

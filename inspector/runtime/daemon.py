@@ -187,6 +187,10 @@ class Daemon:
         if self.should_exit.is_set():  # asked to stop while waiting for the broker
             return
         ids = line.ids
+        # Said at start: a daemon waiting for sources to be added must not look hung.
+        keep_open, why = cfg.keeps_open()
+        done = "keeps running until told to stop" if keep_open else "finishes"
+        log.info("inspector %s once every source has run dry (%s)", done, why)
         try:
             recipes = restore_models(line, models, cfg, self.metrics, stop=self.should_exit)
         except WaitAbandonedError:
@@ -197,11 +201,11 @@ class Daemon:
             models,
             sinks,
             self.metrics,
+            max_in_flight_bytes=cfg.admission.max_in_flight_bytes,
             stall_timeout_s=cfg.daemon.stall_timeout_s,
             recipes=recipes,
             source_ids=ids,
-            # With the control API on, sources come and go: the daemon runs until told to stop.
-            keep_open=cfg.http.admin_token is not None,
+            keep_open=keep_open,
         )
         self.pipeline.start(held=line.paused)
         self.control = LineControl(

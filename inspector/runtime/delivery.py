@@ -35,7 +35,7 @@ from inspector.runtime.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 #: Called once per item when every sink took or refused it, with the refusals (empty: done).
-Outcome = Callable[[list[RecordRefusedError]], None]
+OnSettled = Callable[[list[RecordRefusedError]], None]
 
 #: Repeat the "retrying" warning at most this often (seconds).
 _WARN_EVERY_S = 10.0
@@ -46,7 +46,7 @@ class _Fanout:
     """One item on its way to every sink."""
 
     remaining: int
-    outcome: Outcome
+    on_settled: OnSettled
     refusals: list[RecordRefusedError] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,11 +95,11 @@ class Delivery:
         """Sends waiting for their retry."""
         return self._retrying
 
-    def deliver(self, item: Inspection | DeadLetter, outcome: Outcome) -> None:
-        """Send ``item`` to every sink; ``outcome`` runs once all took or refused it."""
-        fanout = _Fanout(len(self.sinks), outcome)
+    def deliver(self, item: Inspection | DeadLetter, on_settled: OnSettled) -> None:
+        """Send ``item`` to every sink; ``on_settled`` runs once all took or refused it."""
+        fanout = _Fanout(len(self.sinks), on_settled)
         if not self.sinks:
-            outcome([])
+            on_settled([])
             return
         for sink in self.sinks:
             self._send(sink, item, fanout, 0)
@@ -182,7 +182,7 @@ class Delivery:
             fanout.remaining -= 1
             last = fanout.remaining == 0
         if last:
-            fanout.outcome(fanout.refusals)
+            fanout.on_settled(fanout.refusals)
 
     def _schedule(self, delay: float, action: Callable[[], None]) -> None:
         with self._cond:
@@ -214,7 +214,7 @@ class Outcomes:
     Args:
         delivery: Sends to the sinks (retrying failures).
         metrics: Counts processed and failed frames.
-        release: Gives an item's place in the in-flight bounds back (its bytes as argument).
+        free: Gives an item's place in the in-flight bounds back (its bytes as argument).
         clock: Monotonic clock (end-to-end time).
 
     Attributes:
@@ -228,12 +228,12 @@ class Outcomes:
         self,
         delivery: Delivery,
         metrics: Metrics,
-        release: Callable[[int], None],
+        free: Callable[[int], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.delivery = delivery
         self.metrics = metrics
-        self.release = release
+        self.free = free
         self.clock = clock
         self._lock = threading.Lock()
         self.results_delivered = 0
@@ -252,7 +252,7 @@ class Outcomes:
         frame = inspection.frame
         nbytes = footprint(frame)
 
-        def outcome(refusals: list[RecordRefusedError]) -> None:
+        def settled(refusals: list[RecordRefusedError]) -> None:
             if refusals:
                 # A result a sink refuses for good (too large, invalid) becomes a dead letter
                 # with the original message, instead of holding back its partition's commits.
@@ -275,15 +275,15 @@ class Outcomes:
             if inspection.message.late:  # counted with the delivery, so late/processed is a ratio
                 self.metrics.results_late.labels(camera=camera).inc()
             self.metrics.end_to_end_seconds.observe(self.clock() - frame.meta.received_monotonic)
-            self.release(nbytes)
+            self.free(nbytes)
 
-        self.delivery.deliver(inspection, outcome)
+        self.delivery.deliver(inspection, settled)
 
     def dead_letter(self, letter: DeadLetter, nbytes: int) -> None:
         """Deliver a dead letter holding ``nbytes`` of the bounds; ack it once delivered."""
         self.metrics.frames_failed.labels(stage=letter.stage, reason=letter.error_type).inc()
 
-        def outcome(refusals: list[RecordRefusedError]) -> None:
+        def settled(refusals: list[RecordRefusedError]) -> None:
             if refusals:
                 # Even the dead letter (whose payload and headers are dropped when too large) is
                 # refused: left uncommitted, it comes again after a restart; counted until then.
@@ -301,9 +301,9 @@ class Outcomes:
                 letter.ack()
                 with self._lock:
                     self.dead_letters_delivered += 1
-            self.release(nbytes)
+            self.free(nbytes)
 
-        self.delivery.deliver(letter, outcome)
+        self.delivery.deliver(letter, settled)
 
 
 def _coordinates(letter: DeadLetter) -> str:

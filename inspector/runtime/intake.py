@@ -187,14 +187,14 @@ class Intake:
             self._settle()
         return slot
 
-    def hold(self, source_id: str) -> SourceSlot:
+    def pause_source(self, source_id: str) -> SourceSlot:
         """Pause one running source for an operator (it keeps its connection and commits)."""
         slot = self.slot(source_id)
         self._apply(slot, SourceEvent.PAUSE)
         return slot
 
-    def release(self, source_id: str) -> SourceSlot:
-        """Resume a source paused by :meth:`hold`."""
+    def resume_source(self, source_id: str) -> SourceSlot:
+        """Resume a source paused by :meth:`pause_source`."""
         slot = self.slot(source_id)
         self._apply(slot, SourceEvent.RESUME)
         return slot
@@ -285,7 +285,7 @@ class Intake:
         finally:
             try:
                 last = min(commit_by, self._commit_by)
-                source.drain(max(0.1, last - time.monotonic()))
+                source.final_commit(max(0.1, last - time.monotonic()))
             finally:
                 source.close()
 
@@ -325,7 +325,7 @@ class Intake:
                 if admitted:
                     self._handing_over += 1
             if not admitted:
-                self.admission.release(nbytes)
+                self.admission.free(nbytes)
                 return False
             try:
                 return self._hand_over(item, nbytes, pressure)
@@ -346,7 +346,7 @@ class Intake:
                 return True
             except queue.Full:
                 if self._phase is IntakePhase.CLOSING:  # the model stopped: nothing takes it
-                    self.admission.release(nbytes)
+                    self.admission.free(nbytes)
                     return False
                 pressure.hold()
 

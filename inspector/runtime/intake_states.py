@@ -6,18 +6,18 @@ pause of a source being removed, a thread's "exhausted" after an operator remove
 nothing, so a late event never undoes a newer state. Who moves what (``Intake`` is
 :class:`~inspector.runtime.intake.Intake`):
 
-================  =============================================  ======================
+================  =============================================  =========================
 event             moves                                          sent by
-================  =============================================  ======================
+================  =============================================  =========================
 ``START``         ``STARTING`` to ``RUNNING``                    ``Intake.start``
 ``START_PAUSED``  ``STARTING`` to ``PAUSED``                     ``Intake.start``
-``PAUSE``         ``RUNNING``, ``EXHAUSTED`` to ``PAUSED``       ``Intake.hold``
-``RESUME``        ``PAUSED`` to ``RUNNING``                      ``Intake.release``
+``PAUSE``         ``RUNNING``, ``EXHAUSTED`` to ``PAUSED``       ``Intake.pause_source``
+``RESUME``        ``PAUSED`` to ``RUNNING``                      ``Intake.resume_source``
 ``EXHAUST``       ``RUNNING`` to ``EXHAUSTED``                   the source's thread
 ``REMOVE``        ``RUNNING``, ``PAUSED``, ``EXHAUSTED`` to      ``Intake.remove``
                   ``STOPPING``
 ``END``           any started phase to ``STOPPED``               the source's thread
-================  =============================================  ======================
+================  =============================================  =========================
 
 The intake's own :class:`IntakePhase` follows the daemon's shutdown, forward only
 (:func:`intake_may_move`): ``OPEN`` to ``DRAINING`` (``Intake.input_stopped``: no source

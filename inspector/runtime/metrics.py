@@ -24,7 +24,7 @@ from prometheus_client import (
 from inspector.dead_letters import FAILED_LABELS
 
 # No ``*_created`` series: one more sample per child that Prometheus does not use for rates,
-# and a third of a scrape's size. Process-wide, as the client library only offers it so.
+# and a large share of a scrape's size. Process-wide, as the client library only offers it so.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Stage latencies: sub-millisecond decode to multi-second CPU inference.
@@ -45,9 +45,8 @@ LATENCY_BUCKETS = (
     30.0,
 )
 #: Normalised scores (threshold at 0.5), finest around the threshold; 1.0, the clip value, is
-#: the +Inf bucket. Few buckets: this histogram is per camera, so its series are what the camera
-#: bound multiplies (1000 UUID camera ids: /metrics at 73 KB with these, 100 KB with tenths,
-#: 160 KB with twentieths).
+#: the +Inf bucket. Few buckets: this histogram is per camera, so each bucket is multiplied by
+#: the camera bound in the size of ``/metrics``.
 SCORE_BUCKETS = (0.25, 0.4, 0.5, 0.6, 0.75)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -63,7 +62,7 @@ class CameraLabels:
     """Bounded ``camera`` label values: configured cameras, the first N others seen, ``other``.
 
     Camera ids of Kafka frames come from producers; as labels they would grow ``/metrics``
-    without bound (200 new ids once grew it from 19 KB to 3.5 MB, kept forever). Ids are
+    without bound, and a series once created is kept for the process's life. Ids are
     validated before they get here (:mod:`inspector.runtime.ids`). Thread-safe.
 
     Args:
@@ -93,6 +92,9 @@ class CameraLabels:
 class Metrics:
     """Every metric the daemon exports, registered on ``registry``.
 
+    One attribute per metric, registered in groups that follow the data path: intake, latency,
+    inspection, delivery, cameras, and the daemon itself (models, readiness, control).
+
     Args:
         registry: Where to register; tests pass a fresh ``CollectorRegistry`` and read values
             with ``registry.get_sample_value``.
@@ -103,54 +105,61 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, *, cameras: CameraLabels | None = None) -> None:
         self.registry = registry
         self.cameras = cameras or CameraLabels()
-        r = registry
+        self._add_intake(registry)
+        self._add_latency(registry)
+        self._add_inspection(registry)
+        self._add_delivery(registry)
+        self._add_cameras(registry)
+        self._add_daemon(registry)
+
+    def camera(self, camera_id: str) -> str:
+        """The bounded ``camera`` label value for ``camera_id``."""
+        return self.cameras.label(camera_id)
+
+    def _add_intake(self, r: CollectorRegistry) -> None:
+        """What the sources take in, drop on purpose or repair, and what waits in the queues."""
         self.frames_received = Counter(
             "inspector_frames_received", "Frames taken in by a source.", ["source"], registry=r
         )
-        self.frames_processed = Counter(
-            "inspector_frames_processed",
-            "Frames with a published result.",
-            ["camera"],
+        self.frames_dropped = Counter(
+            "inspector_frames_dropped",
+            "Frames dropped on purpose (stale live frames...).",
+            ["camera", "reason"],
             registry=r,
         )
-        self.frames_failed = Counter(
-            "inspector_frames_failed",
-            "Frames that failed (dead-lettered or lost with a reason).",
-            ["stage", "reason"],
+        self.invalid_ids = Counter(
+            "inspector_invalid_ids",
+            "Ids from producers replaced because they were too long or not printable.",
+            ["field"],
             registry=r,
         )
-        # Every pair there can be, at zero: the first failure is then an increase that rate()
-        # sees (a series born at 1 is not), and /metrics shows what may fail before it does.
-        for stage, reason in FAILED_LABELS:
-            self.frames_failed.labels(stage=stage, reason=reason)
-        self.results_late = Counter(
-            "inspector_results_late",
-            "Delivered results whose verdict was ready after the camera's deadline_ms.",
-            ["camera"],
+        self.consumer_lag = Gauge(
+            "inspector_consumer_lag",
+            "Messages behind the partition's high watermark.",
+            ["topic", "partition"],
             registry=r,
         )
-        self.model_memory = Gauge(
-            "inspector_model_memory_bytes",
-            "Bytes of each served model's parameters and buffers, on its device.",
-            ["model"],
+        self.queue_depth = Gauge(
+            "inspector_queue_depth", "Items waiting in a bounded queue.", ["queue"], registry=r
+        )
+        self.in_flight_bytes = Gauge(
+            "inspector_in_flight_bytes",
+            "Decoded frame bytes admitted and not yet delivered.",
             registry=r,
         )
-        self.control_changes = Counter(
-            "inspector_control_changes",
-            "Changes asked through the control API, by action and result (ok, rejected, "
-            "failed, unauthorized).",
-            ["action", "result"],
+
+    def _add_latency(self, r: CollectorRegistry) -> None:
+        """How long: each stage, each inference batch (and its size), receipt to ack."""
+        self.batch_size = Histogram(
+            "inspector_batch_size",
+            "Frames per inference batch.",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.anomalies = Counter(
-            "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
-        )
-        self.defects = Counter("inspector_defects", "Defect regions found.", ["camera"], registry=r)
-        self.anomaly_score = Histogram(
-            "inspector_anomaly_score",
-            "Normalised image scores (threshold at 0.5).",
-            ["camera"],
-            buckets=SCORE_BUCKETS,
+        self.inference_batch_seconds = Histogram(
+            "inspector_inference_batch_seconds",
+            "Time per inference batch (preprocessing, forward pass, results to the host).",
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.stage_seconds = Histogram(
@@ -166,38 +175,66 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.inference_batch_seconds = Histogram(
-            "inspector_inference_batch_seconds",
-            "Time per inference batch (preprocessing, forward pass, results to the host).",
-            buckets=LATENCY_BUCKETS,
+
+    def _add_inspection(self, r: CollectorRegistry) -> None:
+        """The verdicts: scores, anomalies, defects and the thresholds applied."""
+        self.anomaly_score = Histogram(
+            "inspector_anomaly_score",
+            "Normalised image scores (threshold at 0.5).",
+            ["camera"],
+            buckets=SCORE_BUCKETS,
             registry=r,
         )
-        self.batch_size = Histogram(
-            "inspector_batch_size",
-            "Frames per inference batch.",
-            buckets=BATCH_BUCKETS,
+        self.anomalies = Counter(
+            "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
+        )
+        self.defects = Counter("inspector_defects", "Defect regions found.", ["camera"], registry=r)
+        self.threshold = Gauge(
+            "inspector_threshold",
+            "Applied thresholds on the normalised scale.",
+            ["kind"],
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "inspector_queue_depth", "Items waiting in a bounded queue.", ["queue"], registry=r
-        )
-        self.consumer_lag = Gauge(
-            "inspector_consumer_lag",
-            "Messages behind the partition's high watermark.",
-            ["topic", "partition"],
+
+    def _add_delivery(self, r: CollectorRegistry) -> None:
+        """How frames end: delivered (on time or late) or failed; retries, rebuilt sink clients."""
+        self.frames_processed = Counter(
+            "inspector_frames_processed",
+            "Frames with a published result.",
+            ["camera"],
             registry=r,
         )
-        self.model_info = Info("inspector_model", "The loaded model.", registry=r)
-        self.model_reloads = Counter(
-            "inspector_model_reloads", "Model (re)loads by result.", ["result"], registry=r
-        )
-        self.ready = Gauge("inspector_ready", "1 when /readyz answers 200.", registry=r)
-        self.frames_dropped = Counter(
-            "inspector_frames_dropped",
-            "Frames dropped on purpose (stale live frames...).",
-            ["camera", "reason"],
+        self.results_late = Counter(
+            "inspector_results_late",
+            "Delivered results whose verdict was ready after the camera's deadline_ms.",
+            ["camera"],
             registry=r,
         )
+        self.frames_failed = Counter(
+            "inspector_frames_failed",
+            "Frames that failed (dead-lettered or lost with a reason).",
+            ["stage", "reason"],
+            registry=r,
+        )
+        # Every pair there can be, at zero: the first failure is then an increase that rate()
+        # sees (a series born at 1 is not), and /metrics shows what may fail before it does.
+        for stage, reason in FAILED_LABELS:
+            self.frames_failed.labels(stage=stage, reason=reason)
+        self.delivery_retries = Counter(
+            "inspector_delivery_retries",
+            "Deliveries tried again after a sink failed (the frame stays uncommitted meanwhile).",
+            ["kind"],
+            registry=r,
+        )
+        self.sink_rebuilds = Counter(
+            "inspector_sink_rebuilds",
+            "Sink clients rebuilt after they entered a state they cannot leave.",
+            ["sink"],
+            registry=r,
+        )
+
+    def _add_cameras(self, r: CollectorRegistry) -> None:
+        """Camera sources: up, reconnects, lost frames, frame rate, last frame."""
         self.camera_up = Gauge(
             "inspector_camera_up", "1 while a camera streams.", ["camera"], registry=r
         )
@@ -229,41 +266,29 @@ class Metrics:
             ["camera"],
             registry=r,
         )
-        self.threshold = Gauge(
-            "inspector_threshold",
-            "Applied thresholds on the normalised scale.",
-            ["kind"],
-            registry=r,
-        )
+
+    def _add_daemon(self, r: CollectorRegistry) -> None:
+        """The daemon itself: its build, readiness, served models and control API changes."""
         self.build_info = Info("inspector_build", "inspector build.", registry=r)
         self.build_info.info({"version": _package_version()})
-        self.delivery_retries = Counter(
-            "inspector_delivery_retries",
-            "Deliveries tried again after a sink failed (the frame stays uncommitted meanwhile).",
-            ["kind"],
+        self.ready = Gauge("inspector_ready", "1 when /readyz answers 200.", registry=r)
+        self.model_info = Info("inspector_model", "The loaded model.", registry=r)
+        self.model_reloads = Counter(
+            "inspector_model_reloads", "Model (re)loads by result.", ["result"], registry=r
+        )
+        self.model_memory = Gauge(
+            "inspector_model_memory_bytes",
+            "Bytes of each served model's parameters and buffers, on its device.",
+            ["model"],
             registry=r,
         )
-        self.invalid_ids = Counter(
-            "inspector_invalid_ids",
-            "Ids from producers replaced because they were too long or not printable.",
-            ["field"],
+        self.control_changes = Counter(
+            "inspector_control_changes",
+            "Changes asked through the control API, by action and result (ok, rejected, "
+            "failed, unauthorized).",
+            ["action", "result"],
             registry=r,
         )
-        self.sink_rebuilds = Counter(
-            "inspector_sink_rebuilds",
-            "Sink clients rebuilt after they entered a state they cannot leave.",
-            ["sink"],
-            registry=r,
-        )
-        self.in_flight_bytes = Gauge(
-            "inspector_in_flight_bytes",
-            "Decoded frame bytes admitted and not yet delivered.",
-            registry=r,
-        )
-
-    def camera(self, camera_id: str) -> str:
-        """The bounded ``camera`` label value for ``camera_id``."""
-        return self.cameras.label(camera_id)
 
 
 def _package_version() -> str:

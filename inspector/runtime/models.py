@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,17 +284,6 @@ class ModelSet:
             del self._models[name]
         self._metrics.model_memory.remove(name)
         return found
-
-
-def check_tiling_of(cameras: Mapping[str, CameraRecipe], served: ServedModel) -> None:
-    """Refuse configured recipes whose tiles are not the default model's input size.
-
-    Raises:
-        ConfigError: Names ``cameras.<id>.tiling.tile`` and the size to use.
-    """
-    for camera_id, recipe in cameras.items():
-        if recipe.model is None or recipe.model == served.name:
-            check_tiling(camera_id, recipe, served.name, served.worker.image_size)
 
 
 def warn_tiling_of(models: ModelSet, recipes: Recipes) -> None:

@@ -31,7 +31,7 @@ from inspector.dead_letters import ErrorType, FailureStage
 from inspector.messages import Latency
 from inspector.runtime.admission import Admission
 from inspector.runtime.batcher import Batcher
-from inspector.runtime.config import BatcherConfig
+from inspector.runtime.config import DEFAULT_MAX_IN_FLIGHT_BYTES, BatcherConfig
 from inspector.runtime.delivery import Delivery, Outcomes
 from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
@@ -75,11 +75,12 @@ class Pipeline:
 
     Args:
         sources: Frame sources, one thread each (set up already).
-        batcher: Batch size/wait, queue capacity and the in-flight byte budget.
+        batcher: Batch size/wait and queue capacity.
         models: The served models (warmed up); each camera's recipe picks one.
         sinks: Result destinations; a frame is acked when all of them confirmed.
         metrics: Metrics registry wrapper.
         max_in_flight: Frames admitted but not yet delivered, at most (default: 4 queues' worth).
+        max_in_flight_bytes: Their decoded bytes at most (``admission.max_in_flight_bytes``).
         stall_timeout_s: Frames in flight and no delivery for this long: not ready.
         recipes: Each camera's model, thresholds and deadline (default: the model, none).
         source_ids: Unique id of each source (default: its name, numbered when repeated).
@@ -97,6 +98,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         max_in_flight: int | None = None,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         stall_timeout_s: float = 60.0,
         recipes: Recipes | None = None,
         source_ids: Sequence[str] | None = None,
@@ -112,7 +114,7 @@ class Pipeline:
         self._post: queue.Queue[_Inferred | None] = queue.Queue(max(2, batcher.queue_size // 8))
         self._batcher = Batcher(self.frames, batcher, metrics, clock=clock)
         self.admission = Admission(
-            max_in_flight or 4 * batcher.queue_size, batcher.max_in_flight_bytes, clock
+            max_in_flight or 4 * batcher.queue_size, max_in_flight_bytes, clock
         )
         self._stall_timeout_s = stall_timeout_s
         self.recipes = recipes or Recipes({})
@@ -120,7 +122,7 @@ class Pipeline:
         self._stop_model = threading.Event()  # the model takes no new batch
         self._model_threads: list[threading.Thread] = []
         self._delivery = Delivery(self.sinks, metrics, clock=clock)
-        self.outcomes = Outcomes(self._delivery, metrics, self.admission.release, clock)
+        self.outcomes = Outcomes(self._delivery, metrics, self.admission.free, clock)
         self.fatal: BaseException | None = None
         self.intake = Intake(
             self.frames,
@@ -140,11 +142,6 @@ class Pipeline:
     def worker(self) -> ModelWorker:
         """The default model's worker."""
         return self.models.default.worker
-
-    @property
-    def postprocessor(self) -> Postprocessor:
-        """The default model's postprocessor."""
-        return self.models.default.postprocessor
 
     def swap_model(self, model: ServedModel) -> None:
         """Serve another version of the default model from the next batch on, without stopping.

@@ -212,7 +212,7 @@ def test_offsets_are_committed_only_after_ack_and_a_restart_resumes_there(
             "the periodic commit of offset 2",
             step=lambda: first.poll(0.1),
         )
-        first.drain(5)
+        first.final_commit(5)
     finally:
         first.close()  # leaving the group commits acknowledged offsets only
     assert group_offsets(unique_group) == {0: 2}
@@ -224,7 +224,7 @@ def test_offsets_are_committed_only_after_ack_and_a_restart_resumes_there(
         assert [_offset(i) for i in again] == [2, 3, 4, 5]
         for item in again:
             item.ack()
-        second.drain(5)
+        second.final_commit(5)
         assert group_offsets(unique_group) == {0: 6}
     finally:
         second.close()
@@ -354,7 +354,7 @@ def test_a_rebalance_commits_acknowledged_offsets_before_partitions_move(
             assert late == []
             for item in in_flight:
                 item.ack()
-            first.drain(5)
+            first.final_commit(5)
             assert group_offsets(unique_group) == {0: 4, 1: 4}
     finally:
         first.close()

@@ -14,12 +14,15 @@ table, renders 422s without echoing the input and turns any bug into a 500 with 
 line, never a traceback.
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
-run time, and the dependency aliases are local to :func:`_add_control_routes`.
+run time. The control routes' dependencies (:data:`Control`, :data:`Operator`) are module-level
+and find the daemon's control and token on ``app.state``, so the routes of each resource are
+registered by a function of their own.
 """
 
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -63,6 +66,8 @@ NO_RESULTS = ResultsAccess()
 #: Paths under /v1/ that answer without the control API (results and the console's data).
 _OWN_PATHS = ("/v1/results", "/v1/console/")
 _NO_STORE = {"Cache-Control": "no-store"}
+#: The control API's bearer scheme (checked by :func:`_operator`, not by FastAPI).
+_BEARER = HTTPBearer(auto_error=False)
 
 
 class _MetricsApp:
@@ -161,66 +166,88 @@ def build_app(
     install_error_handlers(app)
 
     if admin_token is not None:
-        _add_control_routes(app, metrics, admin_token, control)
+        app.state.control_gate = _ControlGate(
+            metrics, admin_token.get_secret_value().encode(), control
+        )
+        _add_source_routes(app)
+        _add_model_routes(app)
+        _add_camera_routes(app)
     return app
 
 
-def _add_control_routes(
-    app: FastAPI, metrics: Metrics, token: SecretStr, control: ControlProvider
-) -> None:
-    bearer = HTTPBearer(auto_error=False)
-    expected = token.get_secret_value().encode()
+# --- the control API: who may change what, then the routes per resource ----------------------
 
-    def running() -> LineControl:
-        found = control()
-        if found is None:
-            raise DaemonStartingError("the daemon is starting: try again once /readyz is 200")
-        return found
 
-    def operator(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
-        """Who asks for a change (the client's address); 401 without the right token."""
-        who = request.client.host if request.client is not None else "unknown"
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not secrets.compare_digest(given, expected):
-            metrics.control_changes.labels(action="any", result="unauthorized").inc()
-            log.warning(
-                "control: %s %s %s refused: %s bearer token",
-                who,
-                request.method,
-                escape_controls(request.url.path, 200),
-                "no" if credentials is None else "wrong",
-            )
-            raise HTTPException(
-                401,
-                "a write needs Authorization: Bearer <http.admin_token>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return who
+@dataclass(frozen=True)
+class _ControlGate:
+    """What the control routes' dependencies need, kept on ``app.state.control_gate``."""
 
-    Control = Annotated[LineControl, Depends(running)]  # noqa: N806 - a type alias
-    Operator = Annotated[str, Depends(operator)]  # noqa: N806 - a type alias
-    # Statuses come from api_errors.STATUSES (the routes raise, never catch); these only
-    # document them in /v1/openapi.json.
-    unavailable = {503: "the daemon is starting or shutting down"}
-    read = documented({**unavailable, 404: "no such source", 422: "an invalid id"})
-    write = documented(
-        {
-            **unavailable,
-            401: "no or wrong bearer token",
-            404: "no such source",
-            422: "an invalid id",
-        }
-    )
+    metrics: Metrics
+    token: bytes = field(repr=False)  # never in a log line or a traceback's locals
+    control: ControlProvider
 
-    @app.get("/v1/sources", tags=["sources"], responses=documented(unavailable))
+
+def _gate(request: Request) -> _ControlGate:
+    gate: _ControlGate = request.app.state.control_gate
+    return gate
+
+
+def _running(request: Request) -> LineControl:
+    """The running daemon's control; 503 while it starts."""
+    found = _gate(request).control()
+    if found is None:
+        raise DaemonStartingError("the daemon is starting: try again once /readyz is 200")
+    return found
+
+
+def _operator(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> str:
+    """Who asks for a change (the client's address); 401 without the right token."""
+    gate = _gate(request)
+    who = request.client.host if request.client is not None else "unknown"
+    given = credentials.credentials.encode() if credentials is not None else b""
+    if not secrets.compare_digest(given, gate.token):
+        gate.metrics.control_changes.labels(action="any", result="unauthorized").inc()
+        log.warning(
+            "control: %s %s %s refused: %s bearer token",
+            who,
+            request.method,
+            escape_controls(request.url.path, 200),
+            "no" if credentials is None else "wrong",
+        )
+        raise HTTPException(
+            401,
+            "a write needs Authorization: Bearer <http.admin_token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return who
+
+
+#: A control route's view of the running daemon (503 while it starts).
+Control = Annotated[LineControl, Depends(_running)]
+#: Who asks for a change, checked against ``http.admin_token`` (401 otherwise).
+Operator = Annotated[str, Depends(_operator)]
+
+# Statuses come from api_errors.STATUSES (the routes raise, never catch); these only document
+# them in /v1/openapi.json.
+_UNAVAILABLE = {503: "the daemon is starting or shutting down"}
+_READ = documented({**_UNAVAILABLE, 404: "no such source", 422: "an invalid id"})
+_WRITE = documented(
+    {**_UNAVAILABLE, 401: "no or wrong bearer token", 404: "no such source", 422: "an invalid id"}
+)
+
+
+def _add_source_routes(app: FastAPI) -> None:
+    """``/v1/sources``: list, add, remove, pause, resume and trigger sources."""
+
+    @app.get("/v1/sources", tags=["sources"], responses=documented(_UNAVAILABLE))
     def list_sources(ctl: Control) -> list[SourceState]:
         """Every running source and its state."""
         return ctl.sources()
 
-    @app.get("/v1/sources/{source_id}", tags=["sources"], responses=read)
+    @app.get("/v1/sources/{source_id}", tags=["sources"], responses=_READ)
     def get_source(source_id: Id, ctl: Control) -> SourceState:
         """One source."""
         return ctl.source(source_id)
@@ -230,7 +257,7 @@ def _add_control_routes(
         status_code=201,
         tags=["sources"],
         responses={
-            **write,
+            **_WRITE,
             **documented(
                 {
                     409: "a source with this id runs already",
@@ -245,17 +272,17 @@ def _add_control_routes(
         """Start one source (as in the YAML file's ``sources``) beside the running ones."""
         return ctl.add_source(body, who)
 
-    @app.delete("/v1/sources/{source_id}", tags=["sources"], responses=write)
+    @app.delete("/v1/sources/{source_id}", tags=["sources"], responses=_WRITE)
     def remove_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Stop one source: its frames in flight finish, a Kafka source commits them."""
         return ctl.remove_source(source_id, who)
 
-    @app.post("/v1/sources/{source_id}/pause", tags=["sources"], responses=write)
+    @app.post("/v1/sources/{source_id}/pause", tags=["sources"], responses=_WRITE)
     def pause_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Take no frames from one source (it stays connected)."""
         return ctl.pause_source(source_id, who)
 
-    @app.post("/v1/sources/{source_id}/resume", tags=["sources"], responses=write)
+    @app.post("/v1/sources/{source_id}/resume", tags=["sources"], responses=_WRITE)
     def resume_source(source_id: Id, ctl: Control, who: Operator) -> SourceState:
         """Take frames from a paused source again."""
         return ctl.resume_source(source_id, who)
@@ -264,7 +291,7 @@ def _add_control_routes(
         "/v1/sources/{source_id}/trigger",
         tags=["sources"],
         responses={
-            **write,
+            **_WRITE,
             **documented({409: "the source is not in software-trigger mode"}),
         },
     )
@@ -272,7 +299,11 @@ def _add_control_routes(
         """Take one frame now from a GenICam camera with ``trigger.mode: software``."""
         return ctl.trigger_source(source_id, who)
 
-    @app.get("/v1/models", tags=["models"], responses=documented(unavailable))
+
+def _add_model_routes(app: FastAPI) -> None:
+    """``/v1/models``: list, load and unload served models."""
+
+    @app.get("/v1/models", tags=["models"], responses=documented(_UNAVAILABLE))
     def list_models(ctl: Control) -> list[ModelState]:
         """Every served model: the default first, with its memory and the cameras using it."""
         return ctl.model_states()
@@ -282,7 +313,7 @@ def _add_control_routes(
         status_code=201,
         tags=["models"],
         responses={
-            **write,
+            **_WRITE,
             **documented(
                 {
                     409: "a model of this name is served already",
@@ -299,7 +330,7 @@ def _add_control_routes(
         "/v1/models/{name}",
         tags=["models"],
         responses={
-            **write,
+            **_WRITE,
             **documented({404: "no such model", 409: "the default model, or a camera uses it"}),
         },
     )
@@ -307,7 +338,11 @@ def _add_control_routes(
         """Stop serving a model that no camera's recipe names."""
         return ctl.remove_model(name, who)
 
-    @app.get("/v1/cameras", tags=["cameras"], responses=documented(unavailable))
+
+def _add_camera_routes(app: FastAPI) -> None:
+    """``/v1/cameras``: each camera's recipe, read, set and dropped."""
+
+    @app.get("/v1/cameras", tags=["cameras"], responses=documented(_UNAVAILABLE))
     def list_recipes(ctl: Control) -> dict[str, CameraRecipe]:
         """Every camera's recipe, by camera id (``*``: cameras without their own)."""
         return ctl.recipes.all()
@@ -316,7 +351,7 @@ def _add_control_routes(
         "/v1/cameras/{camera_id}",
         tags=["cameras"],
         responses={
-            **documented({**unavailable, 401: "no or wrong bearer token"}),
+            **documented({**_UNAVAILABLE, 401: "no or wrong bearer token"}),
             **documented(
                 {
                     422: "invalid id or recipe, its model is not served, or its tiles are not "
@@ -335,7 +370,7 @@ def _add_control_routes(
     @app.delete(
         "/v1/cameras/{camera_id}",
         tags=["cameras"],
-        responses={**write, **documented({404: "the camera has no recipe"})},
+        responses={**_WRITE, **documented({404: "the camera has no recipe"})},
     )
     def remove_recipe(camera_id: Id, ctl: Control, who: Operator) -> CameraRecipe:
         """Drop a camera's recipe (saved like a PUT): its frames then follow ``*``'s, if any.

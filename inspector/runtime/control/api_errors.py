@@ -23,11 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inspector.errors import ConfigError, InspectorError
+from inspector.errors import ConfigError, InspectorError, NotTriggerableError
 from inspector.logs import escape_controls
 from inspector.runtime.control.errors import (
     ModelSetupError,
-    NotTriggerableError,
     RecipeError,
     ShuttingDownError,
     SourceSetupError,
@@ -66,7 +65,7 @@ STATUSES: Mapping[type[Exception], int] = {
     WritesOffError: 403,  # labels without http.admin_token: no token could help
     DuplicateSourceError: 409,
     ModelInUseError: 409,
-    NotTriggerableError: 409,
+    NotTriggerableError: 409,  # a ConfigError: the source as configured takes no triggers
     SourceSetupError: 422,
     ModelSetupError: 422,
     RecipeError: 422,

@@ -3,8 +3,9 @@
 :class:`~inspector.runtime.control.line.LineControl` raises these (besides the intake's and the
 model set's own :class:`~inspector.runtime.intake.UnknownSourceError`,
 :class:`~inspector.runtime.intake.DuplicateSourceError`,
-:class:`~inspector.runtime.models.UnknownModelError` and
-:class:`~inspector.runtime.models.ModelInUseError`), and :mod:`inspector.runtime.control.api_errors`
+:class:`~inspector.runtime.models.UnknownModelError`,
+:class:`~inspector.runtime.models.ModelInUseError` and the sources'
+:class:`~inspector.errors.NotTriggerableError`), and :mod:`inspector.runtime.control.api_errors`
 maps each kind to an HTTP status in one table. A kind per reason, not a generic error with a
 message: a route never has to guess whether a failure is the caller's (4xx), the daemon's state
 (503) or a bug (500).
@@ -29,10 +30,6 @@ class RecipeError(InspectorError):
 
 class UnknownCameraError(InspectorError):
     """No recipe is set for this camera id."""
-
-
-class NotTriggerableError(InspectorError):
-    """The source takes no software triggers (not a camera in ``trigger.mode: software``)."""
 
 
 class ShuttingDownError(InspectorError):

@@ -24,7 +24,6 @@ from inspector.errors import ConfigError, InspectorError, WaitAbandonedError
 from inspector.runtime.config import KafkaConfig, SourceConfig
 from inspector.runtime.control.errors import (
     ModelSetupError,
-    NotTriggerableError,
     RecipeError,
     ShuttingDownError,
     SourceSetupError,
@@ -165,12 +164,12 @@ class LineControl:
     def pause_source(self, sid: str, who: str) -> SourceState:
         """Stop taking frames from one source (it stays connected and commits)."""
         self._refuse_when_stopping("pause_source")
-        return self._state(self._changed("pause_source", sid, who, self.intake.hold))
+        return self._state(self._changed("pause_source", sid, who, self.intake.pause_source))
 
     def resume_source(self, sid: str, who: str) -> SourceState:
         """Take frames from a paused source again."""
         self._refuse_when_stopping("resume_source")
-        return self._state(self._changed("resume_source", sid, who, self.intake.release))
+        return self._state(self._changed("resume_source", sid, who, self.intake.resume_source))
 
     def trigger_source(self, sid: str, who: str) -> SourceState:
         """Take one frame from a camera in software-trigger mode (not a change: not saved).
@@ -180,10 +179,7 @@ class LineControl:
             NotTriggerableError: It takes no software triggers.
         """
         slot = self.intake.slot(sid)
-        try:
-            slot.source.trigger()
-        except ConfigError as exc:  # Source.trigger's "not in software-trigger mode"
-            raise NotTriggerableError(str(exc)) from exc
+        slot.source.trigger()
         log.debug("control: %s triggered source %s", who, sid)
         return self._state(slot)
 
@@ -346,8 +342,9 @@ class LineControl:
     def _refuse_when_stopping(self, action: Action) -> None:
         """Refuse a change once shutdown began: the line is draining, and a restart follows.
 
-        With the control API on, input closes only on shutdown (``keep_open``); a request that
-        passes this check while shutdown begins is refused by ``Intake.add`` instead.
+        With ``daemon.keep_open`` (on by default with the control API), input closes only on
+        shutdown; a request that passes this check while shutdown begins is refused by
+        ``Intake.add`` instead.
         """
         if self.intake.closed.is_set():
             self._count(action, "rejected")

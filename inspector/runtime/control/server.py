@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Listen backlog. A small one (socketserver's default is 5) makes the kernel drop SYNs as
 #: soon as a burst of connections (scrapers, probes, a client opening many at once) outruns
-#: the accept loop, and each dropped SYN costs the client a 1 s, 3 s, 7 s... retransmit: 200
-#: back-to-back connections took ~31 s. The kernel caps this at ``net.core.somaxconn``.
+#: the accept loop, and each dropped SYN costs the client a retransmit timeout of a second or
+#: more. The kernel caps this at ``net.core.somaxconn``.
 _REQUEST_QUEUE_SIZE = 1024
 #: How long :meth:`HttpServer.stop` waits for requests in progress.
 _STOP_TIMEOUT_S = 5.0
@@ -119,9 +119,8 @@ class HttpServer:
         config = uvicorn.Config(
             self.app,
             # None: uvicorn must not run logging.config.dictConfig, which removes and closes
-            # every handler of the root logger (the daemon's log file and console went silent;
-            # a FileHandler reopened in "w" mode truncated the demo's log). Its loggers then
-            # propagate to the daemon's handlers, at WARNING.
+            # every handler of the root logger (the daemon's own log handlers among them). Its
+            # loggers then propagate to the daemon's handlers, at WARNING.
             log_config=None,
             log_level="warning",
             access_log=False,

@@ -133,11 +133,6 @@ class OffsetTracker(Generic[P]):
         with self._lock:
             return sum(len(p.pending) for p in self._parts.values())
 
-    def partitions(self) -> list[P]:
-        """Partitions with bookkeeping."""
-        with self._lock:
-            return list(self._parts)
-
     def revoke(self, partitions: Iterable[P]) -> None:
         """Forget ``partitions`` (after a rebalance); their late acks are ignored."""
         with self._lock:

@@ -200,7 +200,7 @@ class OverlaySink(Sink):
                 raise RuntimeError("the overlay sink is not set up or already closed")
             executor.submit(self._write_then_done, inspection, done)
         except Exception as exc:  # RuntimeError once shut down; never raise from publish
-            self._release()
+            self._free()
             self._warn("overlays: cannot queue frame %s: %s", inspection.message.frame_id, exc)
             done(None)
 
@@ -221,9 +221,9 @@ class OverlaySink(Sink):
             except Exception:  # on a worker thread nobody else would see it
                 log.exception("overlays: delivery callback failed")
         finally:
-            self._release()
+            self._free()
 
-    def _release(self) -> None:
+    def _free(self) -> None:
         with self._idle:
             self._pending -= 1
             self._idle.notify_all()

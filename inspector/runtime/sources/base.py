@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from inspector.errors import ConfigError
+from inspector.errors import NotTriggerableError
 from inspector.runtime.records import DeadLetter, Frame
 
 
@@ -17,7 +17,7 @@ class Source(ABC):
     meanwhile, and :meth:`close` on the main thread if the start fails) or a control API
     request's thread (both). Starting the intake thread hands it over (``Thread.start`` orders
     the two); from then on only that thread calls :meth:`poll`, :meth:`pause`,
-    :meth:`resume`, :attr:`exhausted`, :meth:`in_flight`, :meth:`drain` and :meth:`close`.
+    :meth:`resume`, :attr:`exhausted`, :meth:`in_flight`, :meth:`final_commit` and :meth:`close`.
     Other threads only call the frames' ack callbacks, :meth:`trigger` and the readiness
     queries (:meth:`ready`, :meth:`unready_reason`, :meth:`readiness_note`), which must
     therefore be thread-safe.
@@ -55,11 +55,11 @@ class Source(ABC):
         """Take one frame now (cameras in software-trigger mode).
 
         Raises:
-            ConfigError: This source takes no triggers.
+            NotTriggerableError: This source takes no triggers.
         """
-        raise ConfigError(f"source {self.name} takes no software triggers")
+        raise NotTriggerableError(f"source {self.name} takes no software triggers")
 
-    def drain(self, timeout: float) -> None:  # noqa: B027 - optional hook
+    def final_commit(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Called on shutdown once in-flight frames are acked: commit what is delivered."""
 
     @property

@@ -24,7 +24,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from inspector.errors import ConfigError, ImageDecodeError, InspectorError
+from inspector.errors import (
+    ConfigError,
+    ImageDecodeError,
+    InspectorError,
+    NotTriggerableError,
+)
 from inspector.runtime.config_genicam import GenicamSourceConfig
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pacing import Backoff, RateLimitedLog
@@ -135,9 +140,13 @@ class GenicamSource(LocalSource):
         return [item.to_frame(self.config.camera_id)]
 
     def trigger(self) -> None:
-        """Take one frame (``trigger.mode: software``); sent by the reader thread."""
+        """Take one frame (``trigger.mode: software``); sent by the reader thread.
+
+        Raises:
+            NotTriggerableError: ``trigger.mode`` is not ``software``.
+        """
         if self.config.trigger.mode != "software":
-            raise ConfigError(
+            raise NotTriggerableError(
                 f"sources[{self.config.camera_id}].trigger.mode is "
                 f"{self.config.trigger.mode}: software triggers need mode software"
             )

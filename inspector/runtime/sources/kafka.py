@@ -373,7 +373,7 @@ class KafkaSource(Source):
         """Records handed out and not yet acked (any thread)."""
         return self.tracker.in_flight()
 
-    def drain(self, timeout: float) -> None:
+    def final_commit(self, timeout: float) -> None:
         """Commit every acknowledged offset (the final commit on shutdown)."""
         self.commit(timeout)
 

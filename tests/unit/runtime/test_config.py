@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,52 @@ def test_explicit_config_ignores_the_environment(monkeypatch: pytest.MonkeyPatch
     assert explicit_config(values).kafka.bootstrap_servers == "mine:9092"
     # ...while a deployed daemon's configuration still lets the environment win, also after.
     assert InspectorConfig.model_validate(values).kafka.bootstrap_servers == "elsewhere:9092"
+
+
+def test_the_in_flight_byte_budget_is_admissions_and_its_old_key_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert load_config(None).admission.max_in_flight_bytes == 2 * 1024**3
+    path = tmp_path / "c.yaml"
+    path.write_text("batcher:\n  max_batch_size: 4\n  max_in_flight_bytes: 1000\n")
+    with caplog.at_level(logging.WARNING, logger="inspector.runtime.config"):
+        config = load_config(path)
+    assert config.admission.max_in_flight_bytes == 1000
+    assert config.batcher.max_batch_size == 4  # the rest of the section as it was
+    assert "batcher.max_in_flight_bytes is deprecated" in caplog.text
+    assert "admission.max_in_flight_bytes" in caplog.text
+    # From the environment too, where the old name may be set.
+    monkeypatch.setenv("INSPECTOR_BATCHER__MAX_IN_FLIGHT_BYTES", "3000")
+    assert load_config(None).admission.max_in_flight_bytes == 3000
+    monkeypatch.delenv("INSPECTOR_BATCHER__MAX_IN_FLIGHT_BYTES")
+    # The new key, quietly; both with different values: which one was meant is unknown.
+    caplog.clear()
+    path.write_text("admission:\n  max_in_flight_bytes: 2000\n")
+    assert load_config(path).admission.max_in_flight_bytes == 2000
+    assert "deprecated" not in caplog.text
+    path.write_text(
+        "batcher:\n  max_in_flight_bytes: 1000\nadmission:\n  max_in_flight_bytes: 2000\n"
+    )
+    with pytest.raises(ValidationError, match=r"give only admission\.max_in_flight_bytes"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("keep_open", "token", "expected"),
+    [
+        (None, None, False),  # as before: a daemon without the control API ends when dry
+        (None, "t" * 16, True),  # as before: with it, sources may still be added
+        (False, "t" * 16, False),
+        (True, None, True),
+    ],
+)
+def test_keep_open_is_explicit_or_follows_the_control_api(
+    keep_open: bool | None, token: str | None, expected: bool
+) -> None:
+    config = InspectorConfig.model_validate(
+        {"daemon": {"keep_open": keep_open}, "http": {"admin_token": token}}
+    )
+    applies, why = config.keeps_open()
+    assert applies is expected
+    assert why.startswith("daemon.keep_open")
+    assert ("unset" in why) is (keep_open is None)

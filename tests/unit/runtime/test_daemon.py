@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -127,6 +128,26 @@ def test_ready_after_warm_up_and_drains_on_request(
         thread.join(60)
     assert exit_code == [0]
     assert registry.get_sample_value("inspector_ready") == 0
+
+
+def test_keep_open_false_ends_a_finite_replay_even_with_the_control_api_on(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Unset, the control API would keep the daemon running after its folder ran dry.
+    values = _config(checkpoint.path, frames, tmp_path).model_dump(mode="json")
+    values["http"]["admin_token"] = "a-token-of-the-line-0123"
+    values["daemon"] = {"keep_open": False}
+    daemon = Daemon(InspectorConfig.model_validate(values), registry=CollectorRegistry())
+    exit_code: list[int] = []
+    thread = threading.Thread(target=lambda: exit_code.append(daemon.run()))
+    with caplog.at_level(logging.INFO, logger="inspector.runtime.daemon"):
+        thread.start()
+        thread.join(120)
+    if thread.is_alive():  # kept open after all: stop it, then fail
+        daemon.request_exit()
+        thread.join(60)
+    assert exit_code == [0] and daemon.control is not None  # it ran, API on, and ended
+    assert "finishes once every source has run dry (daemon.keep_open)" in caplog.text
 
 
 def test_missing_checkpoint_fails_at_start(frames: Path, tmp_path: Path) -> None:

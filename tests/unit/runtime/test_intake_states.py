@@ -101,9 +101,9 @@ class WatchedSource(FakeSource):
         self._used()
         return self.unacked
 
-    def drain(self, timeout: float) -> None:
+    def final_commit(self, timeout: float) -> None:
         self._used()
-        super().drain(timeout)
+        super().final_commit(timeout)
 
     def close(self) -> None:
         self._used()
@@ -127,7 +127,7 @@ def rig() -> Iterator[Callable[..., Rig]]:
         admission = Admission(64, 1 << 30)
         delivery = Delivery([FakeSink()], metrics)
         fatal: list[BaseException] = []
-        outcomes = Outcomes(delivery, metrics, admission.release)
+        outcomes = Outcomes(delivery, metrics, admission.free)
         intake = Intake(frames, admission, outcomes, fatal.append, keep_open=keep_open)
         made.append((intake, delivery))
         return Rig(intake, frames, fatal)
@@ -151,21 +151,21 @@ def test_operators_move_a_source_and_moves_the_table_refuses_change_nothing(
     slot = line.intake.add("cam", source)
     assert slot.state is P.RUNNING
     wait_until(lambda: line.frames.qsize() == 4, 30, "4 frames queued")
-    assert line.intake.hold("cam").state is P.PAUSED
-    assert line.intake.hold("cam").state is P.PAUSED  # again: refused, nothing changes
+    assert line.intake.pause_source("cam").state is P.PAUSED
+    assert line.intake.pause_source("cam").state is P.PAUSED  # again: refused, nothing changes
     wait_until(lambda: source.paused, 30, "its thread to follow")
-    assert line.intake.release("cam").state is P.RUNNING
-    assert line.intake.release("cam").state is P.RUNNING
+    assert line.intake.resume_source("cam").state is P.RUNNING
+    assert line.intake.resume_source("cam").state is P.RUNNING
 
     source.unacked = 1  # a frame in flight: the removal waits for it
     removal = threading.Thread(target=line.intake.remove, args=("cam",))
     removal.start()
     wait_until(lambda: slot.state is P.STOPPING, 30, "STOPPING")
-    assert line.intake.hold("cam").state is P.STOPPING  # too late to pause
-    assert line.intake.release("cam").state is P.STOPPING
+    assert line.intake.pause_source("cam").state is P.STOPPING  # too late to pause
+    assert line.intake.resume_source("cam").state is P.STOPPING
     source.unacked = 0  # delivered: the last commit, then the close
     removal.join(30)
-    assert slot.state is P.STOPPED and source.drained and source.closed
+    assert slot.state is P.STOPPED and source.final_committed and source.closed
     with pytest.raises(UnknownSourceError):
         line.intake.slot("cam")
 
@@ -177,8 +177,8 @@ def test_once_handed_over_only_the_sources_thread_uses_it(rig: Callable[..., Rig
     for _ in range(3):  # what the API and /readyz read, from other threads: reads only
         assert [s.id for s in line.intake.slots()] == ["cam"]
         assert slot.state in (P.RUNNING, P.EXHAUSTED)
-    line.intake.hold("cam")
-    line.intake.release("cam")
+    line.intake.pause_source("cam")
+    line.intake.resume_source("cam")
     wait_until(lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED")
     line.intake.remove("cam")
     assert slot.thread is not None and source.closed
@@ -204,7 +204,7 @@ def test_the_input_closes_once_no_source_can_admit_and_none_is_starting(
     line.intake.stop_all(time.monotonic() + 5.0)
     line.intake.join(lambda: 10.0)
     assert a.state is P.STOPPED and b.state is P.STOPPED
-    assert first.drained and first.closed and second.drained and second.closed
+    assert first.final_committed and first.closed and second.final_committed and second.closed
 
 
 def test_an_exhausted_source_can_be_paused_and_is_exhausted_again_once_resumed(
@@ -213,8 +213,8 @@ def test_an_exhausted_source_can_be_paused_and_is_exhausted_again_once_resumed(
     line = rig()
     slot = line.intake.add("cam", WatchedSource(_frames(2)))
     wait_until(lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED")
-    assert line.intake.hold("cam").state is P.PAUSED  # what the operator asked, and saved
-    assert line.intake.release("cam").state is P.RUNNING
+    assert line.intake.pause_source("cam").state is P.PAUSED  # what the operator asked, and saved
+    assert line.intake.resume_source("cam").state is P.RUNNING
     wait_until(
         lambda: slot.state is P.EXHAUSTED, 30, "EXHAUSTED"
     )  # its thread finds nothing more to give

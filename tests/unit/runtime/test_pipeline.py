@@ -75,7 +75,7 @@ def test_every_frame_and_dead_letter_is_delivered_and_acked(model: ReverseDistil
     assert registry.get_sample_value("inspector_frames_processed_total", {"camera": "cam"}) == 9
     assert registry.get_sample_value("inspector_end_to_end_seconds_count") == 9
     assert registry.get_sample_value("inspector_anomaly_score_count", {"camera": "cam"}) == 9
-    assert source.drained and source.closed
+    assert source.final_committed and source.closed
 
 
 def test_two_sources_share_the_model(model: ReverseDistillation) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import base64
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from inspector.errors import CheckpointError
-from inspector.imaging import decode_png_base64
 from inspector.messages import Latency, ModelRef, ResultMessage
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import PostprocessConfig
@@ -81,7 +83,8 @@ def test_message_round_trips_with_mask() -> None:
     parsed = ResultMessage.model_validate_json(msg.to_json())
     assert parsed.source is not None and parsed.source.offset == 9
     assert parsed.mask is not None
-    mask = decode_png_base64(parsed.mask.data)
+    png = np.frombuffer(base64.b64decode(parsed.mask.data), np.uint8)
+    mask = cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 127
     np.testing.assert_array_equal(mask, decision.mask)
     assert '"schema":"inspector.result/v1"' in msg.to_json()
 
@@ -128,10 +131,10 @@ def test_normalise_score_is_normalise_image_for_one_score() -> None:
     assert cal.normalise_score(0.2, threshold=0.2) == 0.5
 
 
-def test_normalise_pixel_array_is_normalise_pixel_on_the_host() -> None:
+def test_normalise_pixel_array_puts_the_threshold_at_one_half() -> None:
     cal = CAL.model_copy(update={"pixel_threshold": 0.61, "pixel_min": 0.02, "pixel_max": 1.7})
     raw = torch.rand(64, 48) * 6 - 3
-    expected = cal.normalise_pixel(raw).numpy()
+    expected = ((raw - 0.61) / (1.7 - 0.02) + 0.5).clamp(0.0, 1.0).numpy()
     got = cal.normalise_pixel_array(raw.numpy())
     assert got.dtype == np.float32 and got.shape == (64, 48)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)

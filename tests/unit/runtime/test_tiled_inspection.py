@@ -36,7 +36,6 @@ from inspector.runtime.control.line import LineControl
 from inspector.runtime.control.server import HttpServer
 from inspector.runtime.daemon import Daemon
 from inspector.runtime.metrics import Metrics
-from inspector.runtime.models import check_tiling_of
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Recipes, RoiConfig, TilingConfig
@@ -211,11 +210,12 @@ def test_recipes_with_an_impossible_roi_or_tiling_are_refused(
 def test_a_tile_that_is_not_the_models_input_is_a_config_error_naming_the_key(
     model: ReverseDistillation,
 ) -> None:
-    served = small_models(model, Metrics(CollectorRegistry())).default
-    check_tiling_of({"line-3": TILED, "other": CameraRecipe(model="elsewhere")}, served)
-    wrong = {"line-3": CameraRecipe(tiling=TilingConfig(tile=256))}
+    models = small_models(model, Metrics(CollectorRegistry()))
+    models.check_recipe("line-3", TILED)
+    models.check_recipe("other", CameraRecipe(model="elsewhere"))
+    wrong = CameraRecipe(tiling=TilingConfig(tile=256))
     with pytest.raises(ConfigError, match=r"cameras\.line-3\.tiling\.tile is 256 but model 'm'"):
-        check_tiling_of(wrong, served)
+        models.check_recipe("line-3", wrong)
 
 
 @pytest.mark.component  # runs the daemon and its HTTP server

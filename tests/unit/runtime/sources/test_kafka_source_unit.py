@@ -244,7 +244,7 @@ def test_commits_are_periodic_on_the_polling_thread_and_only_for_acked_offsets()
     source.poll(0.1)
     assert len(consumer.async_commits) == 1  # nothing new to commit
     items[1].ack()
-    source.drain(1.0)
+    source.final_commit(1.0)
     assert consumer.commits == [{TP: OffsetAndMetadata(3, "", -1)}]
     source.close()
     assert consumer.closed
@@ -378,7 +378,7 @@ def test_revoked_partitions_commit_acked_offsets_and_forget_the_rest() -> None:
     assert source.commit(1.0)  # nothing of a partition in limbo is committed mid-rebalance
     assert consumer.commits == []
     asyncio.run(consumer.listener.on_partitions_assigned(set()))  # it went elsewhere
-    assert source.tracker.partitions() == []
+    assert not source.tracker._parts
     lag = {"topic": "frames", "partition": "0"}
     assert registry.get_sample_value("inspector_consumer_lag", lag) is None
     items[1].ack()  # late: the partition belongs to someone else now
@@ -387,7 +387,7 @@ def test_revoked_partitions_commit_acked_offsets_and_forget_the_rest() -> None:
     source.poll(0.1)[0].ack()
     asyncio.run(consumer.listener.on_partitions_lost({TP}))  # evicted: no commit possible
     assert len(consumer.async_commits) == 1
-    assert source.tracker.partitions() == []
+    assert not source.tracker._parts
     source.close()
 
 
@@ -436,11 +436,11 @@ def test_a_partition_that_comes_back_keeps_its_offsets_in_flight() -> None:
     assert source.tracker.pending(TP) == 2
     consumer.batches.append({TP: [Rec(3)]})
     source.poll(0.1)[0].ack()
-    source.drain(1.0)
+    source.final_commit(1.0)
     assert consumer.commits == []  # 1 and 2 are still in flight: still at 1
     items[1].ack()
     items[2].ack()
-    source.drain(1.0)
+    source.final_commit(1.0)
     assert consumer.commits == [{TP: OffsetAndMetadata(4, "", -1)}]
     source.close()
 
