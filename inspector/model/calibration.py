@@ -5,11 +5,14 @@ Stored in every checkpoint; applied by the daemon's post-processing and by evalu
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from inspector.model.drift import BINS
 
 
 class Calibration(BaseModel):
@@ -32,6 +35,10 @@ class Calibration(BaseModel):
             the threshold.
         n_good: Good images used.
         n_anomalous: Anomalous images used.
+        good_score_quintiles: The 4 inner quintiles of the held-out good images' raw image
+            scores, ascending: the reference of the daemon's score drift
+            (:mod:`inspector.model.drift`); ``None`` when fewer than 50 good images were held
+            out, and in checkpoints calibrated before they were stored (no drift figure).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +53,18 @@ class Calibration(BaseModel):
     target_false_alarm_rate: float | None = None
     n_good: int = 0
     n_anomalous: int = 0
+    good_score_quintiles: tuple[float, ...] | None = None
+
+    @field_validator("good_score_quintiles")
+    @classmethod
+    def _quintiles(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        if len(value) != BINS - 1:
+            raise ValueError(f"needs {BINS - 1} quintiles, got {len(value)}")
+        if not all(math.isfinite(v) for v in value) or list(value) != sorted(value):
+            raise ValueError("quintiles must be finite and ascending")
+        return value
 
     def normalise_image(self, scores: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Normalise raw image scores ``(N,)`` to 0..1, ``threshold`` (default: fitted) at 0.5."""

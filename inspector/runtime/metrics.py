@@ -185,6 +185,14 @@ class Metrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+        self.score_drift = Gauge(
+            "inspector_score_drift",
+            "Population stability index of the camera's last raw image scores against the "
+            "served model's calibration quintiles (0: as calibrated; above 0.25: a significant "
+            "shift). Absent until enough frames, or for a model calibrated without quintiles.",
+            ["camera"],
+            registry=r,
+        )
         self.anomalies = Counter(
             "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
         )

@@ -33,6 +33,7 @@ from inspector.runtime.admission import Admission
 from inspector.runtime.batcher import Batcher
 from inspector.runtime.config import DEFAULT_MAX_IN_FLIGHT_BYTES, BatcherConfig
 from inspector.runtime.delivery import Delivery, Outcomes
+from inspector.runtime.drift import ScoreDrift
 from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
@@ -119,6 +120,7 @@ class Pipeline:
         self._stall_timeout_s = stall_timeout_s
         self.recipes = recipes or Recipes({})
         self._router = ModelRouter(models, self.recipes)
+        self._drift = ScoreDrift(metrics.score_drift)
         self._stop_model = threading.Event()  # the model takes no new batch
         self._model_threads: list[threading.Thread] = []
         self._delivery = Delivery(self.sinks, metrics, clock=clock)
@@ -378,6 +380,8 @@ class Pipeline:
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)
         m.stage_seconds.labels(stage="postprocess").observe(post_ms / 1e3)
         m.anomaly_score.labels(camera=camera).observe(decision.score)
+        calibration, model = postprocessor.calibration, postprocessor.model.checkpoint_sha256
+        self._drift.observe(camera, model, calibration.good_score_quintiles, decision.raw_score)
         if decision.is_anomalous:
             m.anomalies.labels(camera=camera).inc()
             m.defects.labels(camera=camera).inc(len(decision.defects))

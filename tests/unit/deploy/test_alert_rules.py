@@ -66,6 +66,7 @@ def test_the_issue_alerts_exist() -> None:
         "InspectorConsumerLagGrowing",
         "InspectorLatencySLOBreach",
         "InspectorAnomalyRateSpike",
+        "InspectorScoreDrift",
         "InspectorDeadLetterRate",
         "InspectorModelReloadFailed",
     } <= names
