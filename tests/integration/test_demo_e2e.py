@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -70,11 +72,31 @@ def test_demo_runs_the_whole_line(tmp_path: Path) -> None:
     assert f"overlays of the {len(flagged)} flagged frames" in run.stdout
     assert "inspector running" in (tmp_path / "demo.log").read_text()
 
+    # Retention is on: every flagged frame kept for the operator console, whose address (and
+    # the token that labels there) the demo printed once the daemon was ready.
+    assert re.search(r"operator console: http://127\.0\.0\.1:\d+/ ", run.stdout), run.stdout
+    assert re.search(r"give the console the admin token \S{16,}", run.stdout)
+    index = sqlite3.connect(tmp_path / "retained" / "index.sqlite3")
+    try:
+        retained = index.execute("SELECT frame_id FROM frames WHERE is_anomalous = 1").fetchall()
+    finally:
+        index.close()
+    assert {r[0] for r in retained} == {r["frame_id"] for r in flagged}
+
     again = _demo(tmp_path, 8)  # cached line and model: no training the second time
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "(cached)" in again.stdout and "training" not in again.stdout
     assert "sent 8 frames" in again.stdout
     assert "line1-hires (1024x768, 63 tiles/frame): 1 frames" in again.stdout
+    # The second run retained its own flagged frames only (its frame ids start at 0 again).
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    flagged_again = {r["frame_id"] for r in map(json.loads, lines) if r["is_anomalous"]}
+    index = sqlite3.connect(tmp_path / "retained" / "index.sqlite3")
+    try:
+        kept = index.execute("SELECT frame_id FROM frames WHERE is_anomalous = 1").fetchall()
+    finally:
+        index.close()
+    assert {r[0] for r in kept} == flagged_again
 
 
 def test_simulate_publishes_a_line(

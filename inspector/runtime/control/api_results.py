@@ -5,7 +5,8 @@ Routes (registered by :func:`inspector.runtime.control.api.build_app`):
 * ``GET /v1/results?camera=&flagged=&label=&limit=&before=&after=``: newest first, one page;
 * ``GET /v1/results/{frame_id}/detail``: one frame's record and its retained result message;
 * ``GET /v1/results/{frame_id}/image?view=frame|overlay|mask``: one of its pictures;
-* ``POST /v1/results/{frame_id}/label``: ``{"label", "kind", "note"}``, with the admin token.
+* ``POST /v1/results/{frame_id}/label``: ``{"label", "kind", "note"}``, with the admin token;
+* ``DELETE /v1/results/{frame_id}/label``: remove its label (idempotent), with the admin token.
 
 Reads are open like ``/metrics`` unless ``http.read_token`` is set; then they need
 ``Authorization: Bearer`` with it (or with the admin token). With retention off, every route
@@ -39,7 +40,12 @@ from inspector.errors import InspectorError
 from inspector.label_messages import LabelMessage
 from inspector.messages import ResultMessage
 from inspector.runtime.control.api_errors import documented
-from inspector.runtime.control.labels import LabelMetrics, label_message, once_per_registry
+from inspector.runtime.control.labels import (
+    LabelMetrics,
+    clear_message,
+    label_message,
+    once_per_registry,
+)
 from inspector.runtime.control.results_errors import MissingViewError, RetentionOffError
 from inspector.runtime.control.results_http import Bearer, BodyLimit, OpenFileResponse
 from inspector.runtime.control.results_models import (
@@ -56,6 +62,7 @@ from inspector.runtime.retention.records import (
     RetainedFrame,
     UnknownFrameError,
     View,
+    utc_text,
 )
 
 log = logging.getLogger("inspector.runtime.control.api")
@@ -248,6 +255,32 @@ def add_results_routes(
             frame.label,
         )
         access.publish(label_message(frame))
+        return RetainedResult.of(frame)
+
+    @app.delete(
+        "/v1/results/{frame_id:path}/label",
+        tags=["results"],
+        responses=documented({**common, 403: "labels are off (no http.admin_token)"}),
+    )
+    def clear_result_label(frame_id: FrameId, who: Writer, index: Index) -> RetainedResult:
+        """Remove a retained frame's label: it is unlabelled, and evictable, again.
+
+        Idempotent: a frame without a label is answered as it is, and nothing is counted or
+        sent. A removed label is counted and, with Kafka on, sent as an ``inspector.label/v1``
+        message with ``"action": "clear"`` and ``"label": null``.
+        """
+        frame, before = index.clear_label(frame_id)
+        if before is None:
+            return RetainedResult.of(frame)
+        labels.count_clear(metrics, frame)
+        log.info(
+            "labels: %s removed label %s of frame %s of camera %s",
+            who,
+            before.label,
+            for_log(frame.frame_id),
+            for_log(frame.camera_id),
+        )
+        access.publish(clear_message(frame, utc_text(index.clock())))
         return RetainedResult.of(frame)
 
 

@@ -3,9 +3,10 @@
 A label is stored in the retention index first (:meth:`RetentionIndex.label`); what this module
 adds is best effort and never undoes it:
 
-* :class:`LabelMetrics`: ``inspector_labels_total{camera,label}`` (camera values bounded like
-  every camera label, :meth:`Metrics.camera`) and ``inspector_label_publishes_total{result}``;
-* :class:`LabelPublisher`: sends each label as ``inspector.label/v1`` JSON to
+* :class:`LabelMetrics`: ``inspector_labels_total{camera,label}`` and
+  ``inspector_label_clears_total{camera}`` (camera values bounded like every camera label,
+  :meth:`Metrics.camera`), and ``inspector_label_publishes_total{result}``;
+* :class:`LabelPublisher`: sends each label (and each clear) as ``inspector.label/v1`` JSON to
   ``kafka.labels_topic`` from a thread of its own, through a bounded queue, so a request never
   waits for a broker; a failed or dropped send is logged (rate-limited) and counted.
 """
@@ -77,10 +78,18 @@ class LabelMetrics:
             ["camera", "label"],
             registry=registry,
         )
+        self.clears = Counter(
+            "inspector_label_clears",
+            "Labels operators removed from retained frames, by camera (the frame is then "
+            "unlabelled, and evictable).",
+            ["camera"],
+            registry=registry,
+        )
         self.publishes = Counter(
             "inspector_label_publishes",
-            "Labels sent to kafka.labels_topic: delivered, failed (the broker refused or did not "
-            "answer), dropped (too many waiting). The label stays stored either way.",
+            "Labels (and clears) sent to kafka.labels_topic: delivered, failed (the broker "
+            "refused or did not answer), dropped (too many waiting). The label stays stored "
+            "either way.",
             ["result"],
             registry=registry,
         )
@@ -91,6 +100,10 @@ class LabelMetrics:
         """Count one label set on ``frame`` (its camera bounded like every camera label)."""
         if frame.label is not None:
             self.labels.labels(camera=metrics.camera(frame.camera_id), label=frame.label).inc()
+
+    def count_clear(self, metrics: Metrics, frame: RetainedFrame) -> None:
+        """Count one label removed from ``frame``."""
+        self.clears.labels(camera=metrics.camera(frame.camera_id)).inc()
 
 
 def producer_settings(kafka: KafkaConfig, metrics: Metrics) -> dict[str, Any]:
@@ -117,6 +130,28 @@ def label_message(frame: RetainedFrame) -> LabelMessage:
         kind=frame.label_kind,
         note=frame.note,
         labelled_at=frame.labelled_at,
+        score=frame.score,
+        threshold=frame.threshold,
+        is_anomalous=frame.is_anomalous,
+        model_name=frame.model_name,
+        captured_at=frame.captured_at,
+        processed_at=frame.processed_at,
+    )
+
+
+def clear_message(frame: RetainedFrame, cleared_at: str) -> LabelMessage:
+    """The ``inspector.label/v1`` message saying that ``frame``'s label was removed.
+
+    Args:
+        frame: The frame, as it is after the clear (its verdict is what the message carries).
+        cleared_at: When the label was removed (RFC 3339, UTC): the message's ``labelled_at``.
+    """
+    return LabelMessage(
+        frame_id=frame.frame_id,
+        camera_id=frame.camera_id,
+        action="clear",
+        label=None,
+        labelled_at=cleared_at,
         score=frame.score,
         threshold=frame.threshold,
         is_anomalous=frame.is_anomalous,
@@ -257,6 +292,7 @@ __all__ = [
     "LabelMetrics",
     "LabelPublisher",
     "PublishResult",
+    "clear_message",
     "label_message",
     "once_per_registry",
     "producer_settings",

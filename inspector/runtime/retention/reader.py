@@ -269,6 +269,37 @@ class RetentionIndex:
             raise UnknownFrameError(f"no retained frame {frame_id[:64]!r}")
         return frame_from_row(row)
 
+    def clear_label(self, frame_id: str) -> tuple[RetainedFrame, RetainedFrame | None]:
+        """Remove a frame's label, kind and note: it is unlabelled, and evictable, again.
+
+        Its export mark goes too, as for any change of label: the last export holds the label
+        removed. A frame without a label is left as it is (clearing is idempotent).
+
+        Returns:
+            The frame as it is now, and as it was before when a label was removed (``None``:
+            it had none, nothing changed).
+
+        Raises:
+            UnknownFrameError: No retained frame has this id.
+        """
+        with self._transaction() as db:
+            # Read and cleared in one transaction: a label set meanwhile is never reported as
+            # removed without being removed, nor removed without being reported.
+            row = db.execute(
+                f"SELECT {COLUMNS} FROM frames WHERE frame_id = ?", (frame_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownFrameError(f"no retained frame {frame_id[:64]!r}")
+            before = frame_from_row(row)
+            if before.label is None:
+                return before, None
+            row = db.execute(
+                "UPDATE frames SET label = NULL, label_kind = NULL, note = NULL, "
+                f"labelled_at = NULL, exported_at = NULL WHERE seq = ? RETURNING {COLUMNS}",
+                (before.seq,),
+            ).fetchone()
+        return frame_from_row(row), before
+
     def mark_exported(self, seqs: Iterable[int]) -> int:
         """Record that a dataset export included these frames (by ``seq``); rows marked."""
         stamp = utc_text(self.clock())

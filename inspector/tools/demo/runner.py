@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import secrets
 import shutil
 import signal
 import threading
@@ -42,6 +44,7 @@ from inspector.tools.demo.setup import (
     HIRES_HEIGHT,
     HIRES_PERIOD_S,
     HIRES_WIDTH,
+    RETAINED_DIR,
     STALL_TIMEOUT_S,
     DemoError,
     DemoOptions,
@@ -131,8 +134,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
     console.print(f"line: {len(images)} test parts {describe(images)}")
     checkpoint = demo_model(opts, opts.workdir / "line", console)
     hires_images, hires_checkpoint = _hires_line(opts, console) if opts.hires else ([], None)
-    # Outputs of the previous run would mix with this one's counts.
-    shutil.rmtree(opts.workdir / "overlays", ignore_errors=True)
+    # Outputs of the previous run would mix with this one's counts; its retained frames share
+    # this run's frame ids (they start at 0 each run), which retention never writes twice.
+    for folder in ("overlays", RETAINED_DIR):
+        shutil.rmtree(opts.workdir / folder, ignore_errors=True)
     for name in ("results.jsonl", "results.dlq.jsonl"):
         (opts.workdir / name).unlink(missing_ok=True)
     stopper = _Stopper()
@@ -143,7 +148,9 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
     ):
         run_id = None if opts.bootstrap_servers is None else uuid.uuid4().hex[:8]
         port = port_or_free(opts.port)
-        config = demo_config(opts, bootstrap, checkpoint, port, run_id, hires_checkpoint)
+        config = demo_config(
+            opts, bootstrap, checkpoint, port, run_id, hires_checkpoint, _admin_token()
+        )
         kafka = config.kafka
         # Two frame partitions: cameras spread over them by key, and room for a second daemon
         # in the group.
@@ -156,6 +163,32 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoSummary:
         return _run_line(
             opts, console, live, daemon, stopper, demo_cameras(opts, images, hires_images)
         )
+
+
+def _admin_token() -> str:
+    """The console's token for labels: ``INSPECTOR_HTTP__ADMIN_TOKEN``, or a fresh one per run.
+
+    The demo builds its configuration itself (the environment does not reach it), and without
+    a token the console could show flagged frames but not label them.
+    """
+    return os.environ.get("INSPECTOR_HTTP__ADMIN_TOKEN") or secrets.token_urlsafe(18)
+
+
+def console_lines(port: int, admin_token: str | None) -> list[str]:
+    """What the demo prints once the daemon is ready: where its console, metrics and health are.
+
+    Args:
+        port: The daemon's HTTP port (on loopback).
+        admin_token: ``http.admin_token``, which the console asks for before the first label.
+    """
+    base = f"http://127.0.0.1:{port}"
+    lines = [
+        f"daemon ready; operator console: {base}/  metrics: {base}/metrics  "
+        "health: .../healthz, .../readyz"
+    ]
+    if admin_token is not None:
+        lines.append(f"  to label frames there, give the console the admin token {admin_token}")
+    return lines
 
 
 def _hires_line(opts: DemoOptions, console: Console) -> tuple[list[LineImage], Path]:
@@ -204,6 +237,7 @@ def _run_line(
     kafka = daemon.config.kafka
     bootstrap = kafka.bootstrap_servers
     metrics_url = f"http://127.0.0.1:{port}/metrics"
+    console_url = f"http://127.0.0.1:{port}/"
     thread = threading.Thread(target=run_daemon, name="daemon", daemon=True)
     thread.start()
     console.print("starting the daemon (model warm-up, Kafka group join) ...")
@@ -211,7 +245,9 @@ def _run_line(
     if failure:
         thread.join()
         raise DemoError(f"the daemon did not start: {failure[0]} (log: {opts.workdir}/demo.log)")
-    console.print(f"daemon ready; metrics: {metrics_url}  health: .../healthz, .../readyz")
+    token = daemon.config.http.admin_token
+    for line in console_lines(port, None if token is None else token.get_secret_value()):
+        console.print(line, highlight=False, markup=False)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     featured = {HIRES_CAMERA: hires_description()} if HIRES_CAMERA in cameras.cameras else {}
     tally = LineTally(truth=cameras.truth, sent=lambda: cameras.count, featured=featured)
@@ -223,7 +259,7 @@ def _run_line(
     header = f"inspector demo: {opts.cameras} cameras at {opts.fps:g} frames/s"
     if featured:
         header += f" + {HIRES_CAMERA} every {HIRES_PERIOD_S:g} s"
-    header += f"   {metrics_url}"
+    header += f"   console {console_url}"
     try:
         _watch(opts, console, live, consumer, kafka, tally, stopper, header)
     finally:

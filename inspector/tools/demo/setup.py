@@ -59,6 +59,18 @@ HIRES_EPOCHS = 2
 #: Good frames held out to place its threshold (0.35 of 16: 6 frames).
 HIRES_VAL_FRACTION = 0.35
 
+#: Retained frames (the operator console's review and labels) go to this folder of the run
+#: directory; like the overlays and results, it holds this run's only: frame ids start again
+#: at 0 every run, and a retained id is never written again.
+RETAINED_DIR = "retained"
+#: Every flagged frame is retained, and this share of the good ones (a few a minute at the
+#: demo's rate): enough for the console's review to show what the model passes.
+DEMO_GOOD_SAMPLE_RATE = 0.01
+#: The retention folder's bound: the demo's flagged frames (2 a second at 20 % defective parts,
+#: ~70 KB each with overlay and mask, and a high-resolution one of ~1 MB every half minute or
+#: so) fill it in about 45 minutes; then the oldest unlabelled frames go first.
+DEMO_RETENTION_MAX_BYTES = 512 * 1024**2
+
 
 class DemoError(InspectorError):
     """The demo could not run to the end (the message says which part failed)."""
@@ -235,8 +247,12 @@ def demo_config(
     port: int,
     run_id: str | None = None,
     hires_checkpoint: Path | None = None,
+    admin_token: str | None = None,
 ) -> InspectorConfig:
     """The daemon configuration the demo runs: Kafka in, Kafka + JSONL + overlays out.
+
+    Retention is on (:data:`RETAINED_DIR` in the run directory), so the operator console at
+    the daemon's port has flagged frames to show and review.
 
     Args:
         opts: Demo options.
@@ -245,6 +261,7 @@ def demo_config(
         port: HTTP port.
         run_id: Fresh topic and group names for this run (on a broker of the user's).
         hires_checkpoint: The high-resolution camera's tiled model (``None``: no such camera).
+        admin_token: ``http.admin_token``: labels in the console (``None``: read-only).
     """
     cameras: dict[str, object] = {ANY_CAMERA: {"deadline_ms": DEMO_DEADLINE_MS}}
     models: dict[str, str] = {}
@@ -282,7 +299,13 @@ def demo_config(
                 "jsonl": {"path": str(opts.workdir / "results.jsonl")},
                 "overlays": {"directory": str(opts.workdir / "overlays"), "max_files": 500},
             },
-            "http": {"host": "127.0.0.1", "port": port},
+            "retention": {
+                "enabled": True,
+                "path": str(opts.workdir / RETAINED_DIR),
+                "good_sample_rate": DEMO_GOOD_SAMPLE_RATE,
+                "max_bytes": DEMO_RETENTION_MAX_BYTES,
+            },
+            "http": {"host": "127.0.0.1", "port": port, "admin_token": admin_token},
             "daemon": {"drain_timeout_s": 15},
             "models": models,
             "cameras": cameras,

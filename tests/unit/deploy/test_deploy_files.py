@@ -511,6 +511,20 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
 
 
+def test_the_dashboard_links_to_the_operator_console() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "inspector.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    console = variables["console"]
+    assert console["type"] == "textbox"  # each site types its daemon's address
+    urls = {link["title"]: link["url"] for link in dashboard["links"]}
+    assert urls == {"Operator console": "${console}/", "Review flagged frames": "${console}/review"}
+    assert all(link["type"] == "link" and link["targetBlank"] for link in dashboard["links"])
+    # The default is the daemon compose publishes, on the port the daemon serves by default.
+    port = HttpConfig().port
+    assert f"{port}:{port}" in _services()["inspector"]["ports"]
+    assert console["query"] == console["current"]["value"] == f"http://localhost:{port}"
+
+
 def _dashboard_exprs() -> str:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "inspector.json").read_text())
     return "\n".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))

@@ -106,6 +106,10 @@ class RunningDaemon:
         headers = {**auth, **kw.pop("headers", {})}
         return requests.post(self.base + path, headers=headers, timeout=30, **kw)
 
+    def delete(self, path: str, token: str | None = ADMIN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.delete(self.base + path, headers=headers, timeout=30)
+
     def stop(self) -> None:
         self.daemon.request_exit()
         self.thread.join(60)

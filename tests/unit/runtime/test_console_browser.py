@@ -204,8 +204,21 @@ def test_console_shows_the_line_takes_keyboard_labels_and_escapes_names(
             page.locator('#view-overlay[src^="blob:"]').wait_for()
             page.locator('#view-mask[src^="blob:"]').wait_for()
             page.locator("#regions tbody tr").first.wait_for()
-            expect(page.locator("#facts")).to_contain_text("defect (scratch)")
+            label_fact = page.locator("#facts dt", has_text=re.compile(r"^label$")).locator(
+                "xpath=following-sibling::dd[1]"
+            )
+            expect(label_fact).to_have_text("defect (scratch)")
             page.screenshot(path=str(tmp_path / "frame.png"), full_page=True)
+
+            # A slip is undone: the label removed, then set again from the form.
+            page.click("#label-clear")
+            expect(label_fact).to_have_text("none")
+            detail = f"/v1/results/{quote(defect, safe='')}/detail"
+            assert _api(line, detail)["frame"]["label"] is None  # type: ignore[index]
+            page.select_option("#label-select", "defect")
+            page.fill("#label-kind", "scratch")
+            page.click("#label-form button[type=submit]")
+            expect(label_fact).to_have_text("defect (scratch)")
 
             # The hostile frame's page: its id is text in the title, the heading and the facts.
             page.goto(line.base + "/frame?id=" + quote(HOSTILE_FRAME, safe=""))

@@ -55,6 +55,10 @@ class Server:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return requests.post(self.base + path, json=body, headers=headers, timeout=10)
 
+    def delete(self, path: str, token: str | None = ADMIN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.delete(self.base + path, headers=headers, timeout=10)
+
 
 @pytest.fixture
 def sinks(tmp_path: Path) -> Iterator[SinkMaker]:
@@ -80,6 +84,7 @@ def test_with_retention_off_every_results_route_says_so(servers: list[Server]) -
         server.get("/v1/results/a/b/detail"),
         server.get("/v1/results/a/image?view=mask"),
         server.post("/v1/results/a/label", {"label": "defect"}),
+        server.delete("/v1/results/a/label"),
     ):
         assert response.status_code == 404, response.text
         assert "retention.enabled is off" in response.json()["error"]
@@ -102,6 +107,10 @@ def test_without_an_admin_token_labels_are_off_and_say_which_setting(
     refused = server.post("/v1/results/f1/label", {"label": "defect"}, token=None)
     assert refused.status_code == 403 and "INSPECTOR_HTTP__ADMIN_TOKEN" in refused.json()["error"]
     assert sink.store.get("f1").label is None  # type: ignore[union-attr]
+    sink.store.label("f1", "defect")
+    refused = server.delete("/v1/results/f1/label", token=None)
+    assert refused.status_code == 403 and "INSPECTOR_HTTP__ADMIN_TOKEN" in refused.json()["error"]
+    assert sink.store.get("f1").label == "defect"  # type: ignore[union-attr]
     assert server.get("/v1/results").status_code == 200  # reads stay open
     assert server.get("/v1/sources").status_code == 404  # the control API is off as before
 
@@ -159,6 +168,7 @@ def test_the_read_token_guards_every_read_but_not_the_pages(
         assert "cam/f1" not in response.text or page.startswith("/frame")
     # The read token does not write.
     assert server.post("/v1/results/cam%2Ff1/label", {"label": "defect"}, READER).status_code == 401
+    assert server.delete("/v1/results/cam%2Ff1/label", READER).status_code == 401
     assert (
         READER not in caplog.text and ADMIN not in caplog.text and "wrong-wrong" not in caplog.text
     )
@@ -244,6 +254,54 @@ def test_labels_go_to_the_labels_topic_as_versioned_json(
     assert message["labelled_at"].endswith("Z") and message["is_anomalous"] is True
     assert (
         registry.get_sample_value("inspector_label_publishes_total", {"result": "delivered"}) == 1
+    )
+
+
+def test_a_removed_label_goes_to_the_labels_topic_as_a_clear_once(
+    servers: list[Server], sinks: SinkMaker
+) -> None:
+    sink, _ = sinks()
+    sink.write(inspection("line1/cam2/000043", camera_id="producer-camera-9000"))
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, cameras=CameraLabels(max_seen=0))
+    publisher = LabelPublisher(
+        KafkaConfig(labels_topic="plant.labels"),
+        once_per_registry(registry, LabelMetrics),
+        {},
+        producer_factory=RecordingProducer,
+    )
+    server = Server(
+        registry,
+        metrics,
+        admin_token=SecretStr(ADMIN),
+        results=ResultsAccess(retention=lambda: sink.store, publish=publisher.publish),
+    )
+    servers.append(server)
+    path = "/v1/results/line1%2Fcam2%2F000043/label"
+    body = {"label": "missed_defect", "kind": "crack", "note": "wrong frame"}
+    assert server.post(path, body).status_code == 200
+    for _ in range(2):  # the second finds no label: nothing is sent or counted
+        assert server.delete(path).status_code == 200
+    assert publisher.flush(10.0)
+    publisher.close()
+    producer = RecordingProducer.made[-1]
+    assert [(topic, key) for topic, _, key in producer.sent] == [
+        ("plant.labels", b"producer-camera-9000")
+    ] * 2
+    schema = json.loads(LABEL_SCHEMA.read_text())
+    set_, clear = (json.loads(value) for _, value, _ in producer.sent)
+    for message in (set_, clear):
+        jsonschema.validate(message, schema)
+    assert (set_["action"], set_["label"]) == ("set", "missed_defect")
+    assert clear["action"] == "clear" and clear["frame_id"] == "line1/cam2/000043"
+    assert (clear["label"], clear["kind"], clear["note"]) == (None, None, None)
+    assert clear["labelled_at"].endswith("Z") and clear["processed_at"] == set_["processed_at"]
+    # A clear that claimed a label is not valid: subscribers that validate refuse it.
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**clear, "label": "defect"}, schema)
+    assert registry.get_sample_value("inspector_label_clears_total", {"camera": "other"}) == 1
+    assert (
+        registry.get_sample_value("inspector_label_publishes_total", {"result": "delivered"}) == 2
     )
 
 

@@ -156,6 +156,50 @@ def test_a_label_needs_the_token_is_stored_listed_and_counted(
     assert _detail(line, frame_id)["label"] == "false_alarm"
 
 
+def _labels_of(line: RunningDaemon, camera: str) -> dict[str, int]:
+    """The console's label counts of a camera's tile (read from the retention index)."""
+    tiles = line.get("/v1/console/overview").json()["tiles"]
+    (tile,) = [t for t in tiles if t["camera"] == camera]
+    counts: dict[str, int] = tile["labels"]
+    return counts
+
+
+def test_a_label_can_be_removed_once_and_then_nothing_changes(
+    line: RunningDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "inspector")
+    frame_id = _flagged(line)[1]
+    path = f"/v1/results/{quote(frame_id, safe='')}/label"
+    saved = line.post(path, json={"label": "defect", "kind": "crack", "note": "slip"})
+    assert saved.status_code == 200, saved.text
+    labelled = _labels_of(line, CAMERA)
+    cleared = {"camera": CAMERA}
+    before = line.registry.get_sample_value("inspector_label_clears_total", cleared) or 0.0
+    for token in (None, "wrong-token-wrong-token"):
+        refused = line.delete(path, token=token)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert _detail(line, frame_id)["label"] == "defect"
+
+    removed = line.delete(path)
+    assert removed.status_code == 200, removed.text
+    body = removed.json()
+    assert body["frame_id"] == frame_id
+    assert (body["label"], body["kind"], body["note"], body["labelled_at"]) == (None,) * 4
+    shown = _detail(line, frame_id)
+    assert (shown["label"], shown["kind"], shown["note"]) == (None, None, None)
+    assert frame_id in [i["frame_id"] for i in _all(line, "&label=unlabelled")]
+    assert frame_id not in [i["frame_id"] for i in _all(line, "&label=defect")]
+    assert _labels_of(line, CAMERA) == {**labelled, "defect": labelled["defect"] - 1}
+    assert line.registry.get_sample_value("inspector_label_clears_total", cleared) == before + 1
+    assert "removed label defect" in caplog.text and ADMIN not in caplog.text
+
+    # Again: the frame as it is, nothing counted.
+    again = line.delete(path)
+    assert again.status_code == 200 and again.json() == body
+    assert line.registry.get_sample_value("inspector_label_clears_total", cleared) == before + 1
+    assert _labels_of(line, CAMERA) == {**labelled, "defect": labelled["defect"] - 1}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -213,6 +257,7 @@ def test_unknown_frames_are_404_on_every_route(line: RunningDaemon) -> None:
         line.get("/v1/results/no-such-frame/detail"),
         line.get("/v1/results/no-such-frame/image?view=overlay"),
         line.post("/v1/results/no-such-frame/label", json={"label": "defect"}),
+        line.delete("/v1/results/no-such-frame/label"),
     ):
         assert response.status_code == 404, response.text
         assert "no-such-frame" in response.json()["error"]
@@ -356,6 +401,7 @@ def test_generated_requests_get_only_documented_answers(line: RunningDaemon) -> 
             answers.setdefault(case.operation.label, set()).add(response.status_code)
 
         run()
-    assert len(answers) == 4, answers
+    assert len(answers) == 5, answers
     assert answers["POST /v1/results/{frame_id}/label"] == {401}  # no token, no change
+    assert answers["DELETE /v1/results/{frame_id}/label"] == {401}
     assert 200 in answers["GET /v1/results"]

@@ -32,7 +32,7 @@ from inspector.runtime.records import Inspection
 from inspector.runtime.retention.config import RetentionConfig
 from inspector.runtime.retention.encode import retain_kind, sample_point
 from inspector.runtime.retention.files import FILES_DIR, TMP_PREFIX, file_key
-from inspector.runtime.retention.records import DROP_REASONS
+from inspector.runtime.retention.records import DROP_REASONS, UnknownFrameError
 from inspector.runtime.sinks.retention import RetentionMetrics, RetentionSink
 
 
@@ -186,6 +186,38 @@ def test_labelled_frames_survive_eviction_until_exported(make_sink: SinkMaker) -
     assert all(dropped(registry, reason) == 0 for reason in DROP_REASONS)
     indexed, on_disk = indexed_and_on_disk(sink.path)
     assert indexed == on_disk
+
+
+def test_a_removed_label_makes_the_frame_evictable_again(make_sink: SinkMaker) -> None:
+    max_bytes = 1_500_000
+    sink, registry = make_sink(max_bytes=max_bytes, good_sample_rate=1.0)
+    for frame_id in ("kept-1", "slip-1", "shipped-1"):
+        sink.publish(inspection(frame_id), Done())
+    assert sink.flush(10.0)
+    store = sink.store
+    store.label("kept-1", "defect", "scratch")
+    store.label("slip-1", "missed_defect", "crack", "wrong frame")
+
+    now, before = store.clear_label("slip-1")
+    assert before is not None and (before.label, before.label_kind) == ("missed_defect", "crack")
+    assert (now.label, now.label_kind, now.note, now.labelled_at) == (None,) * 4
+    assert store.get("slip-1") == now
+    # An export mark goes with the label: the last export holds the label removed.
+    shipped = store.label("shipped-1", "false_alarm")
+    assert store.mark_exported([shipped.seq]) == 1
+    assert store.clear_label("shipped-1")[0].exported_at is None
+    # Idempotent: nothing to remove, nothing changed.
+    assert store.clear_label("slip-1") == (now, None)
+    with pytest.raises(UnknownFrameError):
+        store.clear_label("never-retained")
+
+    for i in range(30):
+        sink.publish(inspection(f"a{i}"), Done())
+        assert sink.flush(10.0)
+        assert folder_bytes(sink.path) <= max_bytes
+    assert store.get("slip-1") is None  # unlabelled again: evicted, oldest first
+    assert store.get("kept-1") is not None  # labelled, as slip-1 was, and never exported: kept
+    assert all(dropped(registry, reason) == 0 for reason in DROP_REASONS)
 
 
 def test_labelled_frames_filling_the_folder_make_new_frames_drop_as_full(

@@ -7,7 +7,8 @@ Server-rendered pages (Jinja2 templates, autoescaped) and one hand-kept script
   model and recipe, false alarms and catches) and the flagged frames as they are retained;
 * ``/review``: the unlabelled flagged frames, one at a time: ``f`` false alarm, ``d`` real
   defect (asks for its kind), ``s`` skip;
-* ``/frame?id=``: one retained frame: overlay, mask, regions, score, model, thresholds, times.
+* ``/frame?id=``: one retained frame: overlay, mask, regions, score, model, thresholds, times;
+  its label set, replaced or removed.
 
 Tokens are asked for when the daemon answers 401 and kept in the tab's ``sessionStorage``,
 sent as a bearer header only. :mod:`.routes` registers it; :mod:`.tiles` builds the overview.

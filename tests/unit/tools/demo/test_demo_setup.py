@@ -12,9 +12,12 @@ from inspector.runtime.recipes import ANY_CAMERA
 from inspector.tools.broker import EMBEDDED_FETCH_MAX_WAIT_MS
 from inspector.tools.demo.setup import (
     DEMO_DEADLINE_MS,
+    DEMO_GOOD_SAMPLE_RATE,
+    DEMO_RETENTION_MAX_BYTES,
     HIRES_CAMERA,
     HIRES_DEADLINE_MS,
     HIRES_TILING,
+    RETAINED_DIR,
     DemoOptions,
     demo_config,
     demo_hires_model,
@@ -35,6 +38,20 @@ def test_fetch_wait_is_short_on_the_embedded_broker_only(tmp_path: Path) -> None
     assert isinstance(source, KafkaSourceConfig)
     assert source.fetch_max_wait_ms == KafkaSourceConfig().fetch_max_wait_ms == 500
     assert theirs.kafka.frames_topic.startswith("inspector.tools.demo-abc")
+
+
+def test_retention_is_on_in_the_run_directory_for_the_console(tmp_path: Path) -> None:
+    opts = DemoOptions(workdir=tmp_path)
+    token = "demo-admin-token-0123456789"
+    config = demo_config(opts, "127.0.0.1:1", tmp_path / "m.safetensors", 0, admin_token=token)
+    retention = config.retention
+    assert retention.enabled and retention.path == tmp_path / RETAINED_DIR
+    assert retention.good_sample_rate == DEMO_GOOD_SAMPLE_RATE == 0.01
+    assert retention.max_bytes == DEMO_RETENTION_MAX_BYTES
+    # Labels in the console need the admin token; without one it is read-only.
+    assert config.http.admin_token is not None
+    assert config.http.admin_token.get_secret_value() == token
+    assert demo_config(opts, "127.0.0.1:1", tmp_path / "m.safetensors", 0).http.admin_token is None
 
 
 def test_the_high_resolution_camera_gets_its_model_and_tiles(tmp_path: Path) -> None:

@@ -184,6 +184,16 @@
     return response.json();
   }
 
+  // A mislabelled frame goes back to unlabelled (DELETE; nothing changes when it has none).
+  async function clearLabel(frameId) {
+    const response = await api(frameUrl(frameId, "label"), { method: "DELETE" });
+    if (!response.ok) {
+      say("Label not removed: " + (await problemText(response)));
+      return null;
+    }
+    return response.json();
+  }
+
   // --- overview: tiles ------------------------------------------------------------------------
 
   function fact(list, name, value) {
@@ -452,6 +462,12 @@
       const saved = await labelFrame(frameId, label, label === "false_alarm" ? null : kind, note);
       if (saved) {
         say("Saved: " + saved.label.replace("_", " "));
+        showDetail();
+      }
+    });
+    document.getElementById("label-clear").addEventListener("click", async function () {
+      if (await clearLabel(frameId)) {
+        say("Label removed");
         showDetail();
       }
     });
