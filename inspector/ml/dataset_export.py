@@ -1,6 +1,7 @@
 """Dataset export: retained, labelled frames as the MVTec layout that training reads.
 
-``inspector train``, ``eval`` and ``calibrate`` read this layout (:mod:`inspector.ml.data`).
+``inspector train``, ``eval`` and ``calibrate`` read this layout (:mod:`inspector.ml.data`);
+``inspector dataset export`` writes it.
 
 Layout written to ``out_dir``::
 
@@ -57,6 +58,8 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 #: The kind folder of a defect label without a kind.
 DEFAULT_KIND = "defect"
+#: Share of the good frames held out in ``test/good`` (``inspector dataset --held-out-share``).
+DEFAULT_HELD_OUT_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ def export_dataset(
     out_dir: Path,
     camera: str | None = None,
     since: datetime | None = None,
-    held_out_share: float = 0.2,
+    held_out_share: float = DEFAULT_HELD_OUT_SHARE,
     seed: int = 0,
     *,
     clock: Callable[[], datetime] = utc_now,
@@ -311,6 +314,7 @@ def _write_manifest(
 
 
 __all__ = [
+    "DEFAULT_HELD_OUT_SHARE",
     "DEFAULT_KIND",
     "MANIFEST_NAME",
     "ExportSummary",

@@ -1,5 +1,7 @@
 """``inspector eval``: a checkpoint's figures on the test split, with optional plots.
 
+The workflow: load, score, report; the figures themselves are :mod:`.metrics`'.
+
 Thresholds come from the checkpoint (fitted on validation data); the test split is only ever
 measured, never fitted on.
 """
@@ -19,7 +21,7 @@ from inspector.backends import LoadedModel
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.errors import DatasetError
 from inspector.ml.data import labelled_items, load_items
-from inspector.ml.evaluation import (
+from inspector.ml.metrics import (
     EvalReport,
     best_f1,
     f1_at,

@@ -25,7 +25,7 @@ import torch
 from inspector.checkpoint import CheckpointMeta, QuantizationReport
 from inspector.errors import ConfigError, DatasetError, InspectorError
 from inspector.ml.data import labelled_items, load_items, training_items
-from inspector.ml.evaluation import image_auroc, pixel_aupro, pixel_auroc
+from inspector.ml.metrics import image_auroc, pixel_aupro, pixel_auroc
 from inspector.model.calibration import Calibration
 from inspector.model.engine import Engine
 from inspector.model.preprocess import normalise

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_curve
 
 from inspector.errors import InspectorError
 from inspector.imaging import draw_mask_outline, heatmap_overlay, write_png
-from inspector.ml.evaluation import image_auroc
+from inspector.ml.metrics import image_auroc
 
 #: ``(name, image_bgr uint8 (H, W, 3), map01 (h, w), gt_mask bool (H, W) | None, score, label)``
 OverlayItem = tuple[str, np.ndarray, np.ndarray, np.ndarray | None, float, int]
@@ -47,7 +47,7 @@ def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray, title: str) -> 
 
     Raises:
         InspectorError: The file cannot be written, or the inputs are invalid (see
-            :func:`~inspector.ml.evaluation.image_auroc`).
+            :func:`~inspector.ml.metrics.image_auroc`).
     """
     auc = image_auroc(labels, scores)
     fig = Figure(figsize=(5, 5), layout="tight")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.errors import DatasetError
-from inspector.ml.calibrate import fit_calibration
+from inspector.ml.calibration_fit import fit_calibration
 from inspector.ml.config import TrainConfig
 from inspector.ml.data import (
     LabelledImage,

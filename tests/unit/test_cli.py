@@ -92,6 +92,9 @@ def test_offline_imagenet_without_cache_is_actionable(
     assert "resnet18-f37072fd.pth" in err and str(tmp_path / "torch") in err
 
 
+# Trains a model, and eval's plots start matplotlib, whose first font scan in a fresh cache
+# (conftest gives every run its own XDG_CACHE_HOME) runs `fc-list`: a subprocess.
+@pytest.mark.component
 def test_train_eval_predict_round_trip(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -337,6 +340,7 @@ _COMMANDS = [
     "predict",
     "import-anomalib",
     "calibrate",
+    "dataset",
     "run",
     "demo",
     "simulate",

@@ -31,7 +31,7 @@ import torch
 from inspector.checkpoint import load_checkpoint
 from inspector.ml.config import TrainConfig
 from inspector.ml.data import LoadedImages, labelled_items, load_items, training_items
-from inspector.ml.evaluation import image_auroc, pixel_aupro, pixel_auroc
+from inspector.ml.metrics import image_auroc, pixel_aupro, pixel_auroc
 from inspector.ml.trainer import score_images, train
 from inspector.model.config import ArchitectureConfig, Backbone
 from inspector.model.preprocess import normalise

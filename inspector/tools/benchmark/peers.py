@@ -32,7 +32,7 @@ import torch
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
 from inspector.errors import ConfigError, DatasetError
 from inspector.ml.data import labelled_items, read_mask
-from inspector.ml.evaluation import image_auroc, pixel_auroc
+from inspector.ml.metrics import image_auroc, pixel_auroc
 from inspector.model import ReverseDistillation
 from inspector.model.records import InferenceBatch
 from inspector.tools.benchmark import anomalib_exports as theirs

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inspector.errors import CalibrationError
-from inspector.ml.calibrate import fit_calibration
+from inspector.ml.calibration_fit import fit_calibration
 from inspector.ml.config import CalibrationMode
 
 

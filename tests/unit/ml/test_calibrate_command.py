@@ -21,9 +21,9 @@ from inspector.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpo
 from inspector.cli import main
 from inspector.errors import CalibrationError, CheckpointError, ConfigError, DatasetError
 from inspector.messages import ModelRef
+from inspector.ml.calibrate import RecalibrateConfig, RecalibrationReport, recalibrate
 from inspector.ml.good_samples import read_good_scores
 from inspector.ml.predict import predict
-from inspector.ml.recalibrate import RecalibrateConfig, RecalibrationReport, recalibrate
 from inspector.model.calibration import Calibration
 from inspector.runtime.config import PostprocessConfig
 from inspector.runtime.postprocess import Postprocessor

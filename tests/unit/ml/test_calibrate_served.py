@@ -26,9 +26,9 @@ from inspector.checkpoint import (
     save_checkpoint,
 )
 from inspector.cli import main
+from inspector.ml.calibrate import RecalibrateConfig, recalibrate
 from inspector.ml.export import ExportResult, export_model
 from inspector.ml.predict import predict
-from inspector.ml.recalibrate import RecalibrateConfig, recalibrate
 from inspector.ml.served import command_device
 from inspector.model.calibration import Calibration
 from inspector.model.fastpath import RuntimeOptions

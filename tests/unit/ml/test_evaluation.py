@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
 from inspector.errors import ConfigError, InspectorError
-from inspector.ml.evaluation import (
+from inspector.ml.metrics import (
     EvalReport,
     best_f1,
     f1_at,

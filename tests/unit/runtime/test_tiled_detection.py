@@ -27,7 +27,7 @@ from torch import nn
 from waiting import wait_until
 
 from inspector.messages import ModelRef
-from inspector.ml.calibrate import fit_calibration
+from inspector.ml.calibration_fit import fit_calibration
 from inspector.ml.config import CalibrationMode
 from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration

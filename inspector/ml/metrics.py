@@ -1,5 +1,7 @@
 """Evaluation metrics: image/pixel AUROC, the standard AU-PRO, F1.
 
+The maths only: ``inspector eval``'s workflow, which scores a test split, is :mod:`.evaluate`.
+
 ROC and precision-recall curves come from scikit-learn; AU-PRO follows the MVTec AD reference
 script ``compute_pro`` (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV 2021):
 regions are the 8-connected components of the ground truth, the PRO curve averages the
