@@ -34,6 +34,7 @@ from inspector.runtime.control.errors import (
 )
 from inspector.runtime.control.results_errors import (
     MissingViewError,
+    NoRetainedFramesError,
     RetentionOffError,
     WritesOffError,
 )
@@ -61,6 +62,7 @@ STATUSES: Mapping[type[Exception], int] = {
     UnknownCameraError: 404,
     UnknownFrameError: 404,  # never retained, or evicted
     MissingViewError: 404,
+    NoRetainedFramesError: 404,  # a what-if about a camera with nothing retained
     RetentionOffError: 404,  # retention.enabled is off: the message says so
     WritesOffError: 403,  # labels without http.admin_token: no token could help
     DuplicateSourceError: 409,

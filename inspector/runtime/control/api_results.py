@@ -6,7 +6,9 @@ Routes (registered by :func:`inspector.runtime.control.api.build_app`):
 * ``GET /v1/results/{frame_id}/detail``: one frame's record and its retained result message;
 * ``GET /v1/results/{frame_id}/image?view=frame|overlay|mask``: one of its pictures;
 * ``POST /v1/results/{frame_id}/label``: ``{"label", "kind", "note"}``, with the admin token;
-* ``DELETE /v1/results/{frame_id}/label``: remove its label (idempotent), with the admin token.
+* ``DELETE /v1/results/{frame_id}/label``: remove its label (idempotent), with the admin token;
+* ``GET /v1/cameras/{camera_id}/what-if?image_threshold=&limit=``: what another image threshold
+  would flag, miss and catch over the camera's retained frames (:mod:`.what_if`).
 
 Reads are open like ``/metrics`` unless ``http.read_token`` is set; then they need
 ``Authorization: Bearer`` with it (or with the admin token). With retention off, every route
@@ -46,7 +48,11 @@ from inspector.runtime.control.labels import (
     label_message,
     once_per_registry,
 )
-from inspector.runtime.control.results_errors import MissingViewError, RetentionOffError
+from inspector.runtime.control.results_errors import (
+    MissingViewError,
+    NoRetainedFramesError,
+    RetentionOffError,
+)
 from inspector.runtime.control.results_http import Bearer, BodyLimit, OpenFileResponse
 from inspector.runtime.control.results_models import (
     LabelRequest,
@@ -54,6 +60,9 @@ from inspector.runtime.control.results_models import (
     ResultsPage,
     RetainedResult,
 )
+from inspector.runtime.control.what_if import DEFAULT_FRAMES as DEFAULT_WHAT_IF_FRAMES
+from inspector.runtime.control.what_if import MAX_FRAMES as MAX_WHAT_IF_FRAMES
+from inspector.runtime.control.what_if import WhatIf, what_if
 from inspector.runtime.ids import MAX_ID_CHARS, Id, for_log, valid_frame_id
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.retention.reader import RetentionIndex
@@ -105,11 +114,13 @@ class ResultsAccess:
         retention: The retention index (see :data:`RetentionProvider`).
         publish: Hands a label to Kafka (never blocks); a no-op when Kafka is off.
         activity: Each camera's last result and recent rate (the console's tiles).
+        good_sample_rate: ``retention.good_sample_rate`` (the what-if's estimates).
     """
 
     retention: RetentionProvider = _no_retention
     publish: Callable[[LabelMessage], None] = _no_publisher
     activity: Callable[[], list[Any]] = field(default=list)
+    good_sample_rate: float = 0.0
 
 
 def _checked_frame_id(text: str) -> str:
@@ -176,6 +187,30 @@ def add_results_routes(
         503: "the daemon is starting",
     }
     reads = documented(common)
+
+    @app.get(
+        "/v1/cameras/{camera_id}/what-if",
+        tags=["results"],
+        responses=documented({**common, 404: "retention is off, or no retained frame of it"}),
+        dependencies=[Reader],
+    )
+    def threshold_what_if(
+        camera_id: Id,
+        index: Index,
+        image_threshold: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)],
+        limit: Annotated[int, Query(ge=1, le=MAX_WHAT_IF_FRAMES)] = DEFAULT_WHAT_IF_FRAMES,
+    ) -> WhatIf:
+        """What ``image_threshold`` would do over the camera's newest retained frames.
+
+        Flagged, caught and missed frames and the rates, beside the threshold it runs at now,
+        over its ``limit`` newest retained frames; nothing is changed.
+        """
+        rows = index.recent_scores(camera_id, limit)
+        if not rows:
+            raise NoRetainedFramesError(
+                f"camera {for_log(camera_id)} has no retained frames to judge a threshold on"
+            )
+        return what_if(camera_id, rows, image_threshold, access.good_sample_rate)
 
     @app.get("/v1/results", tags=["results"], responses=reads, dependencies=[Reader])
     def list_results(

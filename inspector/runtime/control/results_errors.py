@@ -18,8 +18,12 @@ class MissingViewError(InspectorError):
     """The frame is retained but has no such picture (a good frame has no mask)."""
 
 
+class NoRetainedFramesError(InspectorError):
+    """A what-if about a camera with no retained frame (unknown, or nothing kept yet)."""
+
+
 class WritesOffError(InspectorError):
     """Labels need ``http.admin_token``, which is not set."""
 
 
-__all__ = ["MissingViewError", "RetentionOffError", "WritesOffError"]
+__all__ = ["MissingViewError", "NoRetainedFramesError", "RetentionOffError", "WritesOffError"]

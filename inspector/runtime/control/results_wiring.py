@@ -85,7 +85,10 @@ class ResultsWiring:
     def access(self) -> ResultsAccess:
         """What the HTTP app reads."""
         return ResultsAccess(
-            retention=self.index, publish=self.publish, activity=self.latest.cameras
+            retention=self.index,
+            publish=self.publish,
+            activity=self.latest.cameras,
+            good_sample_rate=self.config.retention.good_sample_rate,
         )
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from inspector.errors import ConfigError
 from inspector.runtime.retention.files import FILES_DIR
@@ -47,6 +48,22 @@ _BUSY_TIMEOUT_S = 5.0
 def utc_now() -> datetime:
     """The current UTC time (the default clock)."""
     return datetime.now(UTC)
+
+
+class ScoredRow(NamedTuple):
+    """One retained frame's verdict, for threshold what-ifs.
+
+    Attributes:
+        score: Normalised image score (0..1).
+        threshold: The normalised image threshold applied to it.
+        is_anomalous: Whether it was flagged (so retained whole, not as a sampled good frame).
+        label: The operator's label, or ``None``.
+    """
+
+    score: float
+    threshold: float
+    is_anomalous: bool
+    label: str | None
 
 
 class RetentionIndex:
@@ -200,6 +217,21 @@ class RetentionIndex:
                 params,
             ).fetchall()
         return [frame_from_row(r) for r in rows]
+
+    def recent_scores(self, camera: str, limit: int) -> builtins.list[ScoredRow]:
+        """The ``limit`` newest retained frames of ``camera``: score, threshold, verdict, label.
+
+        Args:
+            camera: The camera's id.
+            limit: How many frames at most (the caller bounds it).
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT score, threshold, is_anomalous, label FROM frames WHERE camera_id = ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (camera, limit),
+            ).fetchall()
+        return [ScoredRow(float(s), float(t), bool(a), label) for s, t, a, label in rows]
 
     def file_path(self, name: str | None) -> Path | None:
         """A retained file's path from its indexed name, if it is a file inside the folder."""
