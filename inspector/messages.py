@@ -80,6 +80,18 @@ class Latency(_Message):
     total: float = 0.0
 
 
+class ShadowVerdict(_Message):
+    """A camera's shadow model's verdict on the same frame (never acted on).
+
+    Present only when the camera's recipe names a ``shadow_model`` and the shadow could score
+    the frame without delaying served frames; absent when it was skipped.
+    """
+
+    model: str = Field(description="the shadow model's name")
+    score: float = Field(ge=0, le=1, description="normalised by the shadow model's calibration")
+    is_anomalous: bool
+
+
 class ResultMessage(_Message):
     """One inspection result per frame."""
 
@@ -106,6 +118,12 @@ class ResultMessage(_Message):
         ),
     )
 
+    shadow: ShadowVerdict | None = Field(
+        default=None,
+        description="the camera's shadow model's verdict on this frame; absent without a "
+        "shadow model or when the shadow was skipped so as not to delay served frames",
+    )
+
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     def capture_to_verdict_ms(self) -> float | None:
@@ -113,8 +131,14 @@ class ResultMessage(_Message):
         return capture_to_verdict_ms(self.captured_at, self.processed_at)
 
     def to_json(self) -> str:
-        """Serialise with the public field names (``schema``, not ``schema_``)."""
-        return self.model_dump_json(by_alias=True)
+        """Serialise with the public field names (``schema``, not ``schema_``).
+
+        ``shadow`` is left out when there is none (absent, not ``null``: readers of messages
+        from before the field see exactly what they saw).
+        """
+        return self.model_dump_json(
+            by_alias=True, exclude={"shadow"} if self.shadow is None else None
+        )
 
     @classmethod
     def from_json(cls, data: str | bytes) -> ResultMessage:

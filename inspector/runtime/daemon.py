@@ -219,6 +219,9 @@ class Daemon:
                 name, path, cfg, self.metrics, stop=self.should_exit
             ),
             state_path=cfg.daemon.state_path,
+            shadows=self.pipeline.shadows,
+            retention=self.results.access().retention,
+            promoted=line.promoted,
         )
         self._unstarted = []
         self._started.set()

@@ -197,6 +197,19 @@ class Metrics:
             "inspector_anomalies", "Frames judged anomalous.", ["camera"], registry=r
         )
         self.defects = Counter("inspector_defects", "Defect regions found.", ["camera"], registry=r)
+        self.shadow_skipped = Counter(
+            "inspector_shadow_skipped",
+            "Frames the camera's shadow model did not score: it would have delayed served frames.",
+            ["camera"],
+            registry=r,
+        )
+        self.shadow_decisions = Counter(
+            "inspector_shadow_decisions",
+            "Frames scored by both the served and the shadow model, by each one's verdict "
+            "(anomalous, good): the agree/disagree matrix.",
+            ["camera", "served", "shadow"],
+            registry=r,
+        )
         self.threshold = Gauge(
             "inspector_threshold",
             "Applied thresholds on the normalised scale.",

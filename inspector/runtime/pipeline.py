@@ -7,7 +7,8 @@ Threads and bounded queues:
   removed, paused and resumed while the others run);
 - an inference thread batches frames and runs the models, one model batch at a time,
   earliest deadline first (:mod:`~inspector.runtime.schedule`: a light camera's batch runs
-  between the tile chunks of a heavy camera's frame);
+  between the tile chunks of a heavy camera's frame); a camera's shadow model scores its
+  frames there too, only while no served job waits (:mod:`~inspector.runtime.shadow`);
 - a postprocess thread turns raw maps into results and hands them to every sink
   (:class:`~inspector.runtime.delivery.Delivery`, which retries a failing sink until it takes them).
 
@@ -25,7 +26,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from inspector.dead_letters import ErrorType, FailureStage
 from inspector.messages import Latency
@@ -38,12 +38,11 @@ from inspector.runtime.ids import for_log
 from inspector.runtime.intake import Intake, SourceSlot
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import ModelSet, ServedModel
-from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import Recipes
-from inspector.runtime.records import Frame, Inspection, ScoredBatch
-from inspector.runtime.regions import FrameView
+from inspector.runtime.records import Frame, Inspection
 from inspector.runtime.routing import ModelRouter
 from inspector.runtime.schedule import Finished, Scheduler
+from inspector.runtime.shadow import Inferred, ShadowBook, ShadowLane
 from inspector.runtime.sinks.base import Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
@@ -54,21 +53,6 @@ log = logging.getLogger(__name__)
 #: many batches' worth: enough to see what is due soonest, while the rest wait in the bounded
 #: frames queue (whose depth shows the backlog, and which pushes back on the sources).
 _LOOKAHEAD_BATCHES = 2
-
-
-@dataclass(frozen=True)
-class _Inferred:
-    frames: list[Frame]
-    output: ScoredBatch
-    # The frames' own inference time; the rest, from entering the pipeline to ``finished``
-    # (monotonic), they waited: in the queue, or between the chunks of a tiled frame.
-    seconds: float
-    finished: float
-    # Each frame's postprocessor: its model's calibration with its camera's recipe. After a
-    # reload or a recipe switch, batches already inferred keep what matches their maps.
-    postprocessors: list[Postprocessor]
-    # Each frame's region of interest and tiles (what its map covers); None: whole frames.
-    views: list[FrameView] | None = None
 
 
 class Pipeline:
@@ -112,7 +96,7 @@ class Pipeline:
         self.metrics = metrics
         self.clock = clock
         self.frames: queue.Queue[Frame] = queue.Queue(batcher.queue_size)
-        self._post: queue.Queue[_Inferred | None] = queue.Queue(max(2, batcher.queue_size // 8))
+        self._post: queue.Queue[Inferred | None] = queue.Queue(max(2, batcher.queue_size // 8))
         self._batcher = Batcher(self.frames, batcher, metrics, clock=clock)
         self.admission = Admission(
             max_in_flight or 4 * batcher.queue_size, max_in_flight_bytes, clock
@@ -121,6 +105,8 @@ class Pipeline:
         self.recipes = recipes or Recipes({})
         self._router = ModelRouter(models, self.recipes)
         self._drift = ScoreDrift(metrics.score_drift)
+        self.shadows = ShadowBook(metrics)  # each camera's served-vs-shadow comparison
+        self._shadow_lane = ShadowLane(models, self.recipes, metrics, self._post.put)
         self._stop_model = threading.Event()  # the model takes no new batch
         self._model_threads: list[threading.Thread] = []
         self._delivery = Delivery(self.sinks, metrics, clock=clock)
@@ -306,8 +292,9 @@ class Pipeline:
                     batch = []
                 self._schedule(schedule, batch)
                 finished = schedule.step()
+                self._shadow_lane.skipped(schedule.take_skipped())
                 if finished is not None:
-                    self._finish(finished)
+                    self._finish(schedule, finished)
         finally:
             self._post.put(None)
 
@@ -321,7 +308,10 @@ class Pipeline:
         for group in routed:
             schedule.add(group)
 
-    def _finish(self, done: Finished) -> None:
+    def _finish(self, schedule: Scheduler, done: Finished) -> None:
+        if done.shadow:  # its frames' result comes from their served job, held till now
+            self._shadow_lane.finished(done)
+            return
         frames, output = done.group.frames, done.output
         if isinstance(output, Exception):
             log.error("inference failed for a batch of %d", len(frames), exc_info=output)
@@ -331,11 +321,10 @@ class Pipeline:
                 )
             return
         group = done.group
-        self._post.put(
-            _Inferred(
-                frames, output, done.seconds, done.finished, group.postprocessors, group.views
-            )
+        inferred = Inferred(
+            frames, output, done.seconds, done.finished, group.postprocessors, group.views
         )
+        self._shadow_lane.served(schedule, inferred)
 
     def _postprocess_loop(self) -> None:
         while (item := self._post.get()) is not None:
@@ -351,9 +340,7 @@ class Pipeline:
                     continue
                 self.outcomes.result(inspection)
 
-    def _postprocess_one(
-        self, frame: Frame, item: _Inferred, i: int, infer_ms: float
-    ) -> Inspection:
+    def _postprocess_one(self, frame: Frame, item: Inferred, i: int, infer_ms: float) -> Inspection:
         t0 = self.clock()
         meta = frame.meta
         postprocessor = item.postprocessors[i]
@@ -374,7 +361,10 @@ class Pipeline:
             total=meta.decode_ms + (self.clock() - meta.received_monotonic) * 1e3,
         )
         late = self.recipes.late(meta.camera_id, meta.captured_at)
-        message = postprocessor.to_message(meta, decision, latency, late)
+        shadow = item.shadow(i)
+        message = postprocessor.to_message(meta, decision, latency, late, shadow)
+        if shadow is not None:
+            self.shadows.record(meta.camera_id, message.model.name, decision.is_anomalous, shadow)
         m = self.metrics
         camera = m.camera(meta.camera_id)
         m.stage_seconds.labels(stage="queue").observe(queue_ms / 1e3)

@@ -18,6 +18,7 @@ from inspector.messages import (
     MaskPayload,
     ModelRef,
     ResultMessage,
+    ShadowVerdict,
     SourceRef,
     ThresholdInfo,
 )
@@ -217,8 +218,9 @@ class Postprocessor:
         decision: FrameDecision,
         latency: Latency,
         late: bool | None = None,
+        shadow: ShadowVerdict | None = None,
     ) -> ResultMessage:
-        """Build the public result message for a decided frame (``late``: see the schema)."""
+        """Build the public result message for a decided frame (``late``, ``shadow``: schema)."""
         mask = None
         if decision.mask is not None and self.config.include_mask:
             h, w = decision.mask.shape
@@ -246,4 +248,5 @@ class Postprocessor:
             image_size=frame.image_size,
             latency_ms=latency,
             late=late,
+            shadow=shadow,
         )

@@ -52,6 +52,10 @@ class CameraRecipe(Frozen):
         roi: Inspect only this region of the frame (``None``: the whole frame).
         tiling: Cut the region into model-sized tiles at native resolution (``None``: resize
             the region to the model's input, as without a recipe).
+        shadow_model: A loaded model that also scores the camera's frames, off the critical
+            path, for comparison only (:mod:`inspector.runtime.shadow`); ``None``: no shadow.
+        shadow_image_threshold: The shadow model's image threshold for this camera (``None``:
+            its checkpoint's, 0.5); swapped with ``image_threshold`` on a promotion.
     """
 
     model: Id | None = None
@@ -61,6 +65,8 @@ class CameraRecipe(Frozen):
     deadline_ms: int | None = Field(default=None, gt=0)
     roi: RoiConfig | None = None
     tiling: TilingConfig | None = None
+    shadow_model: Id | None = None
+    shadow_image_threshold: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _roi_holds_a_tile(self) -> CameraRecipe:
@@ -119,9 +125,9 @@ class Recipes:
             return self._recipes.pop(camera_id, None)
 
     def uses(self, model: str) -> list[str]:
-        """Cameras whose recipe names ``model``."""
+        """Cameras whose recipe names ``model`` (as their model or their shadow)."""
         with self._lock:
-            return sorted(c for c, r in self._recipes.items() if r.model == model)
+            return sorted(c for c, r in self._recipes.items() if model in (r.model, r.shadow_model))
 
     def deadline_ms(self, camera_id: str) -> int | None:
         """The deadline of ``camera_id`` in milliseconds, ``None`` when it has none."""

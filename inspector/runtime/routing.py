@@ -35,15 +35,20 @@ class Routed:
         postprocessors: Each frame's postprocessor.
         views: Each frame's region of interest and tiles, for frames of cameras whose recipe
             has ``roi`` or ``tiling``; ``None`` for a group of whole frames (the plain path).
+        maps: Whether any map may be needed (``False`` for a shadow model: scores only, so
+            no map leaves the device).
     """
 
     model: ServedModel
     frames: list[Frame]
     postprocessors: list[Postprocessor]
     views: list[FrameView] | None = None
+    maps: bool = True
 
     def map_filter(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Which frames need their map, each by its own recipe's image threshold."""
+        if not self.maps:
+            return lambda scores: torch.zeros(len(scores), dtype=torch.bool)
         posts = self.postprocessors
         if all(p is posts[0] for p in posts):
             return posts[0].needs_map

@@ -19,6 +19,12 @@ either way, and going first would make the others late too. Jobs without a deadl
 ``deadline_ms``, or no capture time) come last. Ties go by arrival, so a camera's frames,
 whose deadlines follow their capture order, keep their order while on time.
 
+A camera's shadow model (:mod:`inspector.runtime.shadow`) scores frames already scored by
+their served model: its jobs (:meth:`Scheduler.add_shadow`) are a lower tier that runs only
+when no served job is waiting, and the step that finds served work waiting beside shadow jobs
+drops those shadow jobs (:meth:`Scheduler.take_skipped`), begun or not: a shadow never delays a
+served frame by more than the one model batch it was running when that frame arrived.
+
 Every frame added comes back exactly once, in a :class:`Finished` job: scored or failed.
 Frames are acked only on delivery (by frame, not by position), and a Kafka source commits an
 offset only when every offset before it is done
@@ -52,12 +58,14 @@ class Finished:
         seconds: Inference time of its own (its steps together, not the work run between
             them).
         finished: Monotonic time it ended.
+        shadow: A shadow job (its frames' results come from their served job).
     """
 
     group: Routed
     output: ScoredBatch | Exception
     seconds: float
     finished: float
+    shadow: bool = False
 
 
 class Job:
@@ -139,16 +147,32 @@ class Scheduler:
         self._wall_clock = wall_clock
         self._clock = clock
         self._jobs: list[Job] = []
+        self._shadows: list[Job] = []  # served jobs first: these run only when _jobs is empty
+        self._skipped: list[Routed] = []
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        """Jobs not finished."""
-        return len(self._jobs)
+        """Jobs not finished, shadow jobs included."""
+        return len(self._jobs) + len(self._shadows)
 
     @property
     def frames(self) -> int:
-        """Frames held, in jobs begun or waiting."""
+        """Frames held for their served model, in jobs begun or waiting (not the shadows')."""
         return sum(len(j.group.frames) for j in self._jobs)
+
+    def add_shadow(self, group: Routed) -> Job:
+        """Queue a shadow model's group as one job (whatever its tiles).
+
+        It runs after every served job and is dropped when served work waits (module doc).
+        """
+        job = Job(group, None, next(self._seq), self._clock)
+        self._shadows.append(job)
+        return job
+
+    def take_skipped(self) -> list[Routed]:
+        """The shadow groups dropped since the last call, in arrival order."""
+        skipped, self._skipped = self._skipped, []
+        return skipped
 
     def add(self, group: Routed) -> list[Job]:
         """Queue a routed group: one job, or one per tiled frame (see the module doc).
@@ -165,27 +189,33 @@ class Scheduler:
     def next_job(self) -> Job | None:
         """The job the next :meth:`step` runs (``None``: nothing to do)."""
         if not self._jobs:
-            return None
+            return self._shadows[0] if self._shadows else None
         now = self._wall_clock()
         return min(self._jobs, key=lambda job: _urgency(job, now))
 
     def step(self) -> Finished | None:
         """Run one model batch of the most urgent job; the job if that ended it, else ``None``.
 
-        A job whose inference raises ends there, failed: its frames come back with the error.
+        Served work waiting drops every shadow job first (:meth:`take_skipped` has them). A
+        job whose inference raises ends there, failed: its frames come back with the error.
         """
+        if self._jobs and self._shadows:
+            self._skipped.extend(job.group for job in self._shadows)
+            self._shadows.clear()
         job = self.next_job()
         if job is None:
             return None
+        shadow = not self._jobs
+        held = self._shadows if shadow else self._jobs
         try:
             output = job.step()
         except Exception as exc:  # one job's failure fails its frames, never the thread
-            self._jobs.remove(job)
-            return Finished(job.group, exc, job.seconds, self._clock())
+            held.remove(job)
+            return Finished(job.group, exc, job.seconds, self._clock(), shadow)
         if output is None:
             return None
-        self._jobs.remove(job)
-        return Finished(job.group, output, job.seconds, self._clock())
+        held.remove(job)
+        return Finished(job.group, output, job.seconds, self._clock(), shadow)
 
     def _earliest(self, group: Routed) -> float | None:
         dues = [d for f in group.frames if (d := self._due(f.meta)) is not None]

@@ -46,6 +46,7 @@ from inspector.runtime.control.api_errors import (
 from inspector.runtime.control.api_results import ResultsAccess, add_results_routes
 from inspector.runtime.control.console import add_console_routes
 from inspector.runtime.control.line import LineControl, ModelState, NewModel, SourceState
+from inspector.runtime.control.promotion import Promotion
 from inspector.runtime.control.results_http import Bearer
 from inspector.runtime.ids import Id
 from inspector.runtime.metrics import Metrics
@@ -378,3 +379,24 @@ def _add_camera_routes(app: FastAPI) -> None:
         Returns the removed recipe.
         """
         return ctl.remove_recipe(camera_id, who)
+
+    swap_answers = {
+        **_WRITE,
+        **documented(
+            {
+                404: "the camera has no recipe",
+                409: "the camera's recipe has no shadow_model (rollback: no promotion to undo)",
+                422: "an invalid id, or one of the two models is no longer served",
+            }
+        ),
+    }
+
+    @app.post("/v1/cameras/{camera_id}/promote", tags=["cameras"], responses=swap_answers)
+    def promote(camera_id: Id, ctl: Control, who: Operator) -> Promotion:
+        """Swap the camera's shadow and served models from the next batch, with the evidence."""
+        return ctl.promote(camera_id, who)
+
+    @app.post("/v1/cameras/{camera_id}/rollback", tags=["cameras"], responses=swap_answers)
+    def rollback(camera_id: Id, ctl: Control, who: Operator) -> Promotion:
+        """Undo the camera's last promotion (the same swap again), with the evidence since."""
+        return ctl.promote(camera_id, who, rollback=True)

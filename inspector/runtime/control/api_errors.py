@@ -27,6 +27,7 @@ from inspector.errors import ConfigError, InspectorError, NotTriggerableError
 from inspector.logs import escape_controls
 from inspector.runtime.control.errors import (
     ModelSetupError,
+    NoShadowError,
     RecipeError,
     ShuttingDownError,
     SourceSetupError,
@@ -68,6 +69,7 @@ STATUSES: Mapping[type[Exception], int] = {
     DuplicateSourceError: 409,
     ModelInUseError: 409,
     NotTriggerableError: 409,  # a ConfigError: the source as configured takes no triggers
+    NoShadowError: 409,  # a promotion without a shadow, a rollback without a promotion
     SourceSetupError: 422,
     ModelSetupError: 422,
     RecipeError: 422,

@@ -32,5 +32,9 @@ class UnknownCameraError(InspectorError):
     """No recipe is set for this camera id."""
 
 
+class NoShadowError(InspectorError):
+    """The camera's recipe names no shadow model, or it has no promotion to roll back."""
+
+
 class ShuttingDownError(InspectorError):
     """The daemon is shutting down (SIGTERM): it takes no more changes."""

@@ -24,11 +24,13 @@ from inspector.errors import ConfigError, InspectorError, WaitAbandonedError
 from inspector.runtime.config import KafkaConfig, SourceConfig
 from inspector.runtime.control.errors import (
     ModelSetupError,
+    NoShadowError,
     RecipeError,
     ShuttingDownError,
     SourceSetupError,
     UnknownCameraError,
 )
+from inspector.runtime.control.promotion import Promotion, RetentionLookup, ShadowControl
 
 # Re-exported: the API and its callers name them as the control's.
 from inspector.runtime.control.requests import ModelState as ModelState
@@ -40,6 +42,7 @@ from inspector.runtime.intake_states import SourcePhase
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import ModelInUseError, ModelSet, ServedModel, UnknownModelError
 from inspector.runtime.recipes import CameraRecipe, Recipes
+from inspector.runtime.shadow import ShadowBook
 from inspector.runtime.sources import build_source, source_id
 from inspector.runtime.sources.base import Source
 
@@ -55,6 +58,8 @@ Action = Literal[
     "remove_model",
     "set_recipe",
     "remove_recipe",
+    "promote",
+    "rollback",
 ]
 #: Loads, checks and warms a checkpoint under a name.
 ModelLoader = Callable[[str, Path], ServedModel]
@@ -77,6 +82,9 @@ class LineControl:
             runs on a passing thread, never on the request's.
         builder: Makes a source from its settings (default :func:`build_source`).
         state_path: Where every change is saved (``daemon.state_path``; ``None``: nowhere).
+        shadows: The pipeline's served-versus-shadow comparison (the promotions' evidence).
+        retention: The retention index, for the promotions' labelled evidence.
+        promoted: Cameras whose recipe is a promotion a rollback may undo (the state file's).
     """
 
     def __init__(
@@ -91,6 +99,9 @@ class LineControl:
         load_model: ModelLoader | None = None,
         builder: Callable[[SourceConfig, KafkaConfig, Metrics], Source] = build_source,
         state_path: Path | None = None,
+        shadows: ShadowBook | None = None,
+        retention: RetentionLookup = lambda: None,
+        promoted: tuple[str, ...] = (),
     ) -> None:
         self.intake = intake
         self.models = models
@@ -103,6 +114,8 @@ class LineControl:
         self._builder = builder
         self._state_path = state_path
         self._save_lock = threading.Lock()
+        book = shadows if shadows is not None else ShadowBook(metrics)
+        self._shadow = ShadowControl(models, recipes, book, retention, promoted)
 
     def sources(self) -> list[SourceState]:
         """Every source and its state."""
@@ -260,6 +273,7 @@ class LineControl:
             if recipe.model is not None:
                 self.models.get(recipe.model)
             self.models.check_recipe(camera_id, recipe)
+            self._shadow.check(camera_id, recipe)
         except UnknownModelError as exc:
             self._count("set_recipe", "rejected")
             raise RecipeError(f"model: {exc}: load it first (POST /v1/models)") from exc
@@ -267,6 +281,7 @@ class LineControl:
             self._count("set_recipe", "rejected")
             raise RecipeError(str(exc)) from exc
         self.recipes.set(camera_id, recipe)
+        self._shadow.forget(camera_id)
         self._count("set_recipe", "ok")
         log.info("control: %s set the recipe of camera %s: %s", who, camera_id, recipe)
         self.save()
@@ -288,10 +303,29 @@ class LineControl:
             raise UnknownCameraError(
                 f"camera {camera_id!r} has no recipe (GET /v1/cameras lists those that have)"
             )
+        self._shadow.forget(camera_id)
         self._count("remove_recipe", "ok")
         log.info("control: %s removed the recipe of camera %s: %s", who, camera_id, removed)
         self.save()
         return removed
+
+    def promote(self, camera_id: str, who: str, *, rollback: bool = False) -> Promotion:
+        """Make the camera's shadow its served model (``rollback``: undo a promotion).
+
+        Raises:
+            UnknownCameraError, NoShadowError, RecipeError: see :meth:`ShadowControl.swap`.
+            ShuttingDownError: The daemon is shutting down.
+        """
+        action: Action = "rollback" if rollback else "promote"
+        self._refuse_when_stopping(action)
+        try:
+            done = self._shadow.swap(camera_id, who, rollback=rollback)
+        except (UnknownCameraError, NoShadowError, RecipeError):
+            self._count(action, "rejected")
+            raise
+        self._count(action, "ok")
+        self.save()
+        return done
 
     def _model_state(self, model: ServedModel, default: str) -> ModelState:
         return ModelState(
@@ -319,6 +353,7 @@ class LineControl:
                 if m.name != default
             ),
             cameras=self.recipes.all(),
+            promoted=tuple(sorted(self._shadow.promoted)),
         )
 
     def save(self) -> None:

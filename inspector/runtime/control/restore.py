@@ -53,6 +53,7 @@ class StartingLine:
         models: Models to load besides the configured ones (the state file's).
         recipes: The cameras' recipes.
         state_path: The state file they come from; ``None``: from the YAML file.
+        promoted: Cameras whose recipe is a shadow promotion a rollback may undo.
     """
 
     sources: tuple[SourceConfig, ...]
@@ -60,6 +61,7 @@ class StartingLine:
     models: tuple[SavedModel, ...]
     recipes: dict[str, CameraRecipe]
     state_path: Path | None
+    promoted: tuple[str, ...] = ()
 
     @property
     def ids(self) -> list[str]:
@@ -127,7 +129,9 @@ def starting_line(config: InspectorConfig, models: ModelSet) -> StartingLine:
         for camera_id, recipe in config.cameras.items():
             models.check_recipe(camera_id, recipe)
         return StartingLine(config.sources, (), (), dict(config.cameras), None)
-    return StartingLine(state.sources, state.paused, state.models, dict(state.cameras), path)
+    return StartingLine(
+        state.sources, state.paused, state.models, dict(state.cameras), path, state.promoted
+    )
 
 
 def restore_models(

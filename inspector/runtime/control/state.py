@@ -52,6 +52,7 @@ class RuntimeState(BaseModel):
         paused: Ids of the sources paused by an operator.
         models: Models served besides the configured one.
         cameras: The cameras' recipes (replace the YAML file's ``cameras``).
+        promoted: Cameras whose recipe is a shadow promotion that a rollback may undo.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +62,7 @@ class RuntimeState(BaseModel):
     paused: tuple[Id, ...] = ()
     models: tuple[SavedModel, ...] = ()
     cameras: dict[Id, CameraRecipe] = {}
+    promoted: tuple[Id, ...] = ()
 
 
 def _refuse(message: str) -> StateFileError:

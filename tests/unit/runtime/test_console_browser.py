@@ -231,6 +231,22 @@ def test_console_shows_the_line_takes_keyboard_labels_and_escapes_names(
             page.goto(line.base + "/")
             counted = page.locator(".tile dd", has_text=re.compile(r"^1$"))
             counted.first.wait_for()
+            # The threshold what-if: the line's camera, a threshold slid to 0.9, the table answers
+            # as the API does (nothing is applied).
+            option = page.locator(f'#what-if-camera option[value="{LINE_CAMERA}"]')
+            option.wait_for(state="attached")
+            page.select_option("#what-if-camera", LINE_CAMERA)
+            page.fill("#what-if-threshold", "0.9")
+            expect(page.locator("#what-if-value")).to_have_text("0.90")
+            rows = page.locator("#what-if-table tbody tr")
+            expect(rows).to_have_count(9)
+            expect(rows.nth(0).locator("td").nth(1)).to_have_text("0.9")
+            # The line keeps flowing: the page's count is of fewer frames than a later answer.
+            expect(rows.nth(1).locator("td").nth(1)).to_have_text(re.compile(r"^\d+$"))
+            shown_flagged = int(rows.nth(1).locator("td").nth(1).text_content() or "-1")
+            answer = _api(line, f"/v1/cameras/{LINE_CAMERA}/what-if?image_threshold=0.9")
+            assert 0 <= shown_flagged <= answer["proposed"]["flagged"]  # type: ignore[index]
+            page.screenshot(path=str(tmp_path / "what-if.png"), full_page=True)
             page.screenshot(path=str(tmp_path / "overview-labelled.png"), full_page=True)
             wanted = os.environ.get("INSPECTOR_CONSOLE_SCREENSHOT")
             if wanted:  # docs/console.png

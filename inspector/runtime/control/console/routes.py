@@ -1,9 +1,10 @@
-"""The console's HTTP side: its pages, its two static files and the overview it polls.
+"""The console's HTTP side: its pages, its static files and the data they poll.
 
-Pages (``/``, ``/review``, ``/frame?id=``) are Jinja2 templates with autoescaping on, rendered
-on the server without any data a token guards: the page's script (``console.js``, a static
-file: no inline script, which the Content-Security-Policy forbids) fetches the data with the
-tokens the operator gives it and puts every value in the page as text. The static files are
+Pages (``/``, ``/review``, ``/frame?id=``, ``/disagreements``) are Jinja2 templates with
+autoescaping on, rendered on the server without any data a token guards: the page's scripts
+(``console.js``, and ``what_if.js`` on the overview, ``disagreements.js`` on its page; static
+files: no inline script, which the Content-Security-Policy forbids) fetch the data with the
+tokens the operator gives them and put every value in the page as text. The static files are
 package data read once at start-up, served by name from a fixed list (no path is ever joined).
 
 No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at run time.
@@ -20,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from inspector import __version__
 from inspector.runtime.control.api_errors import DaemonStartingError
 from inspector.runtime.control.api_results import ResultsAccess
+from inspector.runtime.control.console.disagreements import Disagreement, disagreements
 from inspector.runtime.control.console.tiles import Overview, overview
 from inspector.runtime.control.line import LineControl
 from inspector.runtime.control.results_http import Bearer
@@ -43,6 +45,8 @@ _HEADERS = {
 #: The static files, by name, with their media types: the only names served.
 STATIC_FILES = {
     "console.js": "text/javascript; charset=utf-8",
+    "disagreements.js": "text/javascript; charset=utf-8",
+    "what_if.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -110,6 +114,25 @@ def add_console_routes(
     ) -> HTMLResponse:
         # The id is only shown (escaped) and handed to the script, which asks the API for it.
         return page("frame.html", frame_id=frame_id)
+
+    @app.get("/disagreements", include_in_schema=False)
+    def console_disagreements() -> HTMLResponse:
+        return page("disagreements.html")
+
+    @app.get(
+        "/v1/console/disagreements",
+        include_in_schema=False,
+        dependencies=[Depends(bearer.reader)],
+    )
+    def disagreements_data(
+        camera: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 24,
+    ) -> list[Disagreement]:
+        try:
+            index: RetentionIndex | None = access.retention()
+        except DaemonStartingError:
+            index = None
+        return [] if index is None else disagreements(index, camera, limit)
 
     @app.get("/favicon.ico", include_in_schema=False)
     def console_icon() -> Response:  # browsers ask for it whatever the page says
