@@ -165,36 +165,29 @@ def _val_loss(
     return total / len(images)
 
 
-def train(
-    data_root: Path,
-    out: Path,
-    *,
-    model_config: ArchitectureConfig,
-    train_config: TrainConfig,
-    name: str | None = None,
-    progress: bool = True,
-) -> TrainResult:
-    """Train, calibrate and save a Reverse Distillation model.
+@dataclass(frozen=True)
+class _Data:
+    """What a training run reads: inputs split into train and held-out, and labelled extras."""
 
-    Args:
-        data_root: MVTec-style folder (``train/good``, optional ``validation/<class>`` with
-            ``ground_truth`` masks for f1 calibration) or a plain folder of good images.
-        out: Checkpoint file to write.
-        model_config: Architecture.
-        train_config: Hyper-parameters.
-        name: Model name stored in the checkpoint (default: the data folder's name).
-        progress: Show a progress bar with loss and ETA.
+    loaded: LoadedImages
+    regions: RegionImages | None
+    train_images: torch.Tensor
+    val_images: torch.Tensor
+    val_idx: list[int]
+    extra: LoadedImages
 
-    Returns:
-        What was trained and where it was written.
 
-    Raises:
-        DatasetError: Missing/empty data, or fewer than two readable images.
-        WeightsUnavailableError: ImageNet weights asked for but not available.
-    """
-    started = time.perf_counter()
-    cfg, size = train_config, model_config.image_size
-    device = resolve_device(cfg.device)
+@dataclass(frozen=True)
+class _Fitted:
+    """The epochs run and the best of them (its weights are loaded back into the model)."""
+
+    history: list[EpochStats]
+    best_epoch: int
+    best_loss: float
+
+
+def _load_data(data_root: Path, cfg: TrainConfig, size: tuple[int, int]) -> _Data:
+    """Read the training images (the region, tiled or resized, as the daemon shows the model)."""
     items = training_items(data_root)
     regions: RegionImages | None = None
     if cfg.roi is not None or cfg.tiling is not None:
@@ -208,14 +201,18 @@ def train(
         train_idx, val_idx = split_train_val(len(loaded.items), cfg.val_fraction, cfg.seed)
         train_images, val_images = loaded.images[train_idx], loaded.images[val_idx]
     extra = load_items(labelled_items(data_root, "validation"), size, with_masks=True)
+    return _Data(loaded, regions, train_images, val_images, val_idx, extra)
 
-    torch.manual_seed(cfg.seed)
-    model = ReverseDistillation(model_config)
-    weights = load_encoder_weights(
-        model.encoder, model_config.backbone, cfg.weights, download=cfg.download
-    )
-    model.to(device)
-    adapted = _prepare_random_encoder(model, train_images, cfg, device) if weights == "none" else 0
+
+def _fit(
+    model: ReverseDistillation,
+    data: _Data,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: bool,
+) -> _Fitted:
+    """Train the bottleneck and decoder; keep the weights of the best held-out loss."""
+    train_images, val_images = data.train_images, data.val_images
     optimizer = torch.optim.Adam(
         model.trainable_parameters(), lr=cfg.learning_rate, betas=cfg.betas
     )
@@ -224,13 +221,6 @@ def train(
     steps = len(_batches(len(train_images), cfg.batch_size, torch.Generator()))
     history: list[EpochStats] = []
     best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
-    log.info(
-        "training %s on %d images (%d held out) on %s",
-        model_config.backbone,
-        len(train_images),
-        len(val_images),
-        device,
-    )
     bar = tqdm(total=cfg.epochs * steps, disable=not progress, unit="step", dynamic_ncols=True)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -261,42 +251,94 @@ def train(
             break
     bar.close()
     model.load_state_dict(best_state)
+    return _Fitted(history, best_epoch, best_loss)
 
-    if regions is None:
+
+def train(
+    data_root: Path,
+    out: Path,
+    *,
+    model_config: ArchitectureConfig,
+    train_config: TrainConfig,
+    name: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, calibrate and save a Reverse Distillation model.
+
+    Args:
+        data_root: MVTec-style folder (``train/good``, optional ``validation/<class>`` with
+            ``ground_truth`` masks for f1 calibration) or a plain folder of good images.
+        out: Checkpoint file to write.
+        model_config: Architecture.
+        train_config: Hyper-parameters.
+        name: Model name stored in the checkpoint (default: the data folder's name).
+        progress: Show a progress bar with loss and ETA.
+
+    Returns:
+        What was trained and where it was written.
+
+    Raises:
+        DatasetError: Missing/empty data, or fewer than two readable images.
+        WeightsUnavailableError: ImageNet weights asked for but not available.
+    """
+    started = time.perf_counter()
+    cfg = train_config
+    device = resolve_device(cfg.device)
+    data = _load_data(data_root, cfg, model_config.image_size)
+    torch.manual_seed(cfg.seed)
+    model = ReverseDistillation(model_config)
+    weights = load_encoder_weights(
+        model.encoder, model_config.backbone, cfg.weights, download=cfg.download
+    )
+    model.to(device)
+    adapted = (
+        _prepare_random_encoder(model, data.train_images, cfg, device) if weights == "none" else 0
+    )
+    log.info(
+        "training %s on %d images (%d held out) on %s",
+        model_config.backbone,
+        len(data.train_images),
+        len(data.val_images),
+        device,
+    )
+    fitted = _fit(model, data, cfg, device, progress)
+    extra = data.extra
+    if data.regions is None:
         calibration = _calibrate(
-            model, val_images, extra.images, extra.items, extra.masks, cfg, device
+            model, data.val_images, extra.images, extra.items, extra.masks, cfg, device
         )
     else:
-        calibration = _calibrate_regions(model, data_root, regions, val_idx, cfg, device)
+        calibration = _calibrate_regions(model, data_root, data.regions, data.val_idx, cfg, device)
+    skipped = data.loaded.skipped + extra.skipped
     meta = CheckpointMeta(
         name=name or data_root.resolve().name,
         model=model_config,
         calibration=calibration,
         training={
             "data": str(data_root),
-            "n_train": len(train_images),
-            "n_val_good": len(val_images),
+            "n_train": len(data.train_images),
+            "n_val_good": len(data.val_images),
             "n_validation_extra": len(extra.items),
-            "skipped": [str(p) for p, _ in loaded.skipped + extra.skipped],
+            "skipped": [str(p) for p, _ in skipped],
             "weights": weights,
             "encoder_init": cfg.encoder_init if weights == "none" else None,
             "batchnorm_adapted_layers": adapted,
             "roi": cfg.roi.model_dump() if cfg.roi else None,
             "tiling": cfg.tiling.model_dump() if cfg.tiling else None,
-            "n_train_inputs": len(train_images),
+            "n_train_inputs": len(data.train_images),
             "device": str(device),
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "best_val_loss": best_loss,
-            "history": [asdict(h) for h in history],
+            "epochs_run": len(fitted.history),
+            "best_epoch": fitted.best_epoch,
+            "best_val_loss": fitted.best_loss,
+            "history": [asdict(h) for h in fitted.history],
             "config": cfg.model_dump(mode="json"),
             "seconds": round(time.perf_counter() - started, 2),
         },
     )
     model.cpu()
     sha = save_checkpoint(out, model, meta)
-    log.info("wrote %s (best epoch %d, val loss %.4f)", out, best_epoch, best_loss)
-    return TrainResult(out, sha, history, best_epoch, calibration, loaded.skipped + extra.skipped)
+    log.info("wrote %s (best epoch %d, val loss %.4f)", out, fitted.best_epoch, fitted.best_loss)
+    return TrainResult(out, sha, fitted.history, fitted.best_epoch, calibration, skipped)
 
 
 def _calibrate_regions(
