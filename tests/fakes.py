@@ -27,7 +27,7 @@ from inspector.messages import (
     ThresholdInfo,
 )
 from inspector.model.calibration import Calibration
-from inspector.runtime.config import InspectorConfig, KafkaConfig, PostprocessConfig
+from inspector.runtime.config import InspectorConfig, KafkaConfig, PostprocessConfig, SourceConfig
 from inspector.runtime.control.line import LineControl
 from inspector.runtime.control.server import HttpServer
 from inspector.runtime.metrics import Metrics
@@ -35,6 +35,7 @@ from inspector.runtime.models import ModelSet, ServedModel, load_served_model
 from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.records import DeadLetter, Frame, FrameMeta, Inspection
+from inspector.runtime.shadow import ShadowBook
 from inspector.runtime.sinks.base import DoneFn, Sink
 from inspector.runtime.sources.base import Source
 from inspector.runtime.worker import ModelWorker
@@ -276,11 +277,16 @@ def serve_control(
     metrics: Metrics,
     serving: InspectorConfig,
     token: str,
-    model_paths: dict[str, Path] | None = None,
+    configs: dict[str, SourceConfig] | None = None,
+    *,
+    state_path: Path | None = None,
+    shadows: ShadowBook | None = None,
 ) -> HttpServer:
     """The control API over ``pipeline`` on a started HTTP server (loopback, a free port).
 
     Models added through it load with ``serving``'s ``model`` section, as the daemon loads them.
+    ``configs`` are the running sources' configurations by id; ``state_path`` and ``shadows``
+    as the daemon gives them to :class:`LineControl`.
     """
     control = LineControl(
         pipeline.intake,
@@ -288,8 +294,10 @@ def serve_control(
         pipeline.recipes,
         KafkaConfig(),
         metrics,
-        model_paths or {},
+        configs or {},
         load_model=lambda name, path: load_served_model(name, path, serving, metrics),
+        state_path=state_path,
+        shadows=shadows,
     )
     server = HttpServer(
         "127.0.0.1",

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 import requests
-from fakes import FakeSink
+from fakes import FakeSink, serve_control
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 from waiting import wait_until
 
 from inspector.ml.trainer import TrainResult
@@ -27,9 +26,7 @@ from inspector.runtime.config import (
     KafkaConfig,
     explicit_config,
 )
-from inspector.runtime.control.line import LineControl
 from inspector.runtime.control.restore import starting_line
-from inspector.runtime.control.server import HttpServer
 from inspector.runtime.control.state import load_state
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.models import ModelSet, load_served_model
@@ -106,26 +103,17 @@ def line(trained: TrainResult, data_root: Path, tmp_path: Path) -> Iterator[Line
     )
     pipeline.start()
     state_path = tmp_path / "state.json"
-    control = LineControl(
-        pipeline.intake,
+    server = serve_control(
+        pipeline,
         models,
-        recipes,
-        KafkaConfig(),
+        registry,
         metrics,
+        serving,
+        TOKEN,
         {CAMERA: config},
         state_path=state_path,
         shadows=pipeline.shadows,
     )
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        registry,
-        lambda: [],
-        metrics,
-        admin_token=SecretStr(TOKEN),
-        control=lambda: control,
-    )
-    server.start()
     try:
         yield Line(f"http://127.0.0.1:{server.port}", sink, registry, pipeline, state_path, models)
     finally:
