@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import requests
 import torch
-from fakes import UNIT_CALIBRATION, FakeSink, FakeSource, make_frame, small_models
+from fakes import UNIT_CALIBRATION, FakeSink, FakeSource, make_frame, serve_control, small_models
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from waiting import wait_until
 
 from inspector.checkpoint import CheckpointMeta, save_checkpoint
@@ -29,11 +29,9 @@ from inspector.model.tiling import Roi
 from inspector.runtime.config import (
     BatcherConfig,
     InspectorConfig,
-    KafkaConfig,
     PostprocessConfig,
+    explicit_config,
 )
-from inspector.runtime.control.line import LineControl
-from inspector.runtime.control.server import HttpServer
 from inspector.runtime.daemon import Daemon
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.pipeline import Pipeline
@@ -246,18 +244,8 @@ def test_put_recipe_with_a_tile_the_model_cannot_take_is_422(model: ReverseDisti
     metrics = Metrics(registry)
     models = small_models(model, metrics)
     pipeline = Pipeline([], BatcherConfig(), models, [], metrics)
-    control = LineControl(pipeline.intake, models, pipeline.recipes, KafkaConfig(), metrics, {})
     token = "t0ken-for-the-line-0123456789"
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        registry,
-        lambda: [],
-        metrics,
-        admin_token=SecretStr(token),
-        control=lambda: control,
-    )
-    server.start()
+    server = serve_control(pipeline, models, registry, metrics, explicit_config({}), token)
     try:
         url = f"http://127.0.0.1:{server.port}/v1/cameras/line-3"
         auth = {"Authorization": f"Bearer {token}"}
