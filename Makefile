@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # e.g. make demo DEMO_ARGS="--frames 200 --fps 20"
 DEMO_ARGS ?=
 
-.PHONY: test lint typecheck unit component demo tools chromium aravis kafka reliability clean
+.PHONY: test lint typecheck unit component demo tools chromium aravis mosquitto kafka reliability clean
 
 $(PY):
 	@bash .ci/check-python $(PYTHON)
@@ -43,6 +43,11 @@ chromium:
 aravis: $(STAMP)
 	bash .ci/ensure-aravis $(VENV)
 
+# Eclipse Mosquitto (Debian's mosquitto: the broker and mosquitto_passwd) for the MQTT sink's
+# tests, which start their own broker with TLS and a password file on a free port.
+mosquitto:
+	bash .ci/ensure-mosquitto
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inspector tests bench
 	$(VENV)/bin/ruff format --check inspector tests bench
@@ -60,7 +65,7 @@ unit: $(STAMP)
 # The unit tests the fast tier leaves out: servers (uvicorn, the daemon, schemathesis),
 # subprocesses (the CLI, promtool, the software GigE camera, chromium) and the session's trained
 # model. `make test` runs them too.
-component: aravis tools chromium $(STAMP)
+component: aravis tools chromium mosquitto $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q -m "component and not soak"
 
 # Apache Kafka's jars from Maven Central, once (cached outside the checkout): the integration
@@ -72,8 +77,8 @@ kafka: $(STAMP)
 reliability: kafka $(STAMP)
 	$(PY) bench/reliability.py
 
-test: lint aravis typecheck tools chromium kafka $(STAMP)
-	$(VENV)/bin/pytest -q
+test: lint aravis typecheck tools chromium mosquitto kafka $(STAMP)
+	$(VENV)/bin/pytest -q --durations=30
 
 # The whole line on an embedded default: synthetic line and model (both cached in runs/demo),
 # embedded Kafka-protocol broker, the daemon, simulated cameras, live view; Ctrl+C stops.

@@ -111,15 +111,40 @@ class ModelProcess:
         self.proc.wait(timeout=60)
 
 
+def _why(daemon: DaemonThread) -> str:
+    """The daemon's readiness reasons and notes, for an error message."""
+    said = [*daemon.daemon.readiness(), *daemon.daemon.readiness_notes()]
+    return "; ".join(said) or "it says it is ready"
+
+
+def _wait_ready(daemon: DaemonThread, timeout_s: float) -> None:
+    """Wait until the daemon is ready (its source assigned), so no window times a group join."""
+    deadline = time.monotonic() + timeout_s
+    while daemon.daemon.readiness():
+        if not daemon.alive():
+            raise RuntimeError("the daemon stopped while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon is not ready after {timeout_s:.0f} s: {_why(daemon)}")
+        time.sleep(0.2)
+
+
 def _collect(
-    daemon: DaemonThread, consumer: KafkaConsumer, got: Collected, until: int, dlq: str
+    daemon: DaemonThread,
+    consumer: KafkaConsumer,
+    got: Collected,
+    until: int,
+    dlq: str,
+    timeout_s: float,
 ) -> None:
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + timeout_s
     while got.accounted < until:
         if not daemon.alive():  # why it stopped is re-raised by its stop() on the way out
             raise RuntimeError("the daemon stopped before every frame came back")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {got.accounted} of {until} frames came back in time")
+            raise RuntimeError(
+                f"only {got.accounted} of {until} frames came back within {timeout_s:.0f} s; "
+                f"the daemon: {_why(daemon)}"
+            )
         got.poll(consumer, dlq)
 
 
@@ -137,6 +162,9 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--batches-per-window", type=int, default=4)
     parser.add_argument("--bootstrap-servers", help="a broker of yours instead of the embedded one")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="longest wait for one window's frames, s"
+    )
     add_record_arguments(parser, __file__)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -168,11 +196,13 @@ def main() -> int:
         consumer = results_consumer(config.kafka)
         stack.callback(consumer.close)
         got = Collected()
+        _wait_ready(daemon, args.timeout)
         # One window first, untimed: group join, first fetches, the daemon's first batches.
         for window in range(args.windows + 1):
             start = len(got.stamps_ms)
             produce(bootstrap, config.kafka.frames_topic, jpegs)
-            _collect(daemon, consumer, got, (window + 1) * per_window, config.kafka.dlq_topic)
+            until = (window + 1) * per_window
+            _collect(daemon, consumer, got, until, config.kafka.dlq_topic, args.timeout)
             e2e = result_rate(got.stamps_ms[start:])
             model_rate = throughput(model.time(args.batches_per_window), args.batch_size)
             if window:

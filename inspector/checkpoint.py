@@ -30,6 +30,7 @@ from inspector.model import ReverseDistillation
 from inspector.model.calibration import Calibration
 from inspector.model.config import ArchitectureConfig
 from inspector.model.preprocess import Preprocessing
+from inspector.model.probes import ProbeSet
 from inspector.regular_files import open_regular
 
 FORMAT: Literal["inspector.checkpoint/v1"] = "inspector.checkpoint/v1"
@@ -89,7 +90,10 @@ class Int8Record(BaseModel):
 #: ``(n, 3, H, W)`` at the model's input size.
 INT8_CALIBRATION = "int8.calibration_images"
 INT8_HELD_OUT = "int8.held_out_images"
-_EXTRA_PREFIX = "int8."
+#: The probe set's images (:mod:`inspector.model.probes`): uint8 RGB ``(n, 3, H, W)`` at the
+#: model's input size, recorded by ``CheckpointMeta.probes``.
+PROBE_IMAGES = "probes.images"
+_EXTRA_PREFIXES = ("int8.", "probes.")
 
 
 class CheckpointMeta(BaseModel):
@@ -103,6 +107,8 @@ class CheckpointMeta(BaseModel):
         preprocessing: Input transform.
         training: Free-form summary of the training run (data, epochs, losses, seed...).
         int8: An int8 variant's record (``inspector quantize``), or ``None``.
+        probes: The probe set's recorded fp32 values (its images: :data:`PROBE_IMAGES`), which
+            every load compares the served model with; ``None`` in files written before it.
         package_version: inspector version that wrote the file.
         created_at: UTC creation time, ISO 8601.
     """
@@ -116,6 +122,7 @@ class CheckpointMeta(BaseModel):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     training: dict[str, Any] = Field(default_factory=dict)
     int8: Int8Record | None = None
+    probes: ProbeSet | None = None
     package_version: str = __version__
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
@@ -129,7 +136,7 @@ class LoadedCheckpoint:
         meta: Its metadata.
         sha256: SHA-256 of the file's bytes (identifies the exact model in results).
         path: Where it was read from.
-        extra: Tensors stored beside the model (:data:`INT8_CALIBRATION`, ...).
+        extra: Tensors stored beside the model (:data:`INT8_CALIBRATION`, :data:`PROBE_IMAGES`).
     """
 
     model: ReverseDistillation
@@ -162,7 +169,7 @@ def save_checkpoint(
         path: Destination file (parent folders are created).
         model: The model; its config must equal ``meta.model``.
         meta: Metadata to store.
-        extra: Tensors to store beside the model's, named ``int8.*``.
+        extra: Tensors to store beside the model's, named ``int8.*`` or ``probes.*``.
 
     Returns:
         The SHA-256 of the written file.
@@ -174,8 +181,11 @@ def save_checkpoint(
         raise CheckpointError("model config and checkpoint metadata disagree; refusing to save")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for name, tensor in (extra or {}).items():
-        if not name.startswith(_EXTRA_PREFIX):
-            raise CheckpointError(f"extra tensor {name!r} must be named {_EXTRA_PREFIX}*")
+        if not name.startswith(_EXTRA_PREFIXES):
+            raise CheckpointError(
+                f"extra tensor {name!r} must be named "
+                f"{' or '.join(prefix + '*' for prefix in _EXTRA_PREFIXES)}"
+            )
         tensors[name] = tensor.detach().contiguous().cpu()
     meta_json = meta.model_dump_json()
     data = st_save(
@@ -313,7 +323,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     except ValidationError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from exc
     model = ReverseDistillation(meta.model)
-    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(_EXTRA_PREFIX)}
+    extra = {k: tensors.pop(k) for k in list(tensors) if k.startswith(_EXTRA_PREFIXES)}
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

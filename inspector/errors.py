@@ -70,6 +70,17 @@ class CheckpointFileError(CheckpointError):
     exit_code = 2
 
 
+class ModelParityError(CheckpointError):
+    """A model whose scores on its stored probe set are not the ones recorded with it.
+
+    The served model (its backend, precision and device) computed a probe image's score or map
+    further from the fp32 values stored at training or calibration than the tolerance for
+    that backend and precision: an export, a quantization or a runtime changed the maps. The
+    message names the probe, both values, the difference and the tolerance, and what to do.
+    The control API answers 422; a SIGHUP reload keeps the old model.
+    """
+
+
 class DatasetError(InspectorError):
     """A dataset folder is missing, empty or not in a layout inspector understands."""
 

@@ -98,6 +98,11 @@ class ResultMessage(_Message):
     schema_: Literal["inspector.result/v1"] = Field(default=SCHEMA_ID, alias="schema")
     frame_id: str
     camera_id: str
+    part_id: str | None = Field(
+        default=None,
+        description="the part in front of the camera, from the frame's part_id header; absent "
+        "when the frame had none (camera and directory sources, or a producer that sends none)",
+    )
     source: SourceRef | None = None
     captured_at: str | None = None
     processed_at: str
@@ -133,12 +138,11 @@ class ResultMessage(_Message):
     def to_json(self) -> str:
         """Serialise with the public field names (``schema``, not ``schema_``).
 
-        ``shadow`` is left out when there is none (absent, not ``null``: readers of messages
-        from before the field see exactly what they saw).
+        ``shadow`` and ``part_id`` are left out when there is none (absent, not ``null``:
+        readers of messages from before the field see exactly what they saw).
         """
-        return self.model_dump_json(
-            by_alias=True, exclude={"shadow"} if self.shadow is None else None
-        )
+        absent = {n for n in ("shadow", "part_id") if getattr(self, n) is None}
+        return self.model_dump_json(by_alias=True, exclude=absent or None)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> ResultMessage:

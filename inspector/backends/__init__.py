@@ -14,8 +14,15 @@ from pathlib import Path
 import torch
 
 from inspector.backends.auto import AutoChoice, choose, serve_int8
-from inspector.backends.manifest import MANIFEST, LoadedExport, is_export, load_manifest
-from inspector.checkpoint import CheckpointMeta, load_checkpoint
+from inspector.backends.manifest import (
+    GRAPH_FILES,
+    MANIFEST,
+    LoadedExport,
+    is_export,
+    load_manifest,
+    load_probe_images,
+)
+from inspector.checkpoint import PROBE_IMAGES, CheckpointMeta, load_checkpoint
 from inspector.errors import ExportError
 from inspector.model.engine import Backend, Engine
 from inspector.model.fastpath import FastModel, RuntimeOptions
@@ -37,6 +44,8 @@ class LoadedModel:
         memory_bytes: Bytes its weights take (parameters and buffers, or the graph's files).
         auto: What ``precision: auto`` measured and chose, or what ``precision: int8`` serves
             (``torch`` backend only).
+        probe_images: The probe set's images, uint8 ``(n, 3, H, W)`` (``meta.probes`` records
+            their values); ``None`` when it has none.
     """
 
     engine: Engine
@@ -46,13 +55,16 @@ class LoadedModel:
     model: ReverseDistillation | None
     memory_bytes: int
     auto: AutoChoice | None = None
+    probe_images: torch.Tensor | None = None
 
 
 def _exported(build: Callable[[LoadedExport], Engine]) -> Callable[[Path], LoadedModel]:
     def load(path: Path) -> LoadedModel:
         export = load_manifest(path)
-        size = sum((export.folder / name).stat().st_size for name in export.manifest.files)
-        return LoadedModel(build(export), export.manifest.meta, export.sha256, path, None, size)
+        graph = GRAPH_FILES[export.manifest.graph_format]
+        size = sum((export.folder / name).stat().st_size for name in graph)
+        meta, probes = export.manifest.meta, load_probe_images(export)
+        return LoadedModel(build(export), meta, export.sha256, path, None, size, None, probes)
 
     return load
 
@@ -128,7 +140,8 @@ def load_model(
             engine = FastModel(loaded.model, device, options, batch_size=batch_size)
         tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
         memory = sum(t.numel() * t.element_size() for t in tensors)
-        return LoadedModel(engine, meta, loaded.sha256, path, loaded.model, memory, auto)
+        probes = loaded.extra.get(PROBE_IMAGES)
+        return LoadedModel(engine, meta, loaded.sha256, path, loaded.model, memory, auto, probes)
     if device.type != "cpu":
         raise ExportError(
             f"model.backend {backend} runs on the CPU here, but device {device} was asked for; "

@@ -8,6 +8,10 @@ of the manifest itself. The same metadata is embedded in the graph (ONNX ``metad
 OpenVINO ``rt_info``), so a server that sees only the graph still has the normalisation and
 thresholds; loading checks that both say the same.
 
+The checkpoint's probe set goes with it: its recorded values in ``meta.probes``, its images in
+``probes.safetensors`` (digested in ``files`` like the graph's), so the daemon checks an
+export's maps on load as it checks a checkpoint's (:mod:`inspector.runtime.parity`).
+
 Like a checkpoint, an export is verified before it serves: a changed byte in any file, or an
 edited manifest, is refused. Its identity in results (``model.checkpoint_sha256``) is the
 manifest's SHA-256, which covers every file through their digests.
@@ -24,7 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from inspector import __version__
 from inspector.checkpoint import CheckpointMeta, QuantizationReport
@@ -46,6 +54,13 @@ GRAPH_FILES: dict[GraphFormat, tuple[str, ...]] = {
     "onnx": ("model.onnx",),
     "openvino": ("model.xml", "model.bin"),
 }
+#: The probe set's images beside the graph (``meta.probes`` records their values): a
+#: safetensors file with one uint8 tensor, :data:`PROBE_TENSOR`. Digested in ``files`` like
+#: the graph's; absent from exports of checkpoints without a probe set.
+PROBES_FILE = "probes.safetensors"
+PROBE_TENSOR = "images"
+#: A probe file larger than this is not one (4 images at 1024 px are 12 MiB).
+_MAX_PROBES_BYTES = 64 * 1024 * 1024
 
 
 class ExportManifest(BaseModel):
@@ -132,7 +147,10 @@ def write_manifest(folder: Path, manifest: ExportManifest) -> str:
         ExportError: A graph file is missing or the manifest cannot be written.
     """
     files = {}
-    for name in GRAPH_FILES[manifest.graph_format]:
+    names = GRAPH_FILES[manifest.graph_format]
+    if (folder / PROBES_FILE).is_file():
+        names = (*names, PROBES_FILE)
+    for name in names:
         try:
             files[name] = file_sha256(folder / name)
         except OSError as exc:
@@ -187,7 +205,7 @@ def load_manifest(path: Path) -> LoadedExport:
             f"do not use it, {hint}"
         )
     expected = GRAPH_FILES[manifest.graph_format]
-    if set(manifest.files) != set(expected):
+    if set(manifest.files) - {PROBES_FILE} != set(expected):
         raise ExportError(f"{manifest_path} names files {sorted(manifest.files)}, not {expected}")
     for name, digest in manifest.files.items():
         file = folder / name
@@ -257,3 +275,45 @@ def check_io(export: LoadedExport, inputs: dict[str, list[int | None]], outputs:
 def embedded_meta_json(meta: CheckpointMeta) -> str:
     """The metadata as embedded in a graph (the manifest's ``meta``)."""
     return meta.model_dump_json()
+
+
+def write_probe_images(folder: Path, images: torch.Tensor) -> None:
+    """Write the probe images ``(n, 3, H, W)`` uint8 as :data:`PROBES_FILE` in ``folder``.
+
+    Raises:
+        ExportError: It cannot be written.
+    """
+    data = st_save({PROBE_TENSOR: images.detach().contiguous().cpu()})
+    try:
+        (folder / PROBES_FILE).write_bytes(data)
+    except OSError as exc:
+        raise ExportError(f"cannot write {folder / PROBES_FILE}: {exc}") from exc
+
+
+def load_probe_images(export: LoadedExport) -> torch.Tensor | None:
+    """The export's probe images, uint8 ``(n, 3, H, W)``; ``None`` when it has none.
+
+    The bytes read are checked against the manifest's digest (not the file as it was when
+    the manifest was verified: it could have been replaced since).
+
+    Raises:
+        ExportError: Unreadable, not the file the manifest digested, or not one uint8 tensor.
+    """
+    digest = export.manifest.files.get(PROBES_FILE)
+    if digest is None:
+        return None
+    path = export.folder / PROBES_FILE
+    hint = "re-create the export with `inspector export`"
+    try:
+        data = read_regular(path, ExportError, "probe file", _MAX_PROBES_BYTES)
+    except OSError as exc:
+        raise ExportError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ExportError(f"{path} failed its integrity check (not the manifest's); {hint}")
+    try:
+        images = st_load(data).get(PROBE_TENSOR)
+    except SafetensorError as exc:
+        raise ExportError(f"{path} is not a readable probe file: {exc}; {hint}") from exc
+    if images is None or images.dtype != torch.uint8 or images.dim() != 4:
+        raise ExportError(f"{path} holds no uint8 tensor {PROBE_TENSOR!r} (n, 3, H, W); {hint}")
+    return images

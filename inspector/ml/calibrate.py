@@ -45,6 +45,7 @@ from inspector.ml.good_samples import (
     read_good_scores,
     score_good_images,
 )
+from inspector.ml.probes import probe_images_from, with_probes
 from inspector.ml.reseal import check_export_out, reseal_export
 from inspector.ml.served import ServedPrecision, default_auto_cache_dir, load_served
 from inspector.model.calibration import Calibration
@@ -264,7 +265,7 @@ def recalibrate(
         refitted="int8" if int8_record else "calibration",
     )
     if config.backend == "torch":
-        out_sha = _write_checkpoint(checkpoint_path, served, out, after, record)
+        out_sha = _write_checkpoint(checkpoint_path, served, out, after, record, good)
     else:
         out_sha = _write_export(served, out, after, record)
     auto = served.auto
@@ -303,9 +304,18 @@ def _changed(path: Path, scored: str, now: str) -> CalibrationError:
 
 
 def _write_checkpoint(
-    path: Path, served: LoadedModel, out: Path, after: Calibration, record: RecalibrationRecord
+    path: Path,
+    served: LoadedModel,
+    out: Path,
+    after: Calibration,
+    record: RecalibrationRecord,
+    good: Path | None,
 ) -> str:
-    """Write the checkpoint with ``after`` in place of the thresholds it serves with."""
+    """Write the checkpoint with ``after`` in place of the thresholds it serves with.
+
+    Calibrated from ``good`` images, its probe set is recorded anew from a few of them (a
+    checkpoint written before probe sets gets one); from scores, the stored one is kept.
+    """
     # Read again for what the served model does not carry: the stored int8 images and the
     # fp32 thresholds of a checkpoint served from its int8 record.
     source = load_checkpoint(path)
@@ -317,9 +327,15 @@ def _write_checkpoint(
         meta = meta.model_copy(update={"int8": meta.int8.model_copy(update={"calibration": after})})
     else:
         meta = meta.model_copy(update={"calibration": after})
-    # The extra tensors are the int8 record's images: precision auto re-creates the int8 model
-    # from them, so they travel with the record.
-    return save_checkpoint(out, source.model, _stamped(meta, record), source.extra)
+    # The extra tensors are the int8 record's images (precision auto re-creates the int8 model
+    # from them, so they travel with the record) and the probe set's.
+    extra = source.extra
+    if good is not None:
+        size = meta.model.image_size
+        meta, extra = with_probes(
+            meta, source.model, probe_images_from(good, size), "calibration", extra
+        )
+    return save_checkpoint(out, source.model, _stamped(meta, record), extra)
 
 
 def _write_export(

@@ -40,8 +40,9 @@ from inspector.backends.manifest import (
     is_export,
     load_manifest,
     write_manifest,
+    write_probe_images,
 )
-from inspector.checkpoint import CheckpointMeta, load_checkpoint
+from inspector.checkpoint import PROBE_IMAGES, CheckpointMeta, load_checkpoint
 from inspector.errors import ExportError
 from inspector.ml.int8_guard import GuardData, Int8Settings, guard_data, run_guard
 from inspector.model.engine import Backend, ExportGraph
@@ -186,6 +187,9 @@ def export_model(
         fp32 = work / "fp32"
         fp32.mkdir()
         write_graph(graph, fmt, fp32, meta)
+        probes = loaded.extra.get(PROBE_IMAGES)
+        if probes is not None:  # meta.probes records their values; every load checks them
+            write_probe_images(fp32, probes)
         manifest = ExportManifest(
             graph_format=fmt,
             precision="fp32",
@@ -200,6 +204,8 @@ def export_model(
             final = work / "int8"
             final.mkdir()
             method = _quantize(fmt, fp32, final, data, meta)
+            if probes is not None:
+                write_probe_images(final, probes)
             backend: Backend = "openvino" if fmt == "openvino" else "onnxruntime"
             graph_file = GRAPH_FILES[fmt][0]
             cpu = torch.device("cpu")

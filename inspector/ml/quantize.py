@@ -71,6 +71,11 @@ def quantize_checkpoint(checkpoint: Path, out: Path, settings: Int8Settings) -> 
         reference, int8, data, meta, method=method, tolerance=settings.tolerance
     )
     record = Int8Record(guard=report, calibration=calibration)
-    extra = {INT8_CALIBRATION: data.calibration_rgb, INT8_HELD_OUT: data.held_out_good_rgb}
+    # The probe set's images stay with its record (the daemon checks the int8 model on them).
+    extra = {
+        **loaded.extra,
+        INT8_CALIBRATION: data.calibration_rgb,
+        INT8_HELD_OUT: data.held_out_good_rgb,
+    }
     sha = save_checkpoint(out, loaded.model, meta.model_copy(update={"int8": record}), extra)
     return QuantizeResult(out, sha, record)

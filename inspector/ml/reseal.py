@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inspector import __version__
-from inspector.backends.manifest import GRAPH_FILES, LoadedExport, is_export, write_manifest
+from inspector.backends.manifest import (
+    GRAPH_FILES,
+    PROBES_FILE,
+    LoadedExport,
+    is_export,
+    write_manifest,
+)
 from inspector.checkpoint import CheckpointMeta
 from inspector.errors import ExportError
 
@@ -62,7 +68,11 @@ def reseal_export(export: LoadedExport, out: Path, meta: CheckpointMeta) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        for name in GRAPH_FILES[manifest.graph_format]:
+        # The graph's files, and the probe images its metadata's probe set records.
+        for name in (
+            *GRAPH_FILES[manifest.graph_format],
+            *(set(export.manifest.files) & {PROBES_FILE}),
+        ):
             shutil.copyfile(export.folder / name, work / name)
         # Loading refuses a graph whose embedded metadata is not its manifest's.
         _embed(work, manifest.graph_format, meta)

@@ -24,6 +24,7 @@ from inspector.ml.data import (
     split_train_val,
     training_items,
 )
+from inspector.ml.probes import with_probes
 from inspector.ml.random_encoder import adapt_batchnorm, timm_init
 from inspector.ml.regions import RegionImages, as_float, load_regions, score_regions
 from inspector.ml.weights import load_encoder_weights
@@ -336,7 +337,10 @@ def train(
         },
     )
     model.cpu()
-    sha = save_checkpoint(out, model, meta)
+    # A few of the images trained on, and the fp32 model's values on them: every load checks
+    # the served model against them.
+    meta, probes = with_probes(meta, model, data.train_images, "training")
+    sha = save_checkpoint(out, model, meta, probes)
     log.info("wrote %s (best epoch %d, val loss %.4f)", out, fitted.best_epoch, fitted.best_loss)
     return TrainResult(out, sha, fitted.history, fitted.best_epoch, calibration, skipped)
 

@@ -26,6 +26,9 @@ from inspector.model.config import Frozen
 from inspector.runtime.config_genicam import GenicamSourceConfig as GenicamSourceConfig
 from inspector.runtime.config_sinks import JsonlSinkConfig as JsonlSinkConfig
 from inspector.runtime.config_sinks import KafkaSinkConfig as KafkaSinkConfig
+from inspector.runtime.config_sinks import MqttSinkConfig as MqttSinkConfig
+from inspector.runtime.config_sinks import MqttTlsConfig as MqttTlsConfig
+from inspector.runtime.config_sinks import OpcuaSinkConfig as OpcuaSinkConfig
 from inspector.runtime.config_sinks import OverlaySinkConfig as OverlaySinkConfig
 from inspector.runtime.config_sinks import SinksConfig as SinksConfig
 from inspector.runtime.config_sources import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS

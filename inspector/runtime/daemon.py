@@ -41,6 +41,7 @@ from inspector.runtime.models import (
 )
 from inspector.runtime.pacing import Backoff
 from inspector.runtime.pipeline import Pipeline
+from inspector.runtime.recipes import Recipes
 from inspector.runtime.signals import watch_signals
 from inspector.runtime.sinks import build_sinks
 from inspector.runtime.sinks.base import Sink
@@ -88,6 +89,9 @@ class Daemon:
         self.results = ResultsWiring(config, self.metrics)
         self._reload_requested = threading.Event()
         self._reloader: threading.Thread | None = None
+        # The live recipes once restored (the control API edits them in place); until then
+        # the configured cameras' (the plant sinks ask for deadlines from their first result).
+        self._recipes = Recipes(config.cameras)
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -132,6 +136,10 @@ class Daemon:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    def _deadline_ms(self, camera_id: str) -> int | None:
+        """A camera's ``deadline_ms`` in the live recipes (for the plant sinks' ``late``)."""
+        return self._recipes.deadline_ms(camera_id)
+
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""
         diagnosis = self.kafka_diagnosis.reason()
@@ -175,7 +183,10 @@ class Daemon:
                 models.add(self._load_model(name, path))
             line = starting_line(cfg, models)
             sources = line.build_sources(cfg.kafka, self.metrics)
-            sinks = [*build_sinks(cfg, self.metrics), *self.results.sinks()]
+            sinks = [
+                *build_sinks(cfg, self.metrics, deadline_ms=self._deadline_ms),
+                *self.results.sinks(),
+            ]
             self._unstarted = [*sinks, *sources]
             for sink in sinks:
                 self._set_up(sink)
@@ -195,6 +206,7 @@ class Daemon:
             recipes = restore_models(line, models, cfg, self.metrics, stop=self.should_exit)
         except WaitAbandonedError:
             return
+        self._recipes = recipes
         self.pipeline = Pipeline(
             sources,
             cfg.batcher,

@@ -78,6 +78,11 @@ class CameraLabels:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def configured(self) -> frozenset[str]:
+        """The cameras known from the configuration (each always its own label)."""
+        return self._configured
+
     def label(self, camera_id: str) -> str:
         """The label value for ``camera_id``."""
         if camera_id in self._configured or camera_id in self._seen:
@@ -253,6 +258,31 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        # Plant sinks (sinks.opcua, sinks.mqtt): from a frame's capture to the moment its
+        # verdict was served (OPC UA) or acknowledged by the broker (MQTT PUBACK).
+        self.plant_latency = Histogram(
+            "inspector_plant_latency_seconds",
+            "Capture to verdict served (opcua) or acknowledged (mqtt), per plant sink.",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Counted when the verdict reached the plant sink after the camera's deadline_ms (mqtt:
+        # the PUBACK came too late), which the result's own `late` cannot know yet.
+        self.plant_late = Counter(
+            "inspector_plant_late",
+            "Verdicts that reached a plant sink after the camera's deadline_ms, per plant sink.",
+            ["sink"],
+            registry=r,
+        )
+        # OPC UA serves latest values: a camera's result replaced before the server wrote it
+        # (the server could not keep up) is counted here, never queued.
+        self.opcua_updates_dropped = Counter(
+            "inspector_opcua_updates_dropped",
+            "Results the OPC UA server never served: a newer one of the camera replaced them.",
+            ["camera"],
+            registry=r,
+        )
 
     def _add_cameras(self, r: CollectorRegistry) -> None:
         """Camera sources: up, reconnects, lost frames, frame rate, last frame."""
@@ -296,6 +326,13 @@ class Metrics:
         self.model_info = Info("inspector_model", "The loaded model.", registry=r)
         self.model_reloads = Counter(
             "inspector_model_reloads", "Model (re)loads by result.", ["result"], registry=r
+        )
+        self.model_parity_checks = Counter(
+            "inspector_model_parity_checks",
+            "Probe-set parity checks of loaded models, by result (passed, refused, unchecked: "
+            "no probe set stored).",
+            ["result"],
+            registry=r,
         )
         self.model_memory = Gauge(
             "inspector_model_memory_bytes",

@@ -21,6 +21,7 @@ from inspector.model.fastpath import RuntimeOptions, in_passing_thread
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.ids import for_log
 from inspector.runtime.metrics import Metrics
+from inspector.runtime.parity import check_parity
 from inspector.runtime.postprocess import Postprocessor
 from inspector.runtime.recipes import CameraRecipe, Recipes
 from inspector.runtime.regions import check_tiling
@@ -84,6 +85,8 @@ def load_served_model(
         stop: Stop waiting once this is set (the daemon told to exit during a load).
 
     Raises:
+        ModelParityError: It does not score its stored probe set as recorded
+            (:func:`~inspector.runtime.parity.check_parity`).
         InspectorError: The file cannot be loaded, has no calibration, or the device fails.
         WaitAbandonedError: ``stop`` was set first (the load is abandoned).
     """
@@ -132,6 +135,8 @@ def _load_here(
         map_filter=postprocessor.needs_map,
         preprocessing=meta.preprocessing,
     )
+    # Before the warm-up: a model whose maps are not the recorded ones is refused first.
+    check_parity(model_ref.name, path, worker, meta, loaded.probe_images, metrics)
     worker.warm_up()
     log.info(
         "model %s runs on %s (%s)",

@@ -235,6 +235,7 @@ class Postprocessor:
         return ResultMessage(
             frame_id=frame.frame_id,
             camera_id=frame.camera_id,
+            part_id=frame.part_id,
             source=source,
             captured_at=frame.captured_at,
             processed_at=datetime.now(UTC).isoformat(),

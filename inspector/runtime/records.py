@@ -46,6 +46,8 @@ class FrameMeta:
         source_partition: Kafka partition.
         source_offset: Kafka offset.
         captured_at: Capture time as given by the producer (RFC 3339), if any.
+        part_id: The part in front of the camera (the producer's ``part_id`` header), if
+            given; what a PLC rejects or passes.
         received_monotonic: ``time.monotonic()`` when the frame entered the pipeline.
         decode_ms: Time spent decoding it.
     """
@@ -57,6 +59,7 @@ class FrameMeta:
     source_partition: int | None = None
     source_offset: int | None = None
     captured_at: str | None = None
+    part_id: str | None = None
     received_monotonic: float = 0.0
     decode_ms: float = 0.0
 

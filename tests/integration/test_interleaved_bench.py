@@ -21,8 +21,9 @@ def test_interleaved_windows_pair_every_frame_with_model_only(
     cmd = [sys.executable, str(ROOT / "bench" / "interleaved_e2e.py")]
     cmd += ["--backbone", "resnet18", "--image-size", "64", "--batch-size", "2"]
     cmd += ["--windows", "2", "--batches-per-window", "3", "--precision", "fp32"]
-    cmd += ["--bootstrap-servers", bootstrap, "--record", str(record)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
+    cmd += ["--bootstrap-servers", bootstrap, "--record", str(record), "--timeout", "150"]
+    # The script's own waits end first, so a stuck run fails with the daemon's readiness reasons.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=480, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert len(lines) == 1, done.stdout  # the JSON line only: the model process speaks on a pipe

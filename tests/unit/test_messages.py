@@ -88,3 +88,13 @@ def test_capture_to_verdict_is_processed_at_minus_captured_at(
 ) -> None:
     got = _message(captured_at=captured_at, processed_at=processed_at).capture_to_verdict_ms()
     assert got == expected if expected is None else got == pytest.approx(expected)
+
+
+def test_part_id_is_carried_and_absent_when_none() -> None:
+    # Absent (not null) without a part id: readers of messages from before the field see what
+    # they saw; with one, it is in the JSON and valid against the published schema.
+    assert "part_id" not in json.loads(_message().to_json())
+    data = json.loads(_message(part_id="SN/0042").to_json())
+    assert data["part_id"] == "SN/0042"
+    jsonschema.validate(data, result_json_schema())
+    assert ResultMessage.from_json(json.dumps(data)).part_id == "SN/0042"

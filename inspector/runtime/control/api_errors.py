@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inspector.errors import ConfigError, InspectorError, NotTriggerableError
+from inspector.errors import ConfigError, InspectorError, ModelParityError, NotTriggerableError
 from inspector.logs import escape_controls
 from inspector.runtime.control.errors import (
     ModelSetupError,
@@ -72,6 +72,7 @@ STATUSES: Mapping[type[Exception], int] = {
     NoShadowError: 409,  # a promotion without a shadow, a rollback without a promotion
     SourceSetupError: 422,
     ModelSetupError: 422,
+    ModelParityError: 422,  # its probe-set scores moved: the message names the difference
     RecipeError: 422,
     RetentionRequestError: 422,  # a label, kind, note, view or limit the store refuses
     ConfigError: 422,  # a setting at fault; the message names its key

@@ -68,6 +68,7 @@ from inspector.runtime.metrics import Metrics
 from inspector.runtime.retention.reader import RetentionIndex
 from inspector.runtime.retention.records import (
     MAX_LIST_LIMIT,
+    MAX_SEQ,
     RetainedFrame,
     UnknownFrameError,
     View,
@@ -219,8 +220,8 @@ def add_results_routes(
         flagged: bool | None = None,
         label: Literal["false_alarm", "defect", "missed_defect", "unlabelled"] | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-        before: Annotated[int | None, Query(ge=0)] = None,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        before: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     ) -> ResultsPage:
         """Retained frames, newest first: ``before`` pages back, ``after`` polls for new ones.
 

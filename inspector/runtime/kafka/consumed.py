@@ -254,7 +254,8 @@ def decoded_bytes(value: bytes | None, max_pixels: int) -> int:
     return size[0] * size[1] * BYTES_PER_PIXEL
 
 
-#: Called with the field (``camera_id``, ``frame_id``) whenever a producer's id is replaced.
+#: Called with the field (``camera_id``, ``frame_id``, ``part_id``) whenever a producer's id is
+#: replaced or dropped.
 InvalidIdFn = Callable[[str], None]
 
 
@@ -327,7 +328,8 @@ def to_item(
 
     Returns:
         A frame (ids from the headers ``frame_id``/``camera_id``, else ``topic:partition:
-        offset`` and the key; invalid ids replaced, see :mod:`inspector.runtime.ids`) or a
+        offset`` and the key; the optional ``part_id`` header; invalid ids replaced, an invalid
+        part id dropped, see :mod:`inspector.runtime.ids`) or a
         dead letter with error type ``empty``, ``oversized``, ``undecodable``, ``too_large``,
         ``invalid_header`` (a ``captured_at`` that is not a time) or, for anything else that
         goes wrong turning the record into a frame, ``malformed_record``.
@@ -402,6 +404,11 @@ def _to_item(
     frame_id = _id(
         headers.get("frame_id"), "frame_id", note_invalid, replace=False, rule=valid_frame_id
     )
+    # A part id is carried like a frame id (a serial such as SN/0042 must survive); an invalid
+    # one is counted and dropped: a made-up stand-in would name a part that does not exist.
+    part_id = _id(
+        headers.get("part_id"), "part_id", note_invalid, replace=False, rule=valid_frame_id
+    )
     meta = FrameMeta(
         frame_id=frame_id or f"{topic}:{partition}:{raw.offset}",
         camera_id=camera,
@@ -410,6 +417,7 @@ def _to_item(
         source_partition=partition,
         source_offset=raw.offset,
         captured_at=captured,
+        part_id=part_id,
         received_monotonic=received,
         decode_ms=decoded.seconds * 1e3,
     )

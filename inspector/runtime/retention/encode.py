@@ -121,7 +121,10 @@ def item_from_inspection(
         picture = heatmap_overlay(base, inspection.heatmap)
         if inspection.mask is not None:
             picture = draw_mask_outline(picture, inspection.mask)
-        overlay = encode(picture, ".png")
+        # JPEG, not PNG: a heat map blended over a photograph compresses no better losslessly,
+        # and PNG cost the writer thread ~3 ms a frame against ~0.3 ms (bench/retention.py's
+        # saturation cost went over its 10 % target on that difference).
+        overlay = encode(picture, ".jpg")
     mask = None
     if inspection.mask is not None:
         mask = encode((np.asarray(inspection.mask) > 0).astype(np.uint8) * np.uint8(255), ".png")

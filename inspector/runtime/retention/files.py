@@ -45,7 +45,7 @@ def frame_names(item: RetentionItem) -> FrameNames:
     prefix = f"{FILES_DIR}/{key[:2]}/{key}"
     return (
         f"{prefix}.frame{item.frame_suffix}",
-        f"{prefix}.overlay.png" if item.overlay is not None else None,
+        f"{prefix}.overlay.jpg" if item.overlay is not None else None,
         f"{prefix}.mask.png" if item.mask is not None else None,
         f"{prefix}.result.json",
     )

@@ -33,6 +33,8 @@ MAX_KIND_CHARS = 64
 MAX_NOTE_CHARS = 2000
 #: Most rows one :meth:`RetentionStore.list` call returns.
 MAX_LIST_LIMIT = 500
+#: Largest sequence number (a list cursor): SQLite's largest INTEGER; a larger one overflows.
+MAX_SEQ = 2**63 - 1
 
 #: Suffixes a retained frame file may have; anything else is re-encoded by the sink, so a
 #: producer's bytes never choose a file name.
@@ -81,7 +83,7 @@ class RetentionItem:
         processed_at: When the verdict was made (RFC 3339).
         frame: The encoded frame (the Kafka payload as received, or PNG/JPEG).
         frame_suffix: Its file suffix, one of :data:`FRAME_SUFFIXES`.
-        overlay: Heat-map overlay PNG, if the frame had a map.
+        overlay: Heat-map overlay JPEG, if the frame had a map.
         mask: Defect mask PNG (0 / 255, frame size), if the frame had one.
         result: The result message as published (JSON).
     """

@@ -4,7 +4,7 @@ Layout of the folder (the store owns it; nothing else may write there)::
 
     index.sqlite3 (+ -wal, -shm)        the index (WAL mode, versioned schema)
     files/<k[:2]>/<k>.frame.<ext>       the frame: Kafka payload as received, or PNG/JPEG
-    files/<k[:2]>/<k>.overlay.png       heat map over the frame (frames with a map)
+    files/<k[:2]>/<k>.overlay.jpg       heat map over the frame (frames with a map)
     files/<k[:2]>/<k>.mask.png          predicted defect mask, 0/255 (frames with a mask)
     files/<k[:2]>/<k>.result.json       the result message as published
 

@@ -27,6 +27,7 @@ from inspector.runtime.sinks.retention import RetentionMetrics, RetentionSink
 
 H, W = 96, 128
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
 WRITER = Path(__file__).with_name("retention_writer.py")
 
 

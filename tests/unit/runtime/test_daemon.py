@@ -306,7 +306,7 @@ def test_daemon_waits_for_a_broker_that_comes_up_late(
 ) -> None:
     monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.01)
     sink = FlakySink(answers_after=3)
-    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics, **_: [sink])
     daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
     sink.daemon = daemon
     assert daemon.run() == 0
@@ -323,7 +323,7 @@ def test_stopping_while_waiting_for_the_broker_exits_cleanly(
 ) -> None:
     monkeypatch.setattr(daemon_module, "_RETRY_FIRST_S", 0.05)
     sink = FlakySink(answers_after=10**9, exit_after=2)  # never answers; stopped meanwhile
-    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics: [sink])
+    monkeypatch.setattr(daemon_module, "build_sinks", lambda config, metrics, **_: [sink])
     daemon = Daemon(_config(checkpoint.path, frames, tmp_path))
     sink.daemon = daemon
     assert daemon.run() == 0
@@ -403,3 +403,28 @@ def test_a_broken_state_file_is_an_error_naming_it(
     daemon = Daemon(InspectorConfig.model_validate(base), registry=CollectorRegistry())
     with pytest.raises(ConfigError, match=r"daemon\.state_path: .*line\.json .*sources\.0"):
         daemon.run()  # the command line turns it into exit code 2
+
+
+def test_plant_sinks_judge_late_by_the_live_recipes(
+    checkpoint: LoadedCheckpoint, frames: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sinks are built before the recipes are restored; they get a lookup, not a copy, so a
+    # recipe set over the control API (or restored from the state file) counts at once.
+    from inspector.runtime.config import CameraRecipe
+
+    handed: list[object] = []
+
+    def build(config: InspectorConfig, metrics: object, **kwargs: object) -> list[FakeSink]:
+        handed.append(kwargs["deadline_ms"])
+        return [FakeSink()]
+
+    monkeypatch.setattr(daemon_module, "build_sinks", build)
+    base = _config(checkpoint.path, frames, tmp_path).model_dump(mode="json")
+    base["cameras"] = {"replay": {"deadline_ms": 300}}
+    daemon = Daemon(InspectorConfig.model_validate(base))
+    assert daemon.run() == 0
+    (deadline_ms,) = handed
+    assert callable(deadline_ms) and deadline_ms("replay") == 300 and deadline_ms("other") is None
+    assert daemon.control is not None  # its recipes: what PUT /v1/cameras/{id} edits
+    daemon.control.recipes.set("replay", CameraRecipe(deadline_ms=40))
+    assert deadline_ms("replay") == 40

@@ -26,7 +26,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from results_helpers import ADMIN, RunningDaemon, daemon_config, frames_folder, start_daemon
 from results_helpers import wait_for as wait
-from retention_helpers import PNG_MAGIC, inspection
+from retention_helpers import JPEG_MAGIC, PNG_MAGIC, inspection
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.runtime.retention.records import MAX_LIST_LIMIT
@@ -266,13 +266,16 @@ def test_unknown_frames_are_404_on_every_route(line: RunningDaemon) -> None:
 def test_pictures_of_a_frame_by_view(line: RunningDaemon) -> None:
     flagged = _flagged(line)[0]
     good = str(_all(line, "&flagged=false")[0]["frame_id"])
+    # The overlay is a JPEG (a heat map over a photograph); frame (as generated) and mask PNGs.
+    kinds = {"frame": ("image/png", PNG_MAGIC), "overlay": ("image/jpeg", JPEG_MAGIC)}
     for view in ("frame", "overlay", "mask"):
         response = line.get(f"/v1/results/{quote(flagged, safe='')}/image?view={view}")
         assert response.status_code == 200, (view, response.text)
-        assert response.headers["content-type"] == "image/png"
+        content_type, magic = kinds.get(view, ("image/png", PNG_MAGIC))
+        assert response.headers["content-type"] == content_type
         assert response.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in response.headers["content-security-policy"]
-        assert response.content.startswith(PNG_MAGIC)
+        assert response.content.startswith(magic)
         picture = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
         assert picture is not None and picture.shape[:2] == (128, 128)
     mask = line.get(f"/v1/results/{quote(good, safe='')}/image?view=mask")
@@ -291,7 +294,7 @@ def test_frame_ids_with_slashes_and_url_characters_are_addressed_encoded_or_raw(
         encoded = quote(frame_id, safe="")
         assert _detail(line, frame_id)["frame_id"] == frame_id
         image = line.get(f"/v1/results/{encoded}/image?view=overlay")
-        assert image.status_code == 200 and image.content.startswith(PNG_MAGIC)
+        assert image.status_code == 200 and image.content.startswith(JPEG_MAGIC)
     # A literal "/" works as well: the last segment picks the route, the rest is the id.
     raw = line.get("/v1/results/line1/cam2/000042/detail")
     assert raw.status_code == 200 and raw.json()["frame"]["frame_id"] == "line1/cam2/000042"
@@ -405,3 +408,12 @@ def test_generated_requests_get_only_documented_answers(line: RunningDaemon) -> 
     assert answers["POST /v1/results/{frame_id}/label"] == {401}  # no token, no change
     assert answers["DELETE /v1/results/{frame_id}/label"] == {401}
     assert 200 in answers["GET /v1/results"]
+
+
+def test_a_cursor_beyond_sqlite_integers_is_a_422_naming_it(line: RunningDaemon) -> None:
+    # Found by the generated requests: 2**63 overflowed SQLite's INTEGER and answered 500.
+    for name in ("before", "after"):
+        response = line.get(f"/v1/results?{name}={2**63}")
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["loc"] == ["query", name]
+    assert line.get(f"/v1/results?before={2**63 - 1}").status_code == 200

@@ -7,6 +7,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +53,9 @@ _header_value = st.one_of(
     st.just("²".encode()),
     st.just(b"\xff\xfe\x00"),
 )
-_header_name = st.sampled_from(["captured_at", "camera_id", "frame_id", "content_type", "x"])
+_header_name = st.sampled_from(
+    ["captured_at", "camera_id", "frame_id", "part_id", "content_type", "x"]
+)
 _headers = st.lists(st.tuples(_header_name, _header_value), max_size=6)
 _key = st.one_of(st.none(), st.binary(max_size=200), st.just(b"k" * 65536))
 
@@ -77,6 +80,7 @@ def test_any_headers_and_key_give_a_frame_with_safe_ids_or_a_dead_letter(
     assert valid_id(meta.camera_id) or meta.camera_id == "unknown"
     assert valid_frame_id(meta.frame_id)
     assert len(meta.camera_id) <= MAX_ID_CHARS and len(meta.frame_id) <= MAX_ID_CHARS
+    assert meta.part_id is None or valid_frame_id(meta.part_id)
     assert (meta.source_partition, meta.source_offset) == (2, 7)
 
 
@@ -170,3 +174,36 @@ def test_a_camera_id_that_no_url_could_address_is_replaced() -> None:
     assert item.meta.frame_id == "line1/cam2/000042"
     assert for_log("a\nb") == "'a\\nb'"
     assert for_log("y" * 100).endswith("(100 in all)") and len(for_log("y" * 100)) < 60
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [b"p" * 65536, b"SN-1\nforged log line", b"\x00\x1b[31m", b"\xff\xfe\x00", b"SN 1", b"   "],
+)
+def test_a_hostile_part_id_is_dropped_and_counted_like_other_ids(hostile: bytes) -> None:
+    # As a frame id: huge, control characters, whitespace or bytes that are not UTF-8 never
+    # reach the result; the frame keeps going without a part id (a stand-in would name a part
+    # that does not exist), and the metric's hook is told (not for a blank header: absent).
+    noted: list[str] = []
+    headers = [("part_id", hostile), ("frame_id", b"f-1")]
+    item = to_item(
+        "frames",
+        0,
+        Rec(headers=headers),
+        Decoded(IMAGE, None, 0.0),
+        max_message_bytes=1 << 20,
+        received=0.0,
+        ack=lambda: None,
+        note_invalid=noted.append,
+    )
+    assert isinstance(item, Frame)
+    assert item.meta.part_id is None and item.meta.frame_id == "f-1"
+    assert noted == ([] if hostile.strip() == b"" else ["part_id"])
+
+
+def test_a_part_id_is_carried_as_given() -> None:
+    # Path-like serials survive, as frame ids do; no header: no part id.
+    item = _item(Rec(headers=[("part_id", b"SN/2026/000042")]), Decoded(IMAGE, None, 0.0))
+    assert isinstance(item, Frame) and item.meta.part_id == "SN/2026/000042"
+    plain = _item(Rec(), Decoded(IMAGE, None, 0.0))
+    assert isinstance(plain, Frame) and plain.meta.part_id is None
