@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
 import statistics
@@ -30,12 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from inspector.tools.benchmark.record import (
     add_record_arguments,
-    machine,
     markdown_table,
+    run_facts,
+    save_json,
     write_section,
 )
 from inspector.tools.benchmark.retention_figures import MAX_COST, TARGET, Window
@@ -181,18 +179,11 @@ def main() -> int:
         },
         "all_targets_met": all(measured["rates"][rate]["target"]["met"] for rate in MAX_COST),
         "wall_s": measured["wall_s"],
-        "machine": machine(),
-        "threads": torch.get_num_threads(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": ["python", *sys.argv],
+        **run_facts(),
     }
     print(json.dumps(result))
     if not args.no_record:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
-        where = args.json.resolve()
-        shown_json = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
+        shown_json = save_json(args.json, result)
         write_section(
             args.record,
             "retention",

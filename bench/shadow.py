@@ -31,34 +31,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from inspector.errors import InspectorError
 from inspector.tools.benchmark.record import (
     add_record_arguments,
-    machine,
     markdown_table,
+    run_facts,
+    save_json,
     write_section,
 )
 from inspector.tools.benchmark.retention_figures import PACE_KEPT, RateName, window_figures
 from inspector.tools.benchmark.retention_windows import (
-    SCRIPT,
     Prepared,
     Settings,
     demo_line,
     prepare,
+    run_window_process,
     window_config,
 )
 from inspector.tools.demo.setup import DEMO_DEADLINE_MS
@@ -146,35 +142,9 @@ def run_window(
     Raises:
         InspectorError: The process failed or ran too long, or a frame has no result.
     """
-    folder.mkdir(parents=True)
-    spec, out, log_path = (folder / n for n in ("spec.json", "out.json", "child.log"))
-    spec.write_text(json.dumps({"config": config}))
     frames = settings.frames(rate)
-    pace_s = frames / settings.cameras / settings.fps_per_camera if rate == "demo" else 0.0
-    # INSPECTOR_* variables stay out: the window runs what the benchmark configured.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSPECTOR_")}
-    t0 = time.monotonic()
-    with log_path.open("wb") as child_log:
-        child = subprocess.Popen(
-            [sys.executable, "-I", str(SCRIPT), str(spec), str(out)],
-            cwd=folder,
-            env=env,
-            stdout=child_log,
-            stderr=child_log,
-        )
-        try:
-            code: int | None = child.wait(settings.timeout_s + pace_s)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            code = None
-    process_s = time.monotonic() - t0
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-    if code != 0 or not out.exists():
-        why = "ran too long" if code is None else f"exited with {code}"
-        raise InspectorError(f"bench: the {rate} window's daemon {why}; its log ends:\n{tail}")
-    results = folder / "results.jsonl"
-    lines = results.read_text().splitlines() if results.exists() else []
+    ran = run_window_process(settings, config, rate, folder)
+    lines, tail, process_s = ran.lines, ran.tail, ran.process_s
     messages = [json.loads(line) for line in lines]
     # Every frame once: as many results as frames, none twice (frame ids are the file names).
     if len(messages) != frames or len({m["frame_id"] for m in messages}) != frames:
@@ -182,7 +152,7 @@ def run_window(
             f"bench: the {rate} window delivered {len(lines)} results for {frames} frames; "
             f"its log ends:\n{tail}"
         )
-    figures = window_figures(rate, shadow, lines, json.loads(out.read_text()), process_s)
+    figures = window_figures(rate, shadow, lines, ran.out, process_s)
     verdicts = [m["shadow"] for m in messages if m.get("shadow") is not None]
     return {
         "rate": rate,
@@ -362,18 +332,11 @@ def main() -> int:
             "order": "per pair and rate: off then on in even pairs, on then off in odd ones",
         },
         **measured,
-        "machine": machine(),
-        "threads": torch.get_num_threads(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": ["python", *sys.argv],
+        **run_facts(),
     }
     print(json.dumps(result))
     if not args.no_record:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
-        where = args.json.resolve()
-        shown_json = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
+        shown_json = save_json(args.json, result)
         write_section(
             args.record,
             "shadow",

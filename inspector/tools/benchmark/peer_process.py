@@ -22,14 +22,13 @@ Only the standard library is imported at the top: each kind imports its own stac
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from inspector.tools.bench_child import child_main
 
 
 def run_daemon(spec: dict[str, Any]) -> dict[str, Any]:
@@ -113,20 +112,5 @@ def memory_mb() -> dict[str, float]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    """``KIND SPEC OUT``: run one kind on the JSON ``SPEC``, write its JSON report to ``OUT``."""
-    kind, spec_path, out_path = argv
-    spec = json.loads(Path(spec_path).read_text())
-    runs = {"daemon": run_daemon, "inferencer": run_inferencer}
-    report = runs[kind](spec)
-    Path(out_path).write_text(json.dumps(report))
-    return int(report["exit_code"])
-
-
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # As ``inspector run`` ends: at once, not after torch's and OpenVINO's slow teardown.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    child_main({"daemon": run_daemon, "inferencer": run_inferencer})

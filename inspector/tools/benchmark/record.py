@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -18,6 +19,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,6 +71,30 @@ def machine(device: torch.device | None = None) -> str:
         f"{where}; {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
+
+
+def run_facts() -> dict[str, Any]:
+    """Where and when a benchmark ran, and how it was called: the JSON results' common tail."""
+    return {
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": ["python", *sys.argv],
+    }
+
+
+def save_json(path: Path, result: dict[str, Any]) -> Path:
+    """Write a benchmark's JSON result (indented) to ``path``.
+
+    Returns:
+        The path to show in the performance file: relative to the working folder when inside
+        it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}", file=sys.stderr)
+    where = path.resolve()
+    return where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
 
 
 def write_section(

@@ -24,14 +24,14 @@ Only the standard library is imported at the top; the daemon's stack is imported
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from inspector.tools.bench_child import child_main
 
 #: Between CPU samples: fine enough that interpolating at a window's two ends costs well under
 #: a percent of a window's CPU, coarse enough that the sampler itself costs nothing measurable.
@@ -127,18 +127,5 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return {"exit_code": code, "cpu": samples, "retention": retention}
 
 
-def main(argv: list[str]) -> int:
-    """``SPEC OUT``: run the window on the JSON ``SPEC``, write its JSON report to ``OUT``."""
-    spec_path, out_path = argv
-    report = run(json.loads(Path(spec_path).read_text()))
-    Path(out_path).write_text(json.dumps(report))
-    return int(report["exit_code"])
-
-
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # As ``inspector run`` ends: at once, not after torch's slow teardown.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    child_main(run)

@@ -200,17 +200,33 @@ def window_config(
     }
 
 
-def run_window(
-    settings: Settings, prepared: Prepared, rate: RateName, retention: bool, folder: Path
-) -> Window:
-    """One window in a process of its own; its folder's retained files are removed after.
+@dataclass(frozen=True)
+class WindowRun:
+    """What one window's daemon process left.
+
+    Attributes:
+        out: What the process measured (its ``out.json``).
+        process_s: The process's wall time, start-up included.
+        lines: The JSON-lines sink's lines (one per result).
+        tail: The end of the process's log, for error messages.
+    """
+
+    out: dict[str, Any]
+    process_s: float
+    lines: list[str]
+    tail: str
+
+
+def run_window_process(
+    settings: Settings, config: dict[str, Any], rate: RateName, folder: Path
+) -> WindowRun:
+    """Run one window's daemon (``config``) in a process of its own, in a new ``folder``.
 
     Raises:
-        InspectorError: The process failed or ran too long, or frames are missing.
+        InspectorError: The process failed or ran too long.
     """
     folder.mkdir(parents=True)
     spec, out, log_path = (folder / n for n in ("spec.json", "out.json", "child.log"))
-    config = window_config(settings, prepared, rate, retention, folder)
     spec.write_text(json.dumps({"config": config}))
     frames = settings.frames(rate)
     pace_s = frames / settings.cameras / settings.fps_per_camera if rate == "demo" else 0.0
@@ -238,12 +254,25 @@ def run_window(
         raise InspectorError(f"bench: the {rate} window's daemon {why}; its log ends:\n{tail}")
     results = folder / "results.jsonl"
     lines = results.read_text().splitlines() if results.exists() else []
-    if len(lines) != frames:
+    return WindowRun(json.loads(out.read_text()), process_s, lines, tail)
+
+
+def run_window(
+    settings: Settings, prepared: Prepared, rate: RateName, retention: bool, folder: Path
+) -> Window:
+    """One window in a process of its own; its folder's retained files are removed after.
+
+    Raises:
+        InspectorError: The process failed or ran too long, or frames are missing.
+    """
+    config = window_config(settings, prepared, rate, retention, folder)
+    ran = run_window_process(settings, config, rate, folder)
+    if len(ran.lines) != settings.frames(rate):
         raise InspectorError(
-            f"bench: the {rate} window delivered {len(lines)} results for {frames} frames; "
-            f"its log ends:\n{tail}"
+            f"bench: the {rate} window delivered {len(ran.lines)} results for "
+            f"{settings.frames(rate)} frames; its log ends:\n{ran.tail}"
         )
-    window = window_figures(rate, retention, lines, json.loads(out.read_text()), process_s)
+    window = window_figures(rate, retention, ran.lines, ran.out, ran.process_s)
     shutil.rmtree(folder / "retained", ignore_errors=True)  # the disk is not the benchmark's
     return window
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from browser_helpers import give_read_token, record_page_errors
 from results_helpers import (
     ADMIN,
     READER,
@@ -122,32 +123,11 @@ def test_console_shows_the_line_takes_keyboard_labels_and_escapes_names(
                 dialog.dismiss()  # type: ignore[attr-defined]
 
             page.on("dialog", on_dialog)
-            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            # Every failed request but the 401s that make the console ask for a token, and
-            # every script error or CSP violation the page logs.
-            page.on(
-                "response",
-                lambda r: (
-                    errors.append(f"{r.status} {r.url}")
-                    if r.status >= 400 and r.status != 401
-                    else None
-                ),
-            )
-            page.on(
-                "console",
-                lambda m: (
-                    errors.append(f"console {m.type}: {m.text}")
-                    if m.type == "error" and "status of 401" not in m.text
-                    else None
-                ),
-            )
+            record_page_errors(page, errors)
 
             # The page itself is open; its data needs the read token, asked for once.
             page.goto(line.base + "/")
-            page.wait_for_selector("#token-panel:not([hidden])")
-            assert "Read token" in page.text_content("#token-label")  # type: ignore[operator]
-            page.fill("#token-input", READER)
-            page.press("#token-input", "Enter")
+            give_read_token(page, READER)
 
             # A tile per camera; the hostile camera id is text, not markup.
             hostile_tile = page.locator(".tile", has=page.locator("h3", has_text="onerror"))

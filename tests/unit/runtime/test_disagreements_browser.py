@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import give_read_token, record_page_errors
 from results_helpers import READER, RunningDaemon, daemon_config, frames_folder, start_daemon
 from waiting import wait_until
 
@@ -144,33 +145,12 @@ def test_disagreements_show_both_verdicts_beside_the_frame_and_its_overlay(
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(60_000)
-            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
             page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
-            # Every failed request but the 401 that makes the page ask for the token, and
-            # every script error or CSP violation the page logs.
-            page.on(
-                "response",
-                lambda r: (
-                    errors.append(f"{r.status} {r.url}")
-                    if r.status >= 400 and r.status != 401
-                    else None
-                ),
-            )
-            page.on(
-                "console",
-                lambda m: (
-                    errors.append(f"console {m.type}: {m.text}")
-                    if m.type == "error" and "status of 401" not in m.text
-                    else None
-                ),
-            )
+            record_page_errors(page, errors)
 
             # Opened directly, the page asks for the read token itself.
             page.goto(line.base + "/disagreements")
-            page.wait_for_selector("#token-panel:not([hidden])")
-            assert "Read token" in (page.text_content("#token-label") or "")
-            page.fill("#token-input", READER)
-            page.press("#token-input", "Enter")
+            give_read_token(page, READER)
             expect(page.locator("#token-panel")).to_be_hidden()
 
             rows = page.locator("#disagreements tbody tr")
