@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 from waiting import wait_until
 
 
@@ -59,16 +60,26 @@ def daemon_settings(
     }
 
 
-def create_topics(bootstrap: str, topics: Topics, partitions: int = 2) -> None:
+def create_topics(
+    bootstrap: str, topics: Topics, partitions: int = 2, *, exist_ok: bool = False
+) -> None:
+    """Create the frames, results and dead-letter topics.
+
+    ``exist_ok``: one that exists already is kept (a broker that auto-creates topics may have
+    made it on a client's metadata request first).
+    """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics(
-            [
-                NewTopic(topics.frames, partitions, 1),
-                NewTopic(topics.results, 1, 1),
-                NewTopic(topics.dlq, 1, 1),
-            ]
-        )
+        for topic in (
+            NewTopic(topics.frames, partitions, 1),
+            NewTopic(topics.results, 1, 1),
+            NewTopic(topics.dlq, 1, 1),
+        ):
+            try:
+                admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                if not exist_ok:
+                    raise
     finally:
         admin.close()
     wait_for_leaders(bootstrap, [topics.frames, topics.results, topics.dlq])
