@@ -122,6 +122,11 @@ def test_poison_records_are_dead_letters_and_the_partition_moves_on(
         {"value": jpeg, "key": b"k" * 65536, "headers": [("frame_id", b"\n" * (1 << 20))]},
         {"value": jpeg, "key": b"cam-1", "headers": [("captured_at", b"\xff\xfe")]},
         {"value": jpeg, "key": b"cam-1"},
+        # Hostile part ids (huge, control characters, not UTF-8): dropped, the frame inspected.
+        {"value": jpeg, "key": b"cam-1", "headers": [("part_id", b"P" * 65536)]},
+        {"value": jpeg, "key": b"cam-1", "headers": [("part_id", b"SN\n0001\x00")]},
+        {"value": jpeg, "key": b"cam-1", "headers": [("part_id", b"\xff\xfe")]},
+        {"value": jpeg, "key": b"cam-1", "headers": [("part_id", b"SN-0042")]},
     ]
     _send_each(bootstrap, topics.frames, records)
     running = in_process(daemon_settings(bootstrap, topics, checkpoint.path))
@@ -141,6 +146,8 @@ def test_poison_records_are_dead_letters_and_the_partition_moves_on(
     by_offset = {int(r["source"]["offset"]): r for r in got.results}  # type: ignore[index]
     assert str(by_offset[5]["camera_id"]).startswith("invalid-")
     assert by_offset[5]["frame_id"] == f"{topics.frames}:0:5"
+    assert all("part_id" not in by_offset[offset] for offset in (8, 9, 10))
+    assert by_offset[11]["part_id"] == "SN-0042"
     assert group_offsets(topics.group) == {0: len(records)}  # committed past every poison
 
 
