@@ -22,13 +22,13 @@ import pytest
 from faults import http_get
 from kafka import KafkaProducer
 from kafka_helpers import Topics, create_topics, daemon_settings
-from mosquitto_helpers import Subscriber, start_mosquitto
 from prometheus_client import CollectorRegistry
 from waiting import wait_until
 
 from inspector.checkpoint import LoadedCheckpoint
 from inspector.runtime.config import InspectorConfig
 from inspector.runtime.daemon import Daemon
+from inspector.tools.benchmark.mosquitto import Subscriber, start_mosquitto
 
 pytestmark = pytest.mark.integration
 

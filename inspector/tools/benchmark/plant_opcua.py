@@ -17,6 +17,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -53,19 +54,23 @@ class OpcuaEndpoint:
     publishing_interval_ms: float = 0.0
 
 
+def subscription_parameters(interval_ms: float) -> Any:
+    """A PLC-like subscription's parameters: ``interval_ms`` publishing, no per-publish cap."""
+    return ua.CreateSubscriptionParameters(
+        RequestedPublishingInterval=interval_ms,
+        RequestedLifetimeCount=10000,
+        RequestedMaxKeepAliveCount=100,
+        MaxNotificationsPerPublish=0,
+        PublishingEnabled=True,
+        Priority=0,
+    )
+
+
 class _Arrivals(Subscription):
     """A subscription that notes when each served ``FrameId`` came."""
 
     def __init__(self, client: Client, interval_ms: float, seen: dict[str, float]) -> None:
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=interval_ms,
-            RequestedLifetimeCount=10000,
-            RequestedMaxKeepAliveCount=100,
-            MaxNotificationsPerPublish=0,
-            PublishingEnabled=True,
-            Priority=0,
-        )
-        super().__init__(client.uaclient.session, params, None)
+        super().__init__(client.uaclient.session, subscription_parameters(interval_ms), None)
         self.seen = seen
         self.notifications = 0
 
@@ -191,4 +196,4 @@ class OpcuaWatcher:
             await client.disconnect()
 
 
-__all__ = ["OpcuaEndpoint", "OpcuaWatcher"]
+__all__ = ["OpcuaEndpoint", "OpcuaWatcher", "subscription_parameters"]

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import trustme
 from fakes import make_inspection
-from mosquitto_helpers import Mosquitto, Subscriber, start_mosquitto
 from prometheus_client import CollectorRegistry
 from waiting import wait_until
 
@@ -29,6 +28,7 @@ from inspector.runtime.kafka.produced import result_record
 from inspector.runtime.metrics import Metrics
 from inspector.runtime.records import Inspection
 from inspector.runtime.sinks.mqtt import MqttSink
+from inspector.tools.benchmark.mosquitto import Mosquitto, Subscriber, start_mosquitto
 
 pytestmark = pytest.mark.component
 

@@ -40,6 +40,7 @@ from inspector.runtime.pipeline import Pipeline
 from inspector.runtime.records import Inspection
 from inspector.runtime.sinks.opcua import OpcuaSink
 from inspector.runtime.sinks.opcua.server import CAMERA_VARIABLES
+from inspector.tools.benchmark.plant_opcua import subscription_parameters
 
 pytestmark = pytest.mark.component
 
@@ -138,15 +139,7 @@ class _Recorder(Subscription):
     """A client subscription that keeps each notification message as one batch."""
 
     def __init__(self, client: Client, interval_ms: float) -> None:
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=interval_ms,
-            RequestedLifetimeCount=10000,
-            RequestedMaxKeepAliveCount=100,
-            MaxNotificationsPerPublish=0,
-            PublishingEnabled=True,
-            Priority=0,
-        )
-        super().__init__(client.uaclient.session, params, _Quiet())
+        super().__init__(client.uaclient.session, subscription_parameters(interval_ms), _Quiet())
         self.names: dict[int, str] = {}
         #: Per notification message: (variable, value, source timestamp), in message order.
         self.batches: list[list[tuple[str, Any, datetime]]] = []
